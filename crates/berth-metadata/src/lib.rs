@@ -1,1 +1,352 @@
-//! placeholder
+//! berth-metadata: the one place that knows how objects reference each other.
+//! Images, tags and layers (snapshots) live in one redb file; every change
+//! is a transaction. Garbage collection marks from here: a blob or a layer
+//! directory survives only while an image row names it or an in-flight
+//! operation's lease holds it (leases live in the daemon's memory: no
+//! operation outlives the process, so a restart voids them all).
+//!
+//! Owns: `<data-root>/meta.redb`. Must not: touch blob or layer bytes (the
+//! sweep happens in the caller, outside any write transaction).
+//!
+//! ```text
+//! meta.redb
+//!   images   <config digest hex>  -> ImageRecord (json, versioned)
+//!   tags     <full reference>     -> <config digest hex>   ("docker.io/library/busybox:latest")
+//!   layers   <chain id hex>       -> LayerRecord
+//! ```
+#![forbid(unsafe_code)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+use berth_types::{ChainId, DiffId, Digest, Error, Result};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
+const TAGS: TableDefinition<&str, &str> = TableDefinition::new("tags");
+const LAYERS: TableDefinition<&str, &[u8]> = TableDefinition::new("layers");
+
+/// One layer blob of an image, as its manifest lists it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LayerBlob {
+    /// Digest of the blob as stored (compressed or not).
+    pub digest: Digest,
+    pub media_type: String,
+    /// Size of the stored blob.
+    pub size: u64,
+    pub diff_id: DiffId,
+    /// Size of the uncompressed tar stream.
+    pub tar_size: u64,
+}
+
+/// An image: its config blob, its layer blobs, and what listings need
+/// without opening the config.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ImageRecord {
+    pub v: u32,
+    /// The config digest, which is the image ID.
+    pub id: Digest,
+    pub layers: Vec<LayerBlob>,
+    /// Chain ID of the top layer (None for an image with no layers).
+    pub top_layer: Option<ChainId>,
+    /// Sum of the layers' unpacked sizes.
+    pub size: u64,
+    /// `created` of the config, unix seconds.
+    pub created: i64,
+    pub labels: BTreeMap<String, String>,
+    /// Digests under which registries know this image (`name@sha256:…`).
+    pub repo_digests: Vec<String>,
+    /// Parent image ID for locally built images; empty otherwise.
+    pub parent: Option<Digest>,
+    /// When a tag was last set on this image (RFC 3339), as Docker reports it.
+    pub last_tag_time: Option<String>,
+}
+
+/// An unpacked layer directory (`layers/<chain id>/`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LayerRecord {
+    pub v: u32,
+    pub chain_id: ChainId,
+    pub diff_id: DiffId,
+    pub parent: Option<ChainId>,
+    /// Sum of regular file sizes in the layer.
+    pub size: u64,
+}
+
+/// What garbage collection must keep.
+#[derive(Debug, Default)]
+pub struct Roots {
+    pub blobs: HashSet<Digest>,
+    pub layers: HashSet<ChainId>,
+}
+
+pub struct MetaStore {
+    db: redb::Database,
+}
+
+fn db_err(e: impl std::fmt::Display) -> Error {
+    Error::internal(format!("metadata store: {e}"))
+}
+
+fn decode<T: DeserializeOwned>(what: &str, key: &str, b: &[u8]) -> Result<T> {
+    serde_json::from_slice(b).map_err(|e| Error::internal(format!("metadata {what} {key}: {e}")))
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("metadata records serialize")
+}
+
+impl MetaStore {
+    pub fn open(path: &Path) -> Result<Self> {
+        let db = redb::Database::create(path).map_err(db_err)?;
+        let tx = db.begin_write().map_err(db_err)?;
+        {
+            tx.open_table(IMAGES).map_err(db_err)?;
+            tx.open_table(TAGS).map_err(db_err)?;
+            tx.open_table(LAYERS).map_err(db_err)?;
+        }
+        tx.commit().map_err(db_err)?;
+        Ok(MetaStore { db })
+    }
+
+    /// Run `f` in one read transaction (a consistent snapshot).
+    pub fn read<T>(&self, f: impl FnOnce(&ReadTx) -> Result<T>) -> Result<T> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        f(&ReadTx { tx })
+    }
+
+    /// Run `f` in one write transaction; commits if `f` returns Ok.
+    pub fn write<T>(&self, f: impl FnOnce(&WriteTx) -> Result<T>) -> Result<T> {
+        let tx = self.db.begin_write().map_err(db_err)?;
+        let w = WriteTx { tx };
+        let out = f(&w)?;
+        w.tx.commit().map_err(db_err)?;
+        Ok(out)
+    }
+
+    /// Mark phase of garbage collection: every blob and layer an image references.
+    pub fn roots(&self) -> Result<Roots> {
+        self.read(|r| {
+            let mut roots = Roots::default();
+            for img in r.images()? {
+                roots.blobs.insert(img.id);
+                roots.blobs.extend(img.layers.iter().map(|l| l.digest));
+                let diffs: Vec<DiffId> = img.layers.iter().map(|l| l.diff_id).collect();
+                roots.layers.extend(ChainId::chain(&diffs));
+            }
+            Ok(roots)
+        })
+    }
+}
+
+pub struct ReadTx {
+    tx: redb::ReadTransaction,
+}
+
+/// Reads shared by read and write transactions (a write transaction reads
+/// its own uncommitted changes).
+pub trait MetaRead {
+    fn image(&self, id: &Digest) -> Result<Option<ImageRecord>>;
+    fn images(&self) -> Result<Vec<ImageRecord>>;
+    /// Image IDs whose hex starts with `prefix`.
+    fn image_ids_with_prefix(&self, prefix: &str) -> Result<Vec<Digest>>;
+    fn tag(&self, reference: &str) -> Result<Option<Digest>>;
+    /// Every (reference, image id) pair, sorted by reference.
+    fn tags(&self) -> Result<Vec<(String, Digest)>>;
+    fn layer(&self, chain: &ChainId) -> Result<Option<LayerRecord>>;
+    fn layers(&self) -> Result<Vec<LayerRecord>>;
+}
+
+macro_rules! read_methods {
+    () => {
+        fn image(&self, id: &Digest) -> Result<Option<ImageRecord>> {
+            let t = self.tx.open_table(IMAGES).map_err(db_err)?;
+            let key = id.hex();
+            t.get(key.as_str())
+                .map_err(db_err)?
+                .map(|v| decode("image", &key, v.value()))
+                .transpose()
+        }
+
+        fn images(&self) -> Result<Vec<ImageRecord>> {
+            let t = self.tx.open_table(IMAGES).map_err(db_err)?;
+            let mut out = Vec::new();
+            for row in t.iter().map_err(db_err)? {
+                let (k, v) = row.map_err(db_err)?;
+                out.push(decode("image", k.value(), v.value())?);
+            }
+            Ok(out)
+        }
+
+        fn image_ids_with_prefix(&self, prefix: &str) -> Result<Vec<Digest>> {
+            let t = self.tx.open_table(IMAGES).map_err(db_err)?;
+            let mut out = Vec::new();
+            for row in t.range(prefix..).map_err(db_err)? {
+                let (k, _) = row.map_err(db_err)?;
+                if !k.value().starts_with(prefix) {
+                    break;
+                }
+                out.push(Digest::from_hex(k.value())?);
+            }
+            Ok(out)
+        }
+
+        fn tag(&self, reference: &str) -> Result<Option<Digest>> {
+            let t = self.tx.open_table(TAGS).map_err(db_err)?;
+            t.get(reference)
+                .map_err(db_err)?
+                .map(|v| Digest::from_hex(v.value()))
+                .transpose()
+        }
+
+        fn tags(&self) -> Result<Vec<(String, Digest)>> {
+            let t = self.tx.open_table(TAGS).map_err(db_err)?;
+            let mut out = Vec::new();
+            for row in t.iter().map_err(db_err)? {
+                let (k, v) = row.map_err(db_err)?;
+                out.push((k.value().to_string(), Digest::from_hex(v.value())?));
+            }
+            Ok(out)
+        }
+
+        fn layer(&self, chain: &ChainId) -> Result<Option<LayerRecord>> {
+            let t = self.tx.open_table(LAYERS).map_err(db_err)?;
+            let key = chain.0.hex();
+            t.get(key.as_str())
+                .map_err(db_err)?
+                .map(|v| decode("layer", &key, v.value()))
+                .transpose()
+        }
+
+        fn layers(&self) -> Result<Vec<LayerRecord>> {
+            let t = self.tx.open_table(LAYERS).map_err(db_err)?;
+            let mut out = Vec::new();
+            for row in t.iter().map_err(db_err)? {
+                let (k, v) = row.map_err(db_err)?;
+                out.push(decode("layer", k.value(), v.value())?);
+            }
+            Ok(out)
+        }
+    };
+}
+
+impl MetaRead for ReadTx {
+    read_methods!();
+}
+
+pub struct WriteTx {
+    tx: redb::WriteTransaction,
+}
+
+impl MetaRead for WriteTx {
+    read_methods!();
+}
+
+impl WriteTx {
+    pub fn put_image(&self, img: &ImageRecord) -> Result<()> {
+        let mut t = self.tx.open_table(IMAGES).map_err(db_err)?;
+        t.insert(img.id.hex().as_str(), encode(img).as_slice())
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    pub fn delete_image(&self, id: &Digest) -> Result<()> {
+        let mut t = self.tx.open_table(IMAGES).map_err(db_err)?;
+        t.remove(id.hex().as_str()).map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Point `reference` at `id`; returns the image it pointed at before.
+    pub fn set_tag(&self, reference: &str, id: &Digest) -> Result<Option<Digest>> {
+        let mut t = self.tx.open_table(TAGS).map_err(db_err)?;
+        let prev = t.insert(reference, id.hex().as_str()).map_err(db_err)?;
+        prev.map(|v| Digest::from_hex(v.value())).transpose()
+    }
+
+    pub fn remove_tag(&self, reference: &str) -> Result<bool> {
+        let mut t = self.tx.open_table(TAGS).map_err(db_err)?;
+        Ok(t.remove(reference).map_err(db_err)?.is_some())
+    }
+
+    pub fn put_layer(&self, l: &LayerRecord) -> Result<()> {
+        let mut t = self.tx.open_table(LAYERS).map_err(db_err)?;
+        t.insert(l.chain_id.0.hex().as_str(), encode(l).as_slice())
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    pub fn delete_layer(&self, chain: &ChainId) -> Result<()> {
+        let mut t = self.tx.open_table(LAYERS).map_err(db_err)?;
+        t.remove(chain.0.hex().as_str()).map_err(db_err)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn img(n: u8) -> ImageRecord {
+        let diff = DiffId(Digest::of(&[n, 1]));
+        ImageRecord {
+            v: 1,
+            id: Digest::of(&[n]),
+            layers: vec![LayerBlob {
+                digest: Digest::of(&[n, 2]),
+                media_type: "x".into(),
+                size: 1,
+                diff_id: diff,
+                tar_size: 1,
+            }],
+            top_layer: Some(ChainId(diff.0)),
+            size: 1,
+            created: 0,
+            labels: BTreeMap::new(),
+            repo_digests: vec![],
+            parent: None,
+            last_tag_time: None,
+        }
+    }
+
+    #[test]
+    fn images_tags_and_roots() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = MetaStore::open(&dir.path().join("meta.redb")).unwrap();
+        let a = img(1);
+        m.write(|w| {
+            w.put_image(&a)?;
+            assert_eq!(w.set_tag("docker.io/library/a:latest", &a.id)?, None);
+            Ok(())
+        })
+        .unwrap();
+        let got = m.read(|r| r.image(&a.id)).unwrap().unwrap();
+        assert_eq!(got, a);
+        assert_eq!(
+            m.read(|r| r.tag("docker.io/library/a:latest")).unwrap(),
+            Some(a.id)
+        );
+        assert_eq!(
+            m.read(|r| r.image_ids_with_prefix(&a.id.hex()[..6]))
+                .unwrap(),
+            vec![a.id]
+        );
+
+        let roots = m.roots().unwrap();
+        assert!(roots.blobs.contains(&a.id) && roots.blobs.contains(&a.layers[0].digest));
+        assert!(roots.layers.contains(&a.top_layer.unwrap()));
+    }
+
+    #[test]
+    fn a_failed_transaction_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = MetaStore::open(&dir.path().join("meta.redb")).unwrap();
+        let a = img(1);
+        let r: Result<()> = m.write(|w| {
+            w.put_image(&a)?;
+            Err(Error::invalid("boom"))
+        });
+        assert!(r.is_err());
+        assert!(m.read(|r| r.images()).unwrap().is_empty());
+    }
+}

@@ -32,8 +32,14 @@ impl Digest {
     }
     /// Parse the bare hex form (no `sha256:` prefix).
     pub fn from_hex(s: &str) -> Result<Self, Error> {
-        if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-            return Err(Error::invalid(format!("invalid checksum digest format: {s}")));
+        if s.len() != 64
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(Error::invalid(format!(
+                "invalid checksum digest format: {s}"
+            )));
         }
         let mut out = [0u8; 32];
         hex::decode_to_slice(s, &mut out)
@@ -47,8 +53,12 @@ impl FromStr for Digest {
     fn from_str(s: &str) -> Result<Self, Error> {
         match s.split_once(':') {
             Some(("sha256", h)) => Digest::from_hex(h),
-            Some((alg, _)) => Err(Error::invalid(format!("unsupported digest algorithm: {alg}"))),
-            None => Err(Error::invalid(format!("invalid checksum digest format: {s}"))),
+            Some((alg, _)) => Err(Error::invalid(format!(
+                "unsupported digest algorithm: {alg}"
+            ))),
+            None => Err(Error::invalid(format!(
+                "invalid checksum digest format: {s}"
+            ))),
         }
     }
 }
@@ -133,10 +143,18 @@ pub struct Sha256Writer<W> {
 
 impl<W> Sha256Writer<W> {
     pub fn new(inner: W) -> Self {
-        Sha256Writer { inner, hasher: Sha256::new(), count: 0 }
+        Sha256Writer {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
     }
     pub fn finish(self) -> (W, Digest, u64) {
-        (self.inner, Digest(self.hasher.finalize().into()), self.count)
+        (
+            self.inner,
+            Digest(self.hasher.finalize().into()),
+            self.count,
+        )
     }
     pub fn count(&self) -> u64 {
         self.count
@@ -171,8 +189,16 @@ mod tests {
     #[test]
     fn rejects_bad_digests() {
         assert!("sha256:abc".parse::<Digest>().is_err());
-        assert!("md5:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".parse::<Digest>().is_err());
-        assert!("E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855".parse::<Digest>().is_err());
+        assert!(
+            "md5:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+                .parse::<Digest>()
+                .is_err()
+        );
+        assert!(
+            "E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855"
+                .parse::<Digest>()
+                .is_err()
+        );
     }
 
     #[test]

@@ -79,7 +79,8 @@ fn valid_tag(t: &str) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-')
+        && b.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-')
 }
 
 /// Split a name into (domain, remainder) as Docker's `splitDockerDomain`.
@@ -95,7 +96,11 @@ fn split_domain(name: &str) -> (String, String) {
         }
         _ => (DEFAULT_DOMAIN.to_string(), name.to_string()),
     };
-    let domain = if domain == LEGACY_DOMAIN { DEFAULT_DOMAIN.to_string() } else { domain };
+    let domain = if domain == LEGACY_DOMAIN {
+        DEFAULT_DOMAIN.to_string()
+    } else {
+        domain
+    };
     let rest = if domain == DEFAULT_DOMAIN && !rest.contains('/') {
         format!("{OFFICIAL_PREFIX}{rest}")
     } else {
@@ -119,7 +124,10 @@ impl Reference {
         if s.is_empty() {
             return Err(invalid());
         }
-        if s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if s.len() == 64
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(Error::invalid(format!(
                 "invalid repository name ({s}), cannot specify 64-byte hexadecimal strings"
             )));
@@ -151,7 +159,11 @@ impl Reference {
         if !valid_domain(&domain) || !path.split('/').all(valid_component) {
             return Err(invalid());
         }
-        Ok(Reference { name: format!("{domain}/{path}"), tag: tag.map(str::to_string), digest })
+        Ok(Reference {
+            name: format!("{domain}/{path}"),
+            tag: tag.map(str::to_string),
+            digest,
+        })
     }
 
     /// Docker's rule: a reference without tag or digest means `:latest`.
@@ -163,7 +175,10 @@ impl Reference {
     }
 
     pub fn domain(&self) -> &str {
-        self.name.split_once('/').map(|(d, _)| d).unwrap_or(&self.name)
+        self.name
+            .split_once('/')
+            .map(|(d, _)| d)
+            .unwrap_or(&self.name)
     }
     pub fn path(&self) -> &str {
         self.name.split_once('/').map(|(_, p)| p).unwrap_or("")
@@ -222,22 +237,44 @@ mod tests {
     fn docker_normalisation() {
         assert_eq!(norm("ubuntu"), "docker.io/library/ubuntu:latest");
         assert_eq!(norm("foo/bar:1.0"), "docker.io/foo/bar:1.0");
-        assert_eq!(norm("index.docker.io/ubuntu"), "docker.io/library/ubuntu:latest");
+        assert_eq!(
+            norm("index.docker.io/ubuntu"),
+            "docker.io/library/ubuntu:latest"
+        );
         assert_eq!(norm("localhost:5000/a/b:t"), "localhost:5000/a/b:t");
         assert_eq!(norm("localhost/x"), "localhost/x:latest");
         assert_eq!(norm("quay.io/x/y"), "quay.io/x/y:latest");
         let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-        assert_eq!(norm(&format!("busybox@{d}")), format!("docker.io/library/busybox@{d}"));
-        assert_eq!(Reference::parse("docker.io/library/ubuntu:22.04").unwrap().familiar(), "ubuntu:22.04");
-        assert_eq!(Reference::parse("foo/bar").unwrap().familiar_name(), "foo/bar");
+        assert_eq!(
+            norm(&format!("busybox@{d}")),
+            format!("docker.io/library/busybox@{d}")
+        );
+        assert_eq!(
+            Reference::parse("docker.io/library/ubuntu:22.04")
+                .unwrap()
+                .familiar(),
+            "ubuntu:22.04"
+        );
+        assert_eq!(
+            Reference::parse("foo/bar").unwrap().familiar_name(),
+            "foo/bar"
+        );
     }
 
     #[test]
     fn docker_errors() {
-        assert_eq!(Reference::parse("Ubuntu").unwrap_err().message,
-            "invalid reference format: repository name (library/Ubuntu) must be lowercase");
-        assert_eq!(Reference::parse("a:b:c").unwrap_err().message, "invalid reference format");
-        assert_eq!(Reference::parse("").unwrap_err().message, "invalid reference format");
+        assert_eq!(
+            Reference::parse("Ubuntu").unwrap_err().message,
+            "invalid reference format: repository name (library/Ubuntu) must be lowercase"
+        );
+        assert_eq!(
+            Reference::parse("a:b:c").unwrap_err().message,
+            "invalid reference format"
+        );
+        assert_eq!(
+            Reference::parse("").unwrap_err().message,
+            "invalid reference format"
+        );
         assert!(Reference::parse("a/").is_err());
         assert!(Reference::parse("a:").is_err());
         assert!(Reference::parse("-a").is_err());

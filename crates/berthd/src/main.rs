@@ -1,1 +1,224 @@
-fn main() {}
+#![recursion_limit = "256"]
+//! berthd: the berth daemon. Owns every object under one data root and
+//! serves the Docker Engine API on a unix socket. This file is the
+//! composition root: it reads configuration, takes the data-root lock,
+//! builds the services and wires them to the API.
+
+mod api;
+mod config;
+mod events;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[derive(Parser, Debug)]
+#[command(name = "berthd", version, about = "The berth container engine daemon")]
+struct Args {
+    /// Root directory of persistent state
+    #[arg(long = "data-root")]
+    data_root: Option<PathBuf>,
+    /// Daemon socket to listen on (unix://PATH)
+    #[arg(short = 'H', long = "host")]
+    host: Option<String>,
+    /// Daemon configuration file
+    #[arg(long = "config-file", default_value = "/etc/berth/daemon.json")]
+    config_file: PathBuf,
+    /// Log level: debug, info, warn, error
+    #[arg(short = 'l', long = "log-level")]
+    log_level: Option<String>,
+    /// Path of the daemon's PID file
+    #[arg(short = 'p', long = "pidfile")]
+    pidfile: Option<PathBuf>,
+    /// Enable debug logging
+    #[arg(short = 'D', long)]
+    debug: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let cfg = config::DaemonConfig::load(
+        &args.config_file,
+        args.config_file.as_os_str() != "/etc/berth/daemon.json",
+    )?;
+    let level = if args.debug || cfg.debug {
+        "debug".to_string()
+    } else {
+        args.log_level
+            .clone()
+            .or(cfg.log_level.clone())
+            .unwrap_or_else(|| "info".into())
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| EnvFilter::new(&level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let data_root = args
+        .data_root
+        .or(cfg.data_root.clone())
+        .unwrap_or_else(|| "/var/lib/berth".into());
+    let host = args
+        .host
+        .or(cfg.hosts.first().cloned())
+        .unwrap_or_else(|| "unix:///run/berth/berth.sock".into());
+    let socket =
+        PathBuf::from(host.strip_prefix("unix://").with_context(|| {
+            format!("unsupported host {host:?}: only unix:// sockets are served")
+        })?);
+    let pidfile = args
+        .pidfile
+        .or(cfg.pidfile.clone())
+        .unwrap_or_else(|| "/run/berth/berthd.pid".into());
+
+    std::fs::create_dir_all(&data_root)
+        .with_context(|| format!("create data root {}", data_root.display()))?;
+    let _lock = lock_data_root(&data_root)?;
+    write_pidfile(&pidfile)?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let res = rt.block_on(serve(data_root, socket.clone()));
+    let _ = std::fs::remove_file(&pidfile);
+    let _ = std::fs::remove_file(&socket);
+    res
+}
+
+/// One daemon per data root: an exclusive flock held for the process's life.
+fn lock_data_root(root: &Path) -> anyhow::Result<std::fs::File> {
+    let path = root.join("berthd.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
+    match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(f),
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            bail!(
+                "another berthd is already running with data root {} (lock {} is held)",
+                root.display(),
+                path.display()
+            )
+        }
+        Err(e) => Err(e).context("lock data root"),
+    }
+}
+
+fn write_pidfile(path: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if let Ok(old) = std::fs::read_to_string(path)
+        && let Ok(pid) = old.trim().parse::<i32>()
+        && pid != std::process::id() as i32
+        && Path::new(&format!("/proc/{pid}")).exists()
+        && std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "berthd")
+    {
+        bail!(
+            "pid file found, ensure berthd is not running or delete {}",
+            path.display()
+        );
+    }
+    std::fs::write(path, format!("{}\n", std::process::id()))
+        .with_context(|| format!("write pid file {}", path.display()))
+}
+
+async fn serve(data_root: PathBuf, socket: PathBuf) -> anyhow::Result<()> {
+    let meta = Arc::new(berth_metadata::MetaStore::open(
+        &data_root.join("meta.redb"),
+    )?);
+    let images = Arc::new(berth_images::ImageService::open(&data_root, meta.clone())?);
+    {
+        let images = images.clone();
+        let tmp = data_root.join("tmp");
+        let report = tokio::task::spawn_blocking(move || images.recover(&tmp)).await??;
+        if report.blobs > 0 || !report.layers.is_empty() {
+            tracing::info!(
+                blobs = report.blobs,
+                layers = report.layers.len(),
+                "removed garbage left by an earlier run"
+            );
+        }
+    }
+    let id = daemon_id(&data_root)?;
+    let state = api::AppState {
+        images,
+        events: Arc::new(events::EventBus::default()),
+        daemon: Arc::new(api::DaemonInfo {
+            id,
+            data_root: data_root.clone(),
+        }),
+    };
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::remove_file(&socket) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+        _ => {}
+    }
+    let listener = tokio::net::UnixListener::bind(&socket)
+        .with_context(|| format!("listen on {}", socket.display()))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660))?;
+    tracing::info!(socket = %socket.display(), data_root = %data_root.display(), "berthd {VERSION} serving the Docker Engine API");
+    let app = api::router(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("berthd stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+/// A stable identity for this daemon, kept in the data root.
+fn daemon_id(root: &Path) -> anyhow::Result<String> {
+    let p = root.join("engine-id");
+    if let Ok(s) = std::fs::read_to_string(&p) {
+        return Ok(s.trim().to_string());
+    }
+    let bytes: [u8; 16] = rand_bytes();
+    let id = hex_uuid(&bytes);
+    let tmp = root.join("tmp").join("engine-id");
+    std::fs::create_dir_all(root.join("tmp"))?;
+    std::fs::write(&tmp, &id)?;
+    std::fs::rename(&tmp, &p)?;
+    Ok(id)
+}
+
+fn rand_bytes() -> [u8; 16] {
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .expect("urandom");
+    b
+}
+
+fn hex_uuid(b: &[u8; 16]) -> String {
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}

@@ -1,0 +1,442 @@
+//! `docker load`: docker-save archives (both the Docker ≥25 layout, which is
+//! an OCI layout plus `manifest.json`, and the older `<id>/layer.tar` form)
+//! and plain OCI image layout archives.
+//!
+//! One pass over the archive: every file that looks like a layer is written
+//! to the content store and extracted into staging in the same read, other
+//! files (JSON) are kept in memory. Nothing becomes visible until the last
+//! step, one metadata transaction that adds the images and their tags.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::time::Duration;
+
+use berth_metadata::{ImageRecord, LayerBlob, LayerRecord, MetaRead};
+use berth_snapshots::Compression;
+use berth_types::{ChainId, DiffId, Digest, Error, Reference, Result};
+use serde::Deserialize;
+
+use crate::import::Tee;
+use crate::layers::{Staged, looks_like_layer};
+use crate::{ImageConfig, ImageService, Lease, MAX_JSON, familiar, now_rfc3339};
+
+/// Progress of a load, for Docker's JSON message stream.
+#[derive(Debug, Clone)]
+pub enum LoadProgress {
+    /// A layer was read: short diff ID and its size.
+    Layer { id: String, size: u64 },
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadedImage {
+    pub id: Digest,
+    /// Familiar references tagged by this load.
+    pub tags: Vec<String>,
+    /// Tags that moved here from another image (now untagged).
+    pub replaced: Vec<(String, Digest)>,
+}
+
+struct Blob {
+    digest: Digest,
+    size: u64,
+    staged: Option<Result<Staged>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct SaveManifest {
+    config: String,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    layers: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Descriptor {
+    #[serde(default)]
+    media_type: String,
+    digest: Digest,
+    #[serde(default)]
+    annotations: HashMap<String, String>,
+    #[serde(default)]
+    platform: Option<Platform>,
+}
+
+#[derive(Deserialize)]
+struct Platform {
+    #[serde(default)]
+    architecture: String,
+    #[serde(default)]
+    os: String,
+}
+
+#[derive(Deserialize)]
+struct Index {
+    manifests: Vec<Descriptor>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Manifest {
+    #[serde(default)]
+    media_type: String,
+    config: Descriptor,
+    layers: Vec<Descriptor>,
+}
+
+/// What one image in the archive is made of, by archive path.
+struct Plan {
+    config: String,
+    layers: Vec<String>,
+    /// Full references to tag.
+    tags: Vec<String>,
+}
+
+fn bad(msg: impl std::fmt::Display) -> Error {
+    Error::invalid(format!("invalid archive: {msg}"))
+}
+
+fn clean_path(p: &str) -> String {
+    let p = p.trim_start_matches("./").trim_start_matches('/');
+    p.to_string()
+}
+
+fn blob_path(d: &Digest) -> String {
+    format!("blobs/sha256/{}", d.hex())
+}
+
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "arm" => "arm",
+        other => other,
+    }
+}
+
+impl ImageService {
+    /// Load every image of an archive. On any error nothing is added.
+    pub fn load<R: Read>(
+        &self,
+        archive: R,
+        progress: &mut dyn FnMut(LoadProgress),
+    ) -> Result<Vec<LoadedImage>> {
+        let lease = self.leases.create(Duration::from_secs(3600));
+        let res = self.load_inner(archive, &lease, progress);
+        drop(lease);
+        if res.is_err()
+            && let Err(e) = self.gc()
+        {
+            tracing::warn!(error = %e, "garbage collection after a failed load");
+        }
+        res
+    }
+
+    fn load_inner<R: Read>(
+        &self,
+        archive: R,
+        lease: &Lease,
+        progress: &mut dyn FnMut(LoadProgress),
+    ) -> Result<Vec<LoadedImage>> {
+        let mut small: HashMap<String, Vec<u8>> = HashMap::new();
+        let mut blobs: HashMap<String, Blob> = HashMap::new();
+        let mut ar = tar::Archive::new(archive);
+        let entries = ar.entries().map_err(|e| bad(format!("read: {e}")))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| bad(format!("read: {e}")))?;
+            if !entry.header().entry_type().is_file() {
+                continue;
+            }
+            let path = clean_path(&String::from_utf8_lossy(&entry.path_bytes()));
+            let size = entry.size();
+            let expected = path
+                .strip_prefix("blobs/sha256/")
+                .map(Digest::from_hex)
+                .transpose()
+                .map_err(bad)?;
+            let mut head = Vec::with_capacity(1024);
+            (&mut entry)
+                .take(1024)
+                .read_to_end(&mut head)
+                .map_err(|e| bad(format!("read {path}: {e}")))?;
+            if size <= MAX_JSON && !looks_like_layer(&head, size) {
+                let mut data = head;
+                entry
+                    .read_to_end(&mut data)
+                    .map_err(|e| bad(format!("read {path}: {e}")))?;
+                if let Some(exp) = expected {
+                    let got = Digest::of(&data);
+                    if got != exp {
+                        return Err(bad(format!("{path}: digest mismatch: content is {got}")));
+                    }
+                }
+                small.insert(path, data);
+                continue;
+            }
+            let blob =
+                self.ingest_blob(io::Cursor::new(head).chain(entry), &path, expected, lease)?;
+            blobs.insert(path, blob);
+        }
+        let plans = if let Some(m) = small.get("manifest.json") {
+            let ms: Vec<SaveManifest> =
+                serde_json::from_slice(m).map_err(|e| bad(format!("manifest.json: {e}")))?;
+            ms.into_iter()
+                .map(|m| {
+                    let tags = m.repo_tags.unwrap_or_default();
+                    Ok(Plan {
+                        config: clean_path(&m.config),
+                        layers: m.layers.iter().map(|l| clean_path(l)).collect(),
+                        tags: tags
+                            .iter()
+                            .map(|t| Ok(Reference::parse(t)?.with_default_tag().to_string()))
+                            .collect::<Result<_>>()?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?
+        } else if let Some(ix) = small.get("index.json") {
+            self.oci_plans(ix, &small)?
+        } else {
+            return Err(bad("no manifest.json or index.json found"));
+        };
+        if plans.is_empty() {
+            return Err(bad("no images found"));
+        }
+        let mut loaded = Vec::new();
+        for plan in plans {
+            loaded.push(self.commit_plan(plan, &small, &mut blobs, lease, progress)?);
+        }
+        Ok(loaded)
+    }
+
+    fn ingest_blob<R: Read>(
+        &self,
+        data: R,
+        path: &str,
+        expected: Option<Digest>,
+        lease: &Lease,
+    ) -> Result<Blob> {
+        let mut ingest = self.content.ingest()?;
+        let mut tee = Tee {
+            inner: data,
+            out: &mut ingest,
+        };
+        let staged = self.layers.stage(&mut tee);
+        // A failed extraction may have stopped early: the blob still gets
+        // hashed whole, and the error is reported if an image uses it.
+        io::copy(&mut tee, &mut io::sink()).map_err(|e| bad(format!("read {path}: {e}")))?;
+        let (digest, size) = ingest
+            .commit_with(expected.as_ref(), |d| lease.hold_blob(d))
+            .map_err(|e| bad(format!("{path}: {}", e.message)))?;
+        Ok(Blob {
+            digest,
+            size,
+            staged: Some(staged),
+        })
+    }
+
+    fn oci_plans(&self, index: &[u8], small: &HashMap<String, Vec<u8>>) -> Result<Vec<Plan>> {
+        let ix: Index =
+            serde_json::from_slice(index).map_err(|e| bad(format!("index.json: {e}")))?;
+        let mut plans = Vec::new();
+        let mut queue: Vec<(Descriptor, Option<String>)> =
+            ix.manifests.into_iter().map(|d| (d, None)).collect();
+        while let Some((desc, inherited)) = queue.pop() {
+            let name = desc
+                .annotations
+                .get("io.containerd.image.name")
+                .cloned()
+                .or_else(|| {
+                    desc.annotations
+                        .get("org.opencontainers.image.ref.name")
+                        .filter(|n| n.contains(':') || n.contains('/'))
+                        .cloned()
+                })
+                .or(inherited);
+            let body = small
+                .get(&blob_path(&desc.digest))
+                .ok_or_else(|| bad(format!("missing blob {}", desc.digest)))?;
+            let is_index =
+                desc.media_type.contains("index") || desc.media_type.contains("manifest.list");
+            if is_index {
+                let sub: Index = serde_json::from_slice(body)
+                    .map_err(|e| bad(format!("index {}: {e}", desc.digest)))?;
+                let pick = sub.manifests.into_iter().find(|m| {
+                    m.platform
+                        .as_ref()
+                        .is_some_and(|p| p.os == "linux" && p.architecture == host_arch())
+                });
+                match pick {
+                    Some(m) => queue.push((m, name)),
+                    None => {
+                        return Err(bad(format!(
+                            "index {} has no linux/{} image",
+                            desc.digest,
+                            host_arch()
+                        )));
+                    }
+                }
+                continue;
+            }
+            let m: Manifest = serde_json::from_slice(body)
+                .map_err(|e| bad(format!("manifest {}: {e}", desc.digest)))?;
+            if !m.media_type.is_empty() && !m.media_type.contains("manifest") {
+                return Err(bad(format!("unsupported media type {}", m.media_type)));
+            }
+            let tags = match name {
+                Some(n) => vec![Reference::parse(&n)?.with_default_tag().to_string()],
+                None => vec![],
+            };
+            plans.push(Plan {
+                config: blob_path(&m.config.digest),
+                layers: m.layers.iter().map(|l| blob_path(&l.digest)).collect(),
+                tags,
+            });
+        }
+        plans.reverse();
+        Ok(plans)
+    }
+
+    fn commit_plan(
+        &self,
+        plan: Plan,
+        small: &HashMap<String, Vec<u8>>,
+        blobs: &mut HashMap<String, Blob>,
+        lease: &Lease,
+        progress: &mut dyn FnMut(LoadProgress),
+    ) -> Result<LoadedImage> {
+        let config_bytes = match small.get(&plan.config) {
+            Some(b) => b.clone(),
+            None => match blobs.get(&plan.config) {
+                Some(b) => self.content.read(&b.digest, MAX_JSON)?,
+                None => return Err(bad(format!("missing config {}", plan.config))),
+            },
+        };
+        let config = ImageConfig::parse(&config_bytes)?;
+        if config.rootfs.diff_ids.len() != plan.layers.len() {
+            return Err(bad(format!(
+                "config has {} layers but the manifest lists {}",
+                config.rootfs.diff_ids.len(),
+                plan.layers.len()
+            )));
+        }
+        let id = self
+            .content
+            .put(&config_bytes, None, |d| lease.hold_blob(d))?;
+        let chains = ChainId::chain(&config.rootfs.diff_ids);
+        let mut layers = Vec::new();
+        let mut records = Vec::new();
+        for (i, path) in plan.layers.iter().enumerate() {
+            let want: DiffId = config.rootfs.diff_ids[i];
+            let chain = chains[i];
+            let blob = match blobs.get_mut(path) {
+                Some(b) => b,
+                None if small.contains_key(path) => {
+                    // A tiny layer (an empty tar is 1 KiB) that was kept in memory.
+                    let data = &small[path];
+                    let b = self.ingest_blob(io::Cursor::new(data), path, None, lease)?;
+                    blobs.insert(path.clone(), b);
+                    blobs.get_mut(path).unwrap()
+                }
+                None => return Err(bad(format!("missing layer {path}"))),
+            };
+            let staged = match blob.staged.take() {
+                Some(s) => s,
+                // Used twice, or never staged: extract again from the stored blob.
+                None => self.layers.stage(self.content.open_blob(&blob.digest)?),
+            }
+            .map_err(|e| e.context(format!("layer {path}")))?;
+            if staged.diff_id != want {
+                return Err(bad(format!(
+                    "layer {path}: content has diff ID {}, config says {want}",
+                    staged.diff_id
+                )));
+            }
+            progress(LoadProgress::Layer {
+                id: want.0.short(),
+                size: staged.tar_size,
+            });
+            let media_type = match staged.compression {
+                Compression::None => "application/vnd.oci.image.layer.v1.tar",
+                Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+                Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+            };
+            layers.push(LayerBlob {
+                digest: blob.digest,
+                media_type: media_type.into(),
+                size: blob.size,
+                diff_id: want,
+                tar_size: staged.tar_size,
+            });
+            records.push(LayerRecord {
+                v: 1,
+                chain_id: chain,
+                diff_id: want,
+                parent: i.checked_sub(1).map(|p| chains[p]),
+                size: staged.size,
+            });
+            lease.hold_layer(&chain);
+            self.layers.commit(staged, &chain)?;
+        }
+        self.commit_image(id, &config, layers, records, &plan.tags)
+    }
+
+    /// The one metadata transaction that makes an image visible.
+    pub(crate) fn commit_image(
+        &self,
+        id: Digest,
+        config: &ImageConfig,
+        layers: Vec<LayerBlob>,
+        records: Vec<LayerRecord>,
+        tags: &[String],
+    ) -> Result<LoadedImage> {
+        let now = now_rfc3339();
+        self.meta.write(|w| {
+            let mut size = 0;
+            for r in &records {
+                match w.layer(&r.chain_id)? {
+                    Some(existing) => size += existing.size,
+                    None => {
+                        size += r.size;
+                        w.put_layer(r)?;
+                    }
+                }
+            }
+            let prev = w.image(&id)?;
+            let rec = ImageRecord {
+                v: 1,
+                id,
+                top_layer: records.last().map(|r| r.chain_id),
+                layers,
+                size,
+                created: config.created_unix(),
+                labels: config.labels(),
+                repo_digests: prev
+                    .as_ref()
+                    .map(|p| p.repo_digests.clone())
+                    .unwrap_or_default(),
+                parent: prev.as_ref().and_then(|p| p.parent),
+                last_tag_time: if tags.is_empty() {
+                    prev.and_then(|p| p.last_tag_time)
+                } else {
+                    Some(now.clone())
+                },
+            };
+            w.put_image(&rec)?;
+            let mut replaced = Vec::new();
+            for t in tags {
+                if let Some(old) = w.set_tag(t, &id)?
+                    && old != id
+                {
+                    replaced.push((familiar(t), old));
+                }
+            }
+            Ok(LoadedImage {
+                id,
+                tags: tags.iter().map(|t| familiar(t)).collect(),
+                replaced,
+            })
+        })
+    }
+}

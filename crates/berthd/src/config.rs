@@ -1,0 +1,42 @@
+//! `daemon.json`: the same keys as Docker's where they exist. Flags win.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct DaemonConfig {
+    pub data_root: Option<PathBuf>,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    pub log_level: Option<String>,
+    pub pidfile: Option<PathBuf>,
+    #[serde(default)]
+    pub debug: bool,
+    /// Keys berth does not know yet are kept, so a Docker daemon.json loads.
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+impl DaemonConfig {
+    /// Read the file; a missing default file is fine, a missing named one is not.
+    pub fn load(path: &Path, required: bool) -> anyhow::Result<Self> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                return Ok(Self::default());
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("read config file {}", path.display()));
+            }
+        };
+        let cfg: DaemonConfig = serde_json::from_str(&text)
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        for k in cfg.other.keys() {
+            tracing::warn!(key = %k, "daemon.json: key not supported by berth yet, ignored");
+        }
+        Ok(cfg)
+    }
+}
