@@ -34,13 +34,13 @@ wait_sock() { for _ in $(seq 100); do DOCKER_HOST=unix://$1 $DOCKER version >/de
 "$BIN/berthd" --data-root "$work/berth" -H "unix://$work/berth.sock" --pidfile "$work/berthd.pid" 2>"$work/berthd.log" &
 pids+=($!)
 wait_sock "$work/berth.sock"
-engines=("berth-docker|DOCKER_HOST=unix://$work/berth.sock $DOCKER" "berth|$BIN/berth -H unix://$work/berth.sock")
+engines=("berth-docker|env DOCKER_HOST=unix://$work/berth.sock $DOCKER" "berth|$BIN/berth -H unix://$work/berth.sock")
 if command -v dockerd >/dev/null; then
   dockerd --data-root "$work/docker" --exec-root "$work/docker-exec" -H "unix://$work/docker.sock" \
     --pidfile "$work/dockerd.pid" --bridge=none --iptables=false --ip-masq=false 2>"$work/dockerd.log" &
   pids+=($!)
   wait_sock "$work/docker.sock"
-  engines+=("docker|DOCKER_HOST=unix://$work/docker.sock $DOCKER")
+  engines+=("docker|env DOCKER_HOST=unix://$work/docker.sock $DOCKER")
 fi
 
 declare -A LOAD IMAGES

@@ -1,7 +1,7 @@
 //! `docker import`: a rootfs tarball (plain, gzip or zstd) becomes a
 //! one-layer image, with Dockerfile-style `changes` applied to its config.
 
-use std::io::{self, Read};
+use std::io::Read;
 use std::time::Duration;
 
 use berth_metadata::{LayerBlob, LayerRecord};
@@ -40,16 +40,13 @@ impl ImageService {
         }
         let lease = self.leases.create(Duration::from_secs(3600));
         let mut ingest = self.content.ingest()?;
-        let mut tee = Tee {
-            inner: tarball,
-            out: &mut ingest,
-        };
-        let staged = self
+        let mut staged = self
             .layers
-            .stage(&mut tee)
+            .stage_tee(tarball, &mut ingest)?
             .map_err(|e| e.context("import"))?;
-        io::copy(&mut tee, &mut io::sink())?;
         let (blob, size) = ingest.commit_with(None, |d| lease.hold_blob(d))?;
+        staged.set_blob_digest(blob);
+        let diff_id = staged.diff_id();
         let now = now_rfc3339();
         let comment = if opts.message.is_empty() {
             "Imported from -".to_string()
@@ -64,7 +61,7 @@ impl ImageService {
             config: Some(Value::Object(cfg)),
             rootfs: RootFs {
                 typ: "layers".into(),
-                diff_ids: vec![staged.diff_id],
+                diff_ids: vec![diff_id],
             },
             history: vec![History {
                 created: Some(now),
@@ -75,7 +72,7 @@ impl ImageService {
         };
         let bytes = serde_json::to_vec(&config).expect("json");
         let id = self.content.put(&bytes, None, |d| lease.hold_blob(d))?;
-        let chain = ChainId(staged.diff_id.0);
+        let chain = ChainId(diff_id.0);
         let media_type = match staged.compression {
             Compression::None => "application/vnd.oci.image.layer.v1.tar",
             Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
@@ -85,13 +82,13 @@ impl ImageService {
             digest: blob,
             media_type: media_type.into(),
             size,
-            diff_id: staged.diff_id,
+            diff_id: diff_id,
             tar_size: staged.tar_size,
         };
         let record = LayerRecord {
             v: 1,
             chain_id: chain,
-            diff_id: staged.diff_id,
+            diff_id: diff_id,
             parent: None,
             size: staged.size,
         };
@@ -250,20 +247,6 @@ fn key_values(s: &str) -> Result<Vec<(String, String)>> {
         out.push((key, val));
     }
     Ok(out)
-}
-
-/// Copies everything read through it into `out`.
-pub(crate) struct Tee<'a, R, W> {
-    pub inner: R,
-    pub out: &'a mut W,
-}
-
-impl<R: Read, W: io::Write> Read for Tee<'_, R, W> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.out.write_all(&buf[..n])?;
-        Ok(n)
-    }
 }
 
 #[cfg(test)]

@@ -25,12 +25,30 @@ pub struct LayerStore {
 #[derive(Debug)]
 pub struct Staged {
     pub dir: PathBuf,
-    pub diff_id: DiffId,
+    /// Digest of the uncompressed tar; `None` when the blob was not
+    /// compressed, in which case it is the blob's own digest (see
+    /// [`Staged::set_blob_digest`]) and hashing it twice is skipped.
+    pub diff_id: Option<DiffId>,
     /// Bytes of the uncompressed tar stream.
     pub tar_size: u64,
     /// Sum of regular file sizes.
     pub size: u64,
     pub compression: Compression,
+}
+
+impl Staged {
+    /// Record the digest of the blob this layer came from; an uncompressed
+    /// blob's digest is the layer's diff ID.
+    pub fn set_blob_digest(&mut self, blob: berth_types::Digest) {
+        if self.diff_id.is_none() {
+            self.diff_id = Some(DiffId(blob));
+        }
+    }
+
+    pub fn diff_id(&self) -> DiffId {
+        self.diff_id
+            .expect("diff ID known once the blob digest is set")
+    }
 }
 
 impl Drop for Staged {
@@ -44,14 +62,16 @@ impl Drop for Staged {
 /// A reader that hashes and counts what is read through it.
 struct HashReader<R> {
     inner: R,
-    hasher: Sha256,
+    hasher: Option<Sha256>,
     count: u64,
 }
 
 impl<R: Read> Read for HashReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
         self.count += n as u64;
         Ok(n)
     }
@@ -89,26 +109,74 @@ impl LayerStore {
         fs::create_dir_all(&diff)?;
         let mut staged = Staged {
             dir,
-            diff_id: DiffId(berth_types::Digest::of(b"")),
+            diff_id: None,
             tar_size: 0,
             size: 0,
             compression: Compression::None,
         };
         let mut buffered = BufReader::with_capacity(1 << 20, blob);
         staged.compression = detect_compression(&mut buffered)?;
+        let hasher = (staged.compression != Compression::None).then(Sha256::new);
         let mut hr = HashReader {
             inner: decompress(buffered, staged.compression)?,
-            hasher: Sha256::new(),
+            hasher,
             count: 0,
         };
         let stats = apply_tar(&mut hr, &diff, &ApplyOptions::default())?;
         // The tar reader stops at the end-of-archive marker; the digest covers
         // every byte of the stream, padding included.
         io::copy(&mut hr, &mut io::sink()).map_err(|e| Error::from(e).context("read layer"))?;
-        staged.diff_id = DiffId(berth_types::Digest::from_bytes(hr.hasher.finalize().into()));
+        staged.diff_id = hr
+            .hasher
+            .map(|h| DiffId(berth_types::Digest::from_bytes(h.finalize().into())));
         staged.tar_size = hr.count;
         staged.size = stats.size;
         Ok(staged)
+    }
+
+    /// Read `data` to its end, writing every byte to `sink` (the content
+    /// store ingest, which hashes it) while another thread extracts it: the
+    /// archive read, the blob write and its hash run on this thread,
+    /// decompression and extraction on the other. The outer result is the
+    /// read of `data`; the inner one the extraction, which an image may not
+    /// even need (the caller decides).
+    pub fn stage_tee<R: Read, W: io::Write>(
+        &self,
+        mut data: R,
+        sink: &mut W,
+    ) -> Result<Result<Staged>> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+        std::thread::scope(|s| {
+            let worker = s.spawn(move || {
+                self.stage(ChannelReader {
+                    rx,
+                    cur: Vec::new(),
+                    pos: 0,
+                })
+            });
+            let mut tx = Some(tx);
+            loop {
+                let mut chunk = vec![0u8; 1 << 20];
+                let n = match data.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(Error::from(e)),
+                };
+                chunk.truncate(n);
+                sink.write_all(&chunk)?;
+                // A failed extraction stops reading: keep hashing the blob.
+                if let Some(t) = &tx
+                    && t.send(chunk).is_err()
+                {
+                    tx = None;
+                }
+            }
+            drop(tx);
+            Ok(worker
+                .join()
+                .unwrap_or_else(|_| Err(Error::internal("layer extraction panicked"))))
+        })
     }
 
     /// Move a staged layer into place as `chain`. If the layer already
@@ -147,6 +215,31 @@ impl LayerStore {
             }
         }
         Ok(out)
+    }
+}
+
+/// The receiving end of [`LayerStore::stage_tee`]'s channel as a reader.
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(c) => {
+                    self.cur = c;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
     }
 }
 

@@ -16,7 +16,6 @@ use berth_snapshots::Compression;
 use berth_types::{ChainId, DiffId, Digest, Error, Reference, Result};
 use serde::Deserialize;
 
-use crate::import::Tee;
 use crate::layers::{Staged, looks_like_layer};
 use crate::{ImageConfig, ImageService, Lease, MAX_JSON, familiar, now_rfc3339};
 
@@ -218,17 +217,16 @@ impl ImageService {
         lease: &Lease,
     ) -> Result<Blob> {
         let mut ingest = self.content.ingest()?;
-        let mut tee = Tee {
-            inner: data,
-            out: &mut ingest,
-        };
-        let staged = self.layers.stage(&mut tee);
-        // A failed extraction may have stopped early: the blob still gets
-        // hashed whole, and the error is reported if an image uses it.
-        io::copy(&mut tee, &mut io::sink()).map_err(|e| bad(format!("read {path}: {e}")))?;
+        let mut staged = self
+            .layers
+            .stage_tee(data, &mut ingest)
+            .map_err(|e| bad(format!("read {path}: {}", e.message)))?;
         let (digest, size) = ingest
             .commit_with(expected.as_ref(), |d| lease.hold_blob(d))
             .map_err(|e| bad(format!("{path}: {}", e.message)))?;
+        if let Ok(s) = &mut staged {
+            s.set_blob_digest(digest);
+        }
         Ok(Blob {
             digest,
             size,
@@ -341,16 +339,17 @@ impl ImageService {
                 }
                 None => return Err(bad(format!("missing layer {path}"))),
             };
-            let staged = match blob.staged.take() {
+            let mut staged = match blob.staged.take() {
                 Some(s) => s,
                 // Used twice, or never staged: extract again from the stored blob.
                 None => self.layers.stage(self.content.open_blob(&blob.digest)?),
             }
             .map_err(|e| e.context(format!("layer {path}")))?;
-            if staged.diff_id != want {
+            staged.set_blob_digest(blob.digest);
+            if staged.diff_id() != want {
                 return Err(bad(format!(
                     "layer {path}: content has diff ID {}, config says {want}",
-                    staged.diff_id
+                    staged.diff_id()
                 )));
             }
             progress(LoadProgress::Layer {
