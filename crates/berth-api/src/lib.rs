@@ -16,6 +16,7 @@ mod models;
 
 use std::collections::HashMap;
 
+use berth_format::human_size_with_precision;
 pub use models::*;
 use serde::{Deserialize, Serialize};
 
@@ -106,29 +107,11 @@ pub fn progress_bar(current: u64, total: u64) -> String {
     } else {
         format!("{}>{}", "=".repeat(filled), " ".repeat(width - filled - 1))
     };
-    format!("[{bar}] {:>8}/{}", human_size(current), human_size(total))
-}
-
-/// go-units HumanSize (SI, 3 significant digits): 4261550 → "4.26MB".
-pub fn human_size(n: u64) -> String {
-    const UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i < UNITS.len() - 1 {
-        v /= 1000.0;
-        i += 1;
-    }
-    let s = format!(
-        "{:.*}",
-        2usize.saturating_sub(v.log10().floor().max(0.0) as usize),
-        v
-    );
-    let s = if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        s
-    };
-    format!("{s}{}", UNITS[i])
+    format!(
+        "[{bar}] {:>8}/{}",
+        human_size_with_precision(current as f64, 4),
+        human_size_with_precision(total as f64, 4)
+    )
 }
 
 /// Parse the `filters` query parameter: `{"k":["v"]}` or the legacy
@@ -181,15 +164,5 @@ mod tests {
         assert_eq!(b["dangling"], vec!["true"]);
         assert!(parse_filters("{").is_err());
         assert!(parse_filters("[]").is_err());
-    }
-
-    #[test]
-    fn sizes_like_go_units() {
-        assert_eq!(human_size(4261550), "4.26MB");
-        assert_eq!(human_size(999), "999B");
-        assert_eq!(human_size(1000), "1kB");
-        assert_eq!(human_size(123456789), "123MB");
-        assert_eq!(human_size(0), "0B");
-        assert_eq!(human_size(1_500_000), "1.5MB");
     }
 }

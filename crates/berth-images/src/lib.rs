@@ -324,13 +324,37 @@ impl ImageService {
             let all: Vec<String> =
                 w.tags()?.into_iter().filter(|(_, id)| *id == rec.id).map(|(t, _)| t).collect();
             let mut items = Vec::new();
+            let users: Vec<(String, bool)> = w
+                .containers()?
+                .into_iter()
+                .filter(|c| c.image_id == rec.id)
+                .map(|c| (c.id, c.record["State"]["Running"].as_bool().unwrap_or(false)))
+                .collect();
             let remaining = match by_tag {
+                Some(_) if all.len() == 1 && !users.is_empty() && !force => {
+                    return Err(Error::conflict(format!(
+                        "conflict: unable to remove repository reference \"{name}\" (must force) - container {} is using its referenced image {}",
+                        &users[0].0[..12],
+                        rec.id.short()
+                    )));
+                }
                 Some(full) => {
                     w.remove_tag(&full)?;
                     items.push(DeleteItem::Untagged(familiar(&full)));
                     all.iter().filter(|t| **t != full).count()
                 }
                 None => {
+                    if let Some((cid, running)) = users.first() {
+                        let how = if *running { "cannot be forced" } else { "must be forced" };
+                        if *running || !force {
+                            let state = if *running { "running" } else { "stopped" };
+                            return Err(Error::conflict(format!(
+                                "conflict: unable to delete {} ({how}) - image is being used by {state} container {}",
+                                rec.id.short(),
+                                &cid[..12]
+                            )));
+                        }
+                    }
                     let named: Vec<&String> = all.iter().filter(|t| !t.contains('@')).collect();
                     if named.len() > 1 && !force {
                         return Err(Error::conflict(format!(
@@ -345,7 +369,8 @@ impl ImageService {
                     0
                 }
             };
-            if remaining > 0 {
+            // An image a container uses stays, untagged, until the container goes.
+            if remaining > 0 || !users.is_empty() {
                 return Ok((items, None));
             }
             w.delete_image(&rec.id)?;
@@ -388,8 +413,12 @@ impl ImageService {
         let deleted: Vec<ImageRecord> = self.meta.write(|w| {
             let by_image = Self::tags_by_image(w.tags()?);
             let all_tags = w.tags()?;
+            let in_use: HashSet<Digest> = w.containers()?.into_iter().map(|c| c.image_id).collect();
             let mut deleted = Vec::new();
             for rec in w.images()? {
+                if in_use.contains(&rec.id) {
+                    continue;
+                }
                 let tagged = by_image.contains_key(&rec.id);
                 if tagged && !all {
                     continue;

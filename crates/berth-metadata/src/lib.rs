@@ -13,6 +13,8 @@
 //!   images   <config digest hex>  -> ImageRecord (json, versioned)
 //!   tags     <full reference>     -> <config digest hex>   ("docker.io/library/busybox:latest")
 //!   layers   <chain id hex>       -> LayerRecord
+//!   containers <container id>     -> ContainerRow (the record is the containers service's JSON)
+//!   names    <container name>     -> <container id>
 //! ```
 #![forbid(unsafe_code)]
 
@@ -26,6 +28,8 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
 const TAGS: TableDefinition<&str, &str> = TableDefinition::new("tags");
 const LAYERS: TableDefinition<&str, &[u8]> = TableDefinition::new("layers");
+const CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("containers");
+const NAMES: TableDefinition<&str, &str> = TableDefinition::new("names");
 
 /// One layer blob of an image, as its manifest lists it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -74,6 +78,16 @@ pub struct LayerRecord {
     pub size: u64,
 }
 
+/// A container as the metadata layer sees it: what it references (its
+/// image) and an opaque record owned by the containers service.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ContainerRow {
+    pub id: String,
+    pub name: String,
+    pub image_id: Digest,
+    pub record: serde_json::Value,
+}
+
 /// What garbage collection must keep.
 #[derive(Debug, Default)]
 pub struct Roots {
@@ -105,6 +119,8 @@ impl MetaStore {
             tx.open_table(IMAGES).map_err(db_err)?;
             tx.open_table(TAGS).map_err(db_err)?;
             tx.open_table(LAYERS).map_err(db_err)?;
+            tx.open_table(CONTAINERS).map_err(db_err)?;
+            tx.open_table(NAMES).map_err(db_err)?;
         }
         tx.commit().map_err(db_err)?;
         Ok(MetaStore { db })
@@ -156,6 +172,10 @@ pub trait MetaRead {
     fn tags(&self) -> Result<Vec<(String, Digest)>>;
     fn layer(&self, chain: &ChainId) -> Result<Option<LayerRecord>>;
     fn layers(&self) -> Result<Vec<LayerRecord>>;
+    fn container(&self, id: &str) -> Result<Option<ContainerRow>>;
+    fn containers(&self) -> Result<Vec<ContainerRow>>;
+    /// Container ID by name (without the leading `/`).
+    fn name(&self, name: &str) -> Result<Option<String>>;
 }
 
 macro_rules! read_methods {
@@ -219,6 +239,29 @@ macro_rules! read_methods {
                 .transpose()
         }
 
+        fn container(&self, id: &str) -> Result<Option<ContainerRow>> {
+            let t = self.tx.open_table(CONTAINERS).map_err(db_err)?;
+            t.get(id)
+                .map_err(db_err)?
+                .map(|v| decode("container", id, v.value()))
+                .transpose()
+        }
+
+        fn containers(&self) -> Result<Vec<ContainerRow>> {
+            let t = self.tx.open_table(CONTAINERS).map_err(db_err)?;
+            let mut out = Vec::new();
+            for row in t.iter().map_err(db_err)? {
+                let (k, v) = row.map_err(db_err)?;
+                out.push(decode("container", k.value(), v.value())?);
+            }
+            Ok(out)
+        }
+
+        fn name(&self, name: &str) -> Result<Option<String>> {
+            let t = self.tx.open_table(NAMES).map_err(db_err)?;
+            Ok(t.get(name).map_err(db_err)?.map(|v| v.value().to_string()))
+        }
+
         fn layers(&self) -> Result<Vec<LayerRecord>> {
             let t = self.tx.open_table(LAYERS).map_err(db_err)?;
             let mut out = Vec::new();
@@ -273,6 +316,43 @@ impl WriteTx {
         let mut t = self.tx.open_table(LAYERS).map_err(db_err)?;
         t.insert(l.chain_id.0.hex().as_str(), encode(l).as_slice())
             .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Insert or update a container; its name must be free or already its own.
+    pub fn put_container(&self, c: &ContainerRow) -> Result<()> {
+        let mut names = self.tx.open_table(NAMES).map_err(db_err)?;
+        if let Some(owner) = names.get(c.name.as_str()).map_err(db_err)?
+            && owner.value() != c.id
+        {
+            return Err(Error::conflict(format!(
+                "Conflict. The container name \"/{}\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.",
+                c.name,
+                owner.value()
+            )));
+        }
+        let mut t = self.tx.open_table(CONTAINERS).map_err(db_err)?;
+        if let Some(old) = t.get(c.id.as_str()).map_err(db_err)? {
+            let old: ContainerRow = decode("container", &c.id, old.value())?;
+            if old.name != c.name {
+                names.remove(old.name.as_str()).map_err(db_err)?;
+            }
+        }
+        names
+            .insert(c.name.as_str(), c.id.as_str())
+            .map_err(db_err)?;
+        t.insert(c.id.as_str(), encode(c).as_slice())
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    pub fn delete_container(&self, id: &str) -> Result<()> {
+        let mut t = self.tx.open_table(CONTAINERS).map_err(db_err)?;
+        if let Some(old) = t.remove(id).map_err(db_err)? {
+            let old: ContainerRow = decode("container", id, old.value())?;
+            let mut names = self.tx.open_table(NAMES).map_err(db_err)?;
+            names.remove(old.name.as_str()).map_err(db_err)?;
+        }
         Ok(())
     }
 

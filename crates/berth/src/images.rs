@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::Exit;
 use crate::client::{Client, body_stream, empty, enc, json_lines, reader_body};
-use crate::format::{self, created_at, human_since, human_size_with_precision};
+use berth_format::{self as format, created_at, human_since, human_size_with_precision};
 
 #[derive(Subcommand)]
 pub enum ImageCmd {

@@ -3,7 +3,6 @@
 //! tables, `--format` templates, messages and exit codes.
 
 mod client;
-mod format;
 mod images;
 mod system;
 

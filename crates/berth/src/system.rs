@@ -7,8 +7,8 @@ use hyper::Method;
 use serde_json::{Value, json};
 
 use crate::client::{Client, empty, enc, json_lines};
-use crate::format::{self, Template, bytes_size, human_size_with_precision};
 use crate::images::filters_json;
+use berth_format::{self as format, Template, bytes_size, human_size_with_precision};
 
 #[derive(Args)]
 pub struct VersionArgs {

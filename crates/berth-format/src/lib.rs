@@ -1,4 +1,8 @@
-//! Docker-compatible output formatting for the berth CLI.
+//! berth-format: Docker-compatible output formatting, shared by the CLI
+//! (tables, `--format`, `inspect -f`) and the daemon (the sizes and
+//! durations Docker puts into API strings such as a container's `Status`).
+//!
+//! Owns: pure formatting. Must not: do I/O.
 //!
 //! - [`Template`]: a Go `text/template` engine (the subset docker formats use) evaluated on
 //!   `serde_json::Value`s, with Go's builtin functions and docker's `json`, `split`, `join`,
@@ -12,8 +16,7 @@
 //! let line = t.execute(&inspect_json)?;
 //! ```
 
-// Not every command uses every helper; the whole surface is kept deliberately.
-#![allow(dead_code)]
+#![forbid(unsafe_code)]
 
 mod exec;
 mod gofmt;
@@ -26,11 +29,8 @@ use std::fmt;
 use serde_json::Value;
 
 // Re-exports for callers; a given binary may not use all of them.
-#[allow(unused_imports)]
 pub use gofmt::{to_go_json, to_go_json_indent};
-#[allow(unused_imports)]
 pub use table::{render_inspect, render_list, tabwrite};
-#[allow(unused_imports)]
 pub use units::{
     bytes_size, created_at, human_duration, human_since, human_size, human_size_with_precision,
 };
