@@ -220,8 +220,10 @@ fn fmt_e_prec(f: f64, prec: usize, upper: bool) -> String {
 
 /// Go's `encoding/json` output for a value: compact, integers as integers, floats as Go
 /// formats them; `escape_html` selects `json.Marshal` (true) or docker's template `json`
-/// function, an Encoder with `SetEscapeHTML(false)` (false). Map keys come out in the map's
-/// order, which is sorted as Go sorts map keys unless serde_json's `preserve_order` is on.
+/// function, an Encoder with `SetEscapeHTML(false)` (false). Keys come out in the map's
+/// order: berth builds with serde_json's `preserve_order`, so the daemon's objects keep the
+/// field order of Docker's structs (as Go prints structs) and CLI rows are built sorted (as
+/// Go prints maps).
 pub fn to_go_json(v: &Value, escape_html: bool) -> String {
     let mut out = String::new();
     write_json(&mut out, v, escape_html, None, 0);
@@ -631,7 +633,7 @@ mod tests {
 
     #[test]
     fn go_json_encoding() {
-        let v = json!({"b": [1, 2.5, -0.0, 1e-7, 1e22], "a": "<tag> & \u{2029}", "c": {}, "d": []});
+        let v = json!({"a": "<tag> & \u{2029}", "b": [1, 2.5, -0.0, 1e-7, 1e22], "c": {}, "d": []});
         assert_eq!(
             to_go_json(&v, false),
             r#"{"a":"<tag> & \u2029","b":[1,2.5,-0,1e-7,1e+22],"c":{},"d":[]}"#

@@ -213,8 +213,8 @@ mod tests {
 
     #[test]
     fn json_function_matches_go() {
-        let d = json!({"z": 1, "a": {"y": [1, 2.5, "s"], "b": null}, "h": "<&>", "f": 1e21, "t": true,
-                       "ctl": "\u{1}\n\t\u{8}\u{c}\u{2028}\"\\/é"});
+        let d = json!({"a": {"b": null, "y": [1, 2.5, "s"]}, "ctl": "\u{1}\n\t\u{8}\u{c}\u{2028}\"\\/é",
+                       "f": 1e21, "h": "<&>", "t": true, "z": 1});
         assert_eq!(
             run("{{json .}}", &d),
             r#"{"a":{"b":null,"y":[1,2.5,"s"]},"ctl":"\u0001\n\t\b\f\u2028\"\\/é","f":1e+21,"h":"<&>","t":true,"z":1}"#

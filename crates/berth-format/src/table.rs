@@ -227,7 +227,7 @@ mod tests {
             "{\"ID\":\"a\",\"Size\":\"1B\"}\n{\"ID\":\"b\",\"Size\":\"2B\"}\n"
         );
         assert_eq!(render_list("{{.ID}}", &image_header(), &[]).unwrap(), "");
-        let row = [json!({"Tag": "<none>", "Label": {"a": "b"}, "Labels": "a=b"})];
+        let row = [json!({"Label": {"a": "b"}, "Labels": "a=b", "Tag": "<none>"})];
         assert_eq!(
             render_list("json", &image_header(), &row).unwrap(),
             "{\"Labels\":\"a=b\",\"Tag\":\"\\u003cnone\\u003e\"}\n"
@@ -273,12 +273,12 @@ mod tests {
         let (out, _) = render_inspect("", &items).unwrap();
         assert_eq!(
             out,
-            "[\n    {\n        \"Config\": {\n            \"Labels\": {\n                \"a\": \"<b>\"\n            }\n        },\n        \"Id\": \"abc\"\n    }\n]\n"
+            "[\n    {\n        \"Id\": \"abc\",\n        \"Config\": {\n            \"Labels\": {\n                \"a\": \"<b>\"\n            }\n        }\n    }\n]\n"
         );
         assert_eq!(render_inspect("", &[]).unwrap().0, "[]\n");
         assert_eq!(
             render_inspect("json", &items).unwrap().0,
-            "[{\"Config\":{\"Labels\":{\"a\":\"<b>\"}},\"Id\":\"abc\"}]\n"
+            "[{\"Id\":\"abc\",\"Config\":{\"Labels\":{\"a\":\"<b>\"}}}]\n"
         );
         let (out, errs) = render_inspect("{{index .Id 99}}", &items).unwrap();
         assert_eq!(out, "\n");
