@@ -82,13 +82,13 @@ impl ImageService {
             digest: blob,
             media_type: media_type.into(),
             size,
-            diff_id: diff_id,
+            diff_id,
             tar_size: staged.tar_size,
         };
         let record = LayerRecord {
             v: 1,
             chain_id: chain,
-            diff_id: diff_id,
+            diff_id,
             parent: None,
             size: staged.size,
         };

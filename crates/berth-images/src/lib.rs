@@ -490,7 +490,7 @@ impl ImageService {
             });
         }
         out.images
-            .sort_by(|a, b| b.record.created.cmp(&a.record.created));
+            .sort_by_key(|i| std::cmp::Reverse(i.record.created));
         Ok(out)
     }
 

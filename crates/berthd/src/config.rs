@@ -13,6 +13,7 @@ pub struct DaemonConfig {
     pub hosts: Vec<String>,
     pub log_level: Option<String>,
     pub pidfile: Option<PathBuf>,
+    pub exec_root: Option<PathBuf>,
     #[serde(default)]
     pub debug: bool,
     /// Keys berth does not know yet are kept, so a Docker daemon.json loads.

@@ -39,6 +39,9 @@ struct Args {
     /// Enable debug logging
     #[arg(short = 'D', long)]
     debug: bool,
+    /// Root directory for execution state (shim sockets)
+    #[arg(long = "exec-root")]
+    exec_root: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -87,7 +90,11 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let res = rt.block_on(serve(data_root, socket.clone()));
+    let exec_root = args
+        .exec_root
+        .or(cfg.exec_root.clone())
+        .unwrap_or_else(|| "/run/berth".into());
+    let res = rt.block_on(serve(data_root, socket.clone(), exec_root));
     let _ = std::fs::remove_file(&pidfile);
     let _ = std::fs::remove_file(&socket);
     res
@@ -133,7 +140,47 @@ fn write_pidfile(path: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("write pid file {}", path.display()))
 }
 
-async fn serve(data_root: PathBuf, socket: PathBuf) -> anyhow::Result<()> {
+/// The image service as containers see it.
+struct Images(Arc<berth_images::ImageService>);
+
+impl berth_containers::ImageSource for Images {
+    fn container_image(&self, name: &str) -> berth_types::Result<berth_containers::ContainerImage> {
+        let d = self.0.inspect(name)?;
+        Ok(berth_containers::ContainerImage {
+            id: d.summary.record.id,
+            config: d.config.config.unwrap_or_default(),
+            layer_dirs: d.layer_dirs,
+        })
+    }
+    fn layer_dirs(&self, id: &berth_types::Digest) -> berth_types::Result<Vec<PathBuf>> {
+        Ok(self.0.inspect(&id.to_string())?.layer_dirs)
+    }
+}
+
+impl berth_containers::EventSink for events::EventBus {
+    fn container_event(
+        &self,
+        action: &str,
+        id: &str,
+        attributes: std::collections::BTreeMap<String, String>,
+    ) {
+        self.publish("container", action, id, attributes);
+    }
+}
+
+/// berth-shim lives next to berthd unless BERTH_SHIM says otherwise.
+fn shim_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("BERTH_SHIM") {
+        return p.into();
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("berth-shim")))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| "berth-shim".into())
+}
+
+async fn serve(data_root: PathBuf, socket: PathBuf, exec_root: PathBuf) -> anyhow::Result<()> {
     let meta = Arc::new(berth_metadata::MetaStore::open(
         &data_root.join("meta.redb"),
     )?);
@@ -151,9 +198,23 @@ async fn serve(data_root: PathBuf, socket: PathBuf) -> anyhow::Result<()> {
         }
     }
     let id = daemon_id(&data_root)?;
+    let events = Arc::new(events::EventBus::default());
+    let containers = Arc::new(berth_containers::ContainerService::new(
+        berth_containers::Config {
+            data_root: data_root.clone(),
+            run_dir: exec_root,
+            shim_binary: shim_binary(),
+            cgroup_parent: "/berth".into(),
+        },
+        meta.clone(),
+        Arc::new(Images(images.clone())),
+        events.clone(),
+    )?);
+    containers.restore().await?;
     let state = api::AppState {
         images,
-        events: Arc::new(events::EventBus::default()),
+        containers,
+        events,
         daemon: Arc::new(api::DaemonInfo {
             id,
             data_root: data_root.clone(),

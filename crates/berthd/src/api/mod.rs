@@ -1,6 +1,7 @@
 //! The Docker Engine API: routing, version negotiation, and the one mapping
 //! from error kinds to HTTP status codes.
 
+mod containers;
 mod images;
 mod system;
 
@@ -23,6 +24,7 @@ use crate::events::EventBus;
 #[derive(Clone)]
 pub struct AppState {
     pub images: Arc<ImageService>,
+    pub containers: Arc<berth_containers::ContainerService>,
     pub events: Arc<EventBus>,
     pub daemon: Arc<DaemonInfo>,
 }
@@ -170,6 +172,7 @@ pub fn router(state: AppState) -> Router {
     let inner = Router::new()
         .merge(system::routes())
         .merge(images::routes())
+        .merge(containers::routes())
         .fallback(not_found)
         .with_state(state);
     // Routing happens in `inner`, after `versioned` has rewritten the path.

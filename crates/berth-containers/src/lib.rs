@@ -1,0 +1,1136 @@
+//! berth-containers: the container lifecycle (created → running ⇄ paused →
+//! exited → removed), the OCI spec berth generates from a Docker create
+//! request, and the daemon's side of the shim protocol.
+//!
+//! Owns: `<data-root>/containers/<id>/` (the read-write layer, the rootfs
+//! mount point, the bundle, the log) and container rows in the metadata
+//! store. Must not: wait on container processes (the shim does), fork from
+//! the daemon's threads into a container (the shim and berth-runtime do),
+//! or know HTTP.
+//!
+//! ```text
+//! <data-root>/containers/<id>/
+//!   upper/ work/        the read-write layer
+//!   rootfs/             overlay mount point (mounted while running)
+//!   config.json         the OCI bundle, rewritten at every start
+//!   hostname hosts resolv.conf
+//!   <id>-json.log       written by the shim
+//!   exit.json           the last exit, written by the shim
+//! ```
+#![forbid(unsafe_code)]
+
+mod names;
+pub mod shim;
+pub mod spec;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_metadata::{ContainerRow, MetaRead, MetaStore};
+use berth_types::{Digest, Error, ErrorKind, Result};
+use serde_json::{Value, json};
+
+pub use names::validate as validate_name;
+pub use shim::ShimConn;
+
+/// What a container needs from the image store.
+pub struct ContainerImage {
+    pub id: Digest,
+    /// The image config's `config` object (Cmd, Entrypoint, Env, …).
+    pub config: Value,
+    /// Layer directories, top first.
+    pub layer_dirs: Vec<PathBuf>,
+}
+
+/// The narrow view of the image service that containers use.
+pub trait ImageSource: Send + Sync {
+    fn container_image(&self, name: &str) -> Result<ContainerImage>;
+    /// Layer directories of an image by ID, top first.
+    fn layer_dirs(&self, id: &Digest) -> Result<Vec<PathBuf>>;
+}
+
+/// Where container events go (the daemon's event bus).
+pub trait EventSink: Send + Sync {
+    fn container_event(&self, action: &str, id: &str, attributes: BTreeMap<String, String>);
+}
+
+pub struct Config {
+    pub data_root: PathBuf,
+    /// `/run/berth` or the directory of the daemon's socket: shim sockets go here.
+    pub run_dir: PathBuf,
+    pub shim_binary: PathBuf,
+    pub cgroup_parent: String,
+}
+
+pub struct ContainerService {
+    cfg: Config,
+    meta: Arc<MetaStore>,
+    images: Arc<dyn ImageSource>,
+    events: Arc<dyn EventSink>,
+    /// Bumped whenever a container's state changes, for `wait`.
+    changes: tokio::sync::watch::Sender<u64>,
+    execs: Mutex<HashMap<String, Exec>>,
+    /// Serialises start/stop/remove of one container.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// An exec instance (Docker keeps them in memory too).
+#[derive(Clone, Debug)]
+pub struct Exec {
+    pub id: String,
+    pub container: String,
+    pub config: Value,
+    pub running: bool,
+    pub exit_code: Option<i64>,
+    pub pid: i64,
+}
+
+pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+fn no_such(name: &str) -> Error {
+    Error::not_found(format!("No such container: {name}"))
+}
+
+/// A signal by name (`KILL`, `SIGKILL`) or number.
+pub fn parse_signal(s: &str) -> Result<i32> {
+    if let Ok(n) = s.parse::<i32>() {
+        if (1..=64).contains(&n) {
+            return Ok(n);
+        }
+        return Err(Error::invalid(format!("Invalid signal: {s}")));
+    }
+    let name = s.to_ascii_uppercase();
+    let name = name.strip_prefix("SIG").unwrap_or(&name);
+    let n = match name {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "ILL" => libc::SIGILL,
+        "TRAP" => libc::SIGTRAP,
+        "ABRT" | "IOT" => libc::SIGABRT,
+        "BUS" => libc::SIGBUS,
+        "FPE" => libc::SIGFPE,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "SEGV" => libc::SIGSEGV,
+        "USR2" => libc::SIGUSR2,
+        "PIPE" => libc::SIGPIPE,
+        "ALRM" => libc::SIGALRM,
+        "TERM" => libc::SIGTERM,
+        "STKFLT" => libc::SIGSTKFLT,
+        "CHLD" => libc::SIGCHLD,
+        "CONT" => libc::SIGCONT,
+        "STOP" => libc::SIGSTOP,
+        "TSTP" => libc::SIGTSTP,
+        "TTIN" => libc::SIGTTIN,
+        "TTOU" => libc::SIGTTOU,
+        "URG" => libc::SIGURG,
+        "XCPU" => libc::SIGXCPU,
+        "XFSZ" => libc::SIGXFSZ,
+        "VTALRM" => libc::SIGVTALRM,
+        "PROF" => libc::SIGPROF,
+        "WINCH" => libc::SIGWINCH,
+        "IO" | "POLL" => libc::SIGIO,
+        "PWR" => libc::SIGPWR,
+        "SYS" => libc::SIGSYS,
+        _ => return Err(Error::invalid(format!("Invalid signal: {s}"))),
+    };
+    Ok(n)
+}
+
+fn str_list(v: &Value) -> Option<Vec<String>> {
+    match v {
+        Value::Array(a) => Some(
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect(),
+        ),
+        Value::String(s) => Some(vec!["/bin/sh".into(), "-c".into(), s.clone()]),
+        _ => None,
+    }
+}
+
+/// Merge the image's environment with the container's (container wins by key).
+fn merge_env(image: &[String], given: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = image.to_vec();
+    for e in given {
+        let k = e.split_once('=').map(|(k, _)| k).unwrap_or(e);
+        out.retain(|x| x.split_once('=').map(|(xk, _)| xk).unwrap_or(x) != k);
+        out.push(e.clone());
+    }
+    out
+}
+
+impl ContainerService {
+    pub fn new(
+        cfg: Config,
+        meta: Arc<MetaStore>,
+        images: Arc<dyn ImageSource>,
+        events: Arc<dyn EventSink>,
+    ) -> Result<Self> {
+        std::fs::create_dir_all(cfg.data_root.join("containers"))?;
+        std::fs::create_dir_all(cfg.run_dir.join("shims"))?;
+        Ok(ContainerService {
+            cfg,
+            meta,
+            images,
+            events,
+            changes: tokio::sync::watch::channel(0).0,
+            execs: Mutex::new(HashMap::new()),
+            locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn dir(&self, id: &str) -> PathBuf {
+        self.cfg.data_root.join("containers").join(id)
+    }
+
+    fn socket(&self, id: &str) -> PathBuf {
+        shim::socket_path(&self.cfg.run_dir, id)
+    }
+
+    fn lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap()
+            .entry(id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn notify(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    fn event(&self, action: &str, rec: &Value) {
+        let mut attrs = BTreeMap::new();
+        attrs.insert(
+            "name".to_string(),
+            rec["Name"]
+                .as_str()
+                .unwrap_or("")
+                .trim_start_matches('/')
+                .to_string(),
+        );
+        attrs.insert(
+            "image".to_string(),
+            rec["Config"]["Image"].as_str().unwrap_or("").to_string(),
+        );
+        if let Some(labels) = rec["Config"]["Labels"].as_object() {
+            for (k, v) in labels {
+                attrs.insert(k.clone(), v.as_str().unwrap_or("").to_string());
+            }
+        }
+        if action == "die" {
+            attrs.insert("exitCode".into(), rec["State"]["ExitCode"].to_string());
+        }
+        self.events
+            .container_event(action, rec["Id"].as_str().unwrap_or(""), attrs);
+    }
+
+    /// Find a container by full ID, name, or unique ID prefix.
+    pub fn find(&self, name: &str) -> Result<ContainerRow> {
+        self.meta.read(|r| {
+            if let Some(row) = r.container(name)? {
+                return Ok(row);
+            }
+            if let Some(id) = r.name(name.trim_start_matches('/'))? {
+                return r.container(&id)?.ok_or_else(|| no_such(name));
+            }
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(no_such(name));
+            }
+            let matches: Vec<ContainerRow> = r
+                .containers()?
+                .into_iter()
+                .filter(|c| c.id.starts_with(name))
+                .collect();
+            match matches.len() {
+                0 => Err(no_such(name)),
+                1 => Ok(matches.into_iter().next().unwrap()),
+                _ => Err(Error::invalid(format!(
+                    "multiple IDs found with provided prefix: {name}"
+                ))),
+            }
+        })
+    }
+
+    fn save(&self, row: &ContainerRow) -> Result<()> {
+        self.meta.write(|w| w.put_container(row))?;
+        self.notify();
+        Ok(())
+    }
+
+    /// Update a container's record in one transaction.
+    fn update(&self, id: &str, f: impl FnOnce(&mut Value)) -> Result<Value> {
+        let rec = self.meta.write(|w| {
+            let mut row = w.container(id)?.ok_or_else(|| no_such(id))?;
+            f(&mut row.record);
+            w.put_container(&row)?;
+            Ok(row.record)
+        })?;
+        self.notify();
+        Ok(rec)
+    }
+
+    /// `POST /containers/create`.
+    pub fn create(&self, name: Option<&str>, body: &Value) -> Result<(String, Vec<String>)> {
+        let config = body.clone();
+        let image_name = config["Image"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| Error::invalid("no image specified"))?;
+        let name = match name.filter(|n| !n.is_empty()) {
+            Some(n) => names::validate(n)?,
+            None => loop {
+                let n = names::generate();
+                if self.meta.read(|r| r.name(&n))?.is_none() {
+                    break n;
+                }
+            },
+        };
+        let img = self.images.container_image(image_name)?;
+        let ic = &img.config;
+        let given_cmd = str_list(&config["Cmd"]).filter(|c| !c.is_empty());
+        let given_ep = str_list(&config["Entrypoint"]);
+        let entrypoint = match &given_ep {
+            Some(ep) => ep.clone(), // an explicit empty entrypoint clears the image's
+            None => str_list(&ic["Entrypoint"]).unwrap_or_default(),
+        };
+        let cmd = match (&given_cmd, &given_ep) {
+            (Some(c), _) => c.clone(),
+            (None, Some(_)) => vec![],
+            (None, None) => str_list(&ic["Cmd"]).unwrap_or_default(),
+        };
+        let mut argv = entrypoint.clone();
+        argv.extend(cmd.iter().cloned());
+        if argv.is_empty() {
+            return Err(Error::invalid("no command specified"));
+        }
+        let image_env = str_list(&ic["Env"]).unwrap_or_default();
+        let env = merge_env(&image_env, &str_list(&config["Env"]).unwrap_or_default());
+        let id = hex::encode(rand::random::<[u8; 32]>());
+        let hostname = config["Hostname"]
+            .as_str()
+            .filter(|h| !h.is_empty())
+            .map(String::from)
+            .unwrap_or_else(|| id[..12].to_string());
+        let host_config = if body["HostConfig"].is_object() {
+            body["HostConfig"].clone()
+        } else {
+            json!({})
+        };
+        let mut host_config = host_config;
+        if host_config["NetworkMode"].as_str().unwrap_or("").is_empty() {
+            host_config["NetworkMode"] = json!("none");
+        }
+        if let Some(rp) = host_config["RestartPolicy"]["Name"].as_str()
+            && !["", "no", "always", "unless-stopped", "on-failure"].contains(&rp)
+        {
+            return Err(Error::invalid(format!("invalid restart policy '{rp}'")));
+        }
+        let dir = self.dir(&id);
+        let mut cfg_out = json!({
+            "Hostname": hostname,
+            "Domainname": config["Domainname"].as_str().unwrap_or(""),
+            "User": config["User"].as_str().filter(|u| !u.is_empty()).or(ic["User"].as_str()).unwrap_or(""),
+            "AttachStdin": config["AttachStdin"].as_bool().unwrap_or(false),
+            "AttachStdout": config["AttachStdout"].as_bool().unwrap_or(false),
+            "AttachStderr": config["AttachStderr"].as_bool().unwrap_or(false),
+            "Tty": config["Tty"].as_bool().unwrap_or(false),
+            "OpenStdin": config["OpenStdin"].as_bool().unwrap_or(false),
+            "StdinOnce": config["StdinOnce"].as_bool().unwrap_or(false),
+            "Env": env,
+            "Cmd": if cmd.is_empty() { Value::Null } else { json!(cmd) },
+            "Image": image_name,
+            "Volumes": config["Volumes"].clone(),
+            "WorkingDir": config["WorkingDir"].as_str().filter(|w| !w.is_empty()).or(ic["WorkingDir"].as_str()).unwrap_or(""),
+            "Entrypoint": if entrypoint.is_empty() { Value::Null } else { json!(entrypoint) },
+            "OnBuild": null,
+            "Labels": {},
+        });
+        let mut labels = ic["Labels"].as_object().cloned().unwrap_or_default();
+        if let Some(l) = config["Labels"].as_object() {
+            labels.extend(l.clone());
+        }
+        cfg_out["Labels"] = Value::Object(labels);
+        for k in ["StopSignal", "StopTimeout", "Healthcheck", "ExposedPorts"] {
+            if !config[k].is_null() {
+                cfg_out[k] = config[k].clone();
+            } else if k == "StopSignal" && ic[k].is_string() {
+                cfg_out[k] = ic[k].clone();
+            }
+        }
+        let record = json!({
+            "Id": id,
+            "Created": now(),
+            "Path": argv[0],
+            "Args": &argv[1..],
+            "State": {
+                "Status": "created", "Running": false, "Paused": false, "Restarting": false,
+                "OOMKilled": false, "Dead": false, "Pid": 0, "ExitCode": 0, "Error": "",
+                "StartedAt": ZERO_TIME, "FinishedAt": ZERO_TIME
+            },
+            "Image": img.id.to_string(),
+            "ResolvConfPath": dir.join("resolv.conf").display().to_string(),
+            "HostnamePath": dir.join("hostname").display().to_string(),
+            "HostsPath": dir.join("hosts").display().to_string(),
+            "LogPath": dir.join(format!("{id}-json.log")).display().to_string(),
+            "Name": format!("/{name}"),
+            "RestartCount": 0,
+            "Driver": "overlay2",
+            "Platform": "linux",
+            "MountLabel": "",
+            "ProcessLabel": "",
+            "AppArmorProfile": "",
+            "ExecIDs": null,
+            "HostConfig": host_config,
+            "GraphDriver": {
+                "Data": {
+                    "LowerDir": img.layer_dirs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":"),
+                    "MergedDir": dir.join("rootfs").display().to_string(),
+                    "UpperDir": dir.join("upper").display().to_string(),
+                    "WorkDir": dir.join("work").display().to_string()
+                },
+                "Name": "overlay2"
+            },
+            "Mounts": [],
+            "Config": cfg_out,
+            "NetworkSettings": {
+                "Bridge": "", "SandboxID": "", "SandboxKey": "", "Ports": {},
+                "HairpinMode": false, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
+                "SecondaryIPAddresses": null, "SecondaryIPv6Addresses": null,
+                "EndpointID": "", "Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+                "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "", "MacAddress": "",
+                "Networks": {}
+            }
+        });
+        for d in ["upper", "work", "rootfs"] {
+            std::fs::create_dir_all(dir.join(d))?;
+        }
+        let row = ContainerRow {
+            id: id.clone(),
+            name,
+            image_id: img.id,
+            record,
+        };
+        if let Err(e) = self.meta.write(|w| w.put_container(&row)) {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        self.notify();
+        self.event("create", &row.record);
+        Ok((id, vec![]))
+    }
+
+    fn write_etc_files(&self, dir: &Path, rec: &Value) -> Result<()> {
+        let hostname = rec["Config"]["Hostname"].as_str().unwrap_or("");
+        std::fs::write(dir.join("hostname"), format!("{hostname}\n"))?;
+        std::fs::write(
+            dir.join("hosts"),
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
+        )?;
+        // No network yet beyond loopback: the host's non-loopback resolvers, else none.
+        let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let kept: Vec<&str> = host
+            .lines()
+            .filter(|l| {
+                let l = l.trim();
+                !(l.starts_with("nameserver") && (l.contains("127.") || l.contains("::1")))
+            })
+            .collect();
+        std::fs::write(dir.join("resolv.conf"), kept.join("\n") + "\n")?;
+        Ok(())
+    }
+
+    /// `POST /containers/{id}/start`. Returns false when it was already running.
+    pub async fn start(self: &Arc<Self>, name: &str) -> Result<bool> {
+        let row = self.find(name)?;
+        let lock = self.lock(&row.id);
+        let _g = lock.lock().await;
+        let row = self.find(&row.id)?;
+        let rec = &row.record;
+        if rec["State"]["Running"].as_bool() == Some(true) {
+            return Ok(false);
+        }
+        let id = row.id.clone();
+        let dir = self.dir(&id);
+        let rootfs = dir.join("rootfs");
+        let lowers = self.images.layer_dirs(&row.image_id)?;
+        mount_rootfs(&lowers, &dir, &rootfs)?;
+        let res = self.launch(&row, &dir, &rootfs).await;
+        match res {
+            Ok(pid) => {
+                let rec = self.update(&id, |r| {
+                    let s = &mut r["State"];
+                    s["Status"] = json!("running");
+                    s["Running"] = json!(true);
+                    s["Paused"] = json!(false);
+                    s["Pid"] = json!(pid);
+                    s["ExitCode"] = json!(0);
+                    s["Error"] = json!("");
+                    s["OOMKilled"] = json!(false);
+                    s["StartedAt"] = json!(now());
+                    s["FinishedAt"] = json!(ZERO_TIME);
+                })?;
+                self.event("start", &rec);
+                self.clone().monitor(id);
+                Ok(true)
+            }
+            Err((msg, code)) => {
+                let _ = berth_snapshots::unmount(&rootfs);
+                self.update(&id, |r| {
+                    let never_ran = r["State"]["StartedAt"] == ZERO_TIME;
+                    let s = &mut r["State"];
+                    s["Status"] = json!(if never_ran { "created" } else { "exited" });
+                    s["ExitCode"] = json!(code);
+                    s["Error"] = json!(msg);
+                })?;
+                let kind = if code == 126 || code == 127 {
+                    ErrorKind::InvalidArgument
+                } else {
+                    ErrorKind::Internal
+                };
+                Err(Error::new(
+                    kind,
+                    format!(
+                        "failed to create task for container: OCI runtime create failed: unable to start container process: {msg}: unknown"
+                    ),
+                ))
+            }
+        }
+    }
+
+    async fn launch(
+        &self,
+        row: &ContainerRow,
+        dir: &Path,
+        rootfs: &Path,
+    ) -> std::result::Result<i32, (String, i32)> {
+        let rec = &row.record;
+        let internal = |e: Error| (e.message, 125);
+        self.write_etc_files(dir, rec).map_err(internal)?;
+        let c = &rec["Config"];
+        let user =
+            spec::resolve_user(rootfs, c["User"].as_str().unwrap_or("")).map_err(|e| (e, 125))?;
+        let mut args = vec![rec["Path"].as_str().unwrap_or("").to_string()];
+        args.extend(str_list(&rec["Args"]).unwrap_or_default());
+        let env = str_list(&c["Env"]).unwrap_or_default();
+        let tty = c["Tty"].as_bool().unwrap_or(false);
+        let oci = spec::runtime_spec(&spec::SpecInput {
+            id: &row.id,
+            rootfs,
+            dir,
+            args: &args,
+            env: &env,
+            cwd: c["WorkingDir"].as_str().unwrap_or("/"),
+            user: &user,
+            hostname: c["Hostname"].as_str().unwrap_or(""),
+            tty,
+            host_config: &rec["HostConfig"],
+            cgroup_parent: &self.cfg.cgroup_parent,
+        });
+        let tmp = dir.join("config.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&oci).expect("json"))
+            .map_err(|e| (e.to_string(), 125))?;
+        std::fs::rename(&tmp, dir.join("config.json")).map_err(|e| (e.to_string(), 125))?;
+        let _ = std::fs::remove_file(dir.join("exit.json"));
+        let socket = self.socket(&row.id);
+        let log = &rec["HostConfig"]["LogConfig"]["Config"];
+        let ready = shim::spawn(&shim::ShimLaunch {
+            binary: &self.cfg.shim_binary,
+            id: &row.id,
+            bundle: dir,
+            socket: &socket,
+            tty,
+            stdin: c["OpenStdin"].as_bool().unwrap_or(false),
+            stdin_once: c["StdinOnce"].as_bool().unwrap_or(false),
+            log_max_size: log["max-size"].as_str(),
+            log_max_file: log["max-file"].as_str(),
+        })
+        .await
+        .map_err(internal)?;
+        match ready {
+            shim::Ready::Started { pid } => Ok(pid),
+            shim::Ready::Failed { message, exit_code } => Err((message, exit_code)),
+        }
+    }
+
+    /// Watch a running container until it exits, then record the exit.
+    fn monitor(self: Arc<Self>, id: String) {
+        tokio::spawn(async move {
+            let socket = self.socket(&id);
+            let exit = match shim::call(&socket, json!({"op": "wait"})).await {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(container = %id, error = %e, "lost the shim; reading its recorded exit");
+                    shim::read_exit(&self.dir(&id))
+                        .unwrap_or_else(|| json!({"exit_code": 255, "finished_at": now()}))
+                }
+            };
+            self.exited(&id, &exit).await;
+        });
+    }
+
+    async fn exited(self: &Arc<Self>, id: &str, exit: &Value) {
+        let dir = self.dir(id);
+        let _ = berth_snapshots::unmount(&dir.join("rootfs"));
+        let _ = shim::call(&self.socket(id), json!({"op": "shutdown"})).await;
+        let rec = match self.update(id, |r| {
+            let s = &mut r["State"];
+            s["Status"] = json!("exited");
+            s["Running"] = json!(false);
+            s["Paused"] = json!(false);
+            s["Pid"] = json!(0);
+            s["ExitCode"] = exit["exit_code"].clone();
+            s["OOMKilled"] = json!(exit["oom_killed"].as_bool().unwrap_or(false));
+            s["FinishedAt"] = json!(
+                exit["finished_at"]
+                    .as_str()
+                    .map(String::from)
+                    .unwrap_or_else(now)
+            );
+        }) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(container = %id, error = %e, "cannot record exit");
+                return;
+            }
+        };
+        self.event("die", &rec);
+        if rec["HostConfig"]["AutoRemove"].as_bool() == Some(true)
+            && let Err(e) = self.remove(id, true).await
+        {
+            tracing::warn!(container = %id, error = %e, "auto-remove failed");
+        }
+    }
+
+    /// Re-adopt containers after a daemon restart: live shims are watched
+    /// again, containers whose shim is gone get their recorded exit.
+    pub async fn restore(self: &Arc<Self>) -> Result<()> {
+        let rows = self.meta.read(|r| r.containers())?;
+        for row in rows {
+            if row.record["State"]["Running"].as_bool() != Some(true) {
+                continue;
+            }
+            match shim::call(&self.socket(&row.id), json!({"op": "state"})).await {
+                Ok(st) if st["running"].as_bool() == Some(true) => {
+                    tracing::info!(container = %row.id, "re-adopted running container");
+                    self.clone().monitor(row.id.clone());
+                }
+                Ok(st) => self.exited(&row.id, &st).await,
+                Err(_) => {
+                    let exit = shim::read_exit(&self.dir(&row.id))
+                        .unwrap_or_else(|| json!({"exit_code": 255, "finished_at": now()}));
+                    self.exited(&row.id, &exit).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn kill(&self, name: &str, signal: Option<&str>) -> Result<()> {
+        let row = self.find(name)?;
+        let sig = match signal.filter(|s| !s.is_empty()) {
+            Some(s) => parse_signal(s)?,
+            None => libc::SIGKILL,
+        };
+        if row.record["State"]["Running"].as_bool() != Some(true) {
+            return Err(Error::conflict(format!(
+                "cannot kill container: {name}: container {} is not running",
+                row.id
+            )));
+        }
+        shim::kill(&self.socket(&row.id), sig).await?;
+        let mut attrs = BTreeMap::new();
+        attrs.insert("signal".to_string(), sig.to_string());
+        attrs.insert("name".to_string(), row.name.clone());
+        self.events.container_event("kill", &row.id, attrs);
+        Ok(())
+    }
+
+    /// Wait until the container is not running (or `removed`, or the next exit).
+    pub async fn wait(&self, name: &str, condition: &str) -> Result<i64> {
+        let row = self.find(name)?;
+        let id = row.id.clone();
+        let mut rx = self.changes.subscribe();
+        let finished = row.record["State"]["FinishedAt"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let mut last_code = row.record["State"]["ExitCode"].as_i64().unwrap_or(0);
+        loop {
+            let row = self.meta.read(|r| r.container(&id))?;
+            let Some(r) = row else { return Ok(last_code) };
+            let st = &r.record["State"];
+            last_code = st["ExitCode"].as_i64().unwrap_or(0);
+            let running = st["Running"].as_bool() == Some(true);
+            let done = match condition {
+                "removed" => false,
+                "next-exit" => !running && st["FinishedAt"].as_str() != Some(finished.as_str()),
+                _ => !running,
+            };
+            if done {
+                return Ok(last_code);
+            }
+            if rx.changed().await.is_err() {
+                return Err(Error::new(ErrorKind::Unavailable, "daemon shutting down"));
+            }
+        }
+    }
+
+    /// `stop`: the stop signal, then SIGKILL after the timeout.
+    pub async fn stop(
+        &self,
+        name: &str,
+        timeout: Option<i64>,
+        signal: Option<&str>,
+    ) -> Result<bool> {
+        let row = self.find(name)?;
+        if row.record["State"]["Running"].as_bool() != Some(true) {
+            return Ok(false);
+        }
+        let c = &row.record["Config"];
+        let sig = match signal
+            .filter(|s| !s.is_empty())
+            .or(c["StopSignal"].as_str())
+        {
+            Some(s) => parse_signal(s)?,
+            None => libc::SIGTERM,
+        };
+        let secs = timeout.or(c["StopTimeout"].as_i64()).unwrap_or(10);
+        let socket = self.socket(&row.id);
+        if row.record["State"]["Paused"].as_bool() == Some(true) {
+            let _ = shim::call(&socket, json!({"op": "resume"})).await;
+        }
+        let _ = shim::kill(&socket, sig).await;
+        let waited = if secs < 0 {
+            self.wait(&row.id, "not-running").await.map(|_| ())
+        } else {
+            match tokio::time::timeout(
+                Duration::from_secs(secs as u64),
+                self.wait(&row.id, "not-running"),
+            )
+            .await
+            {
+                Ok(r) => r.map(|_| ()),
+                Err(_) => {
+                    let _ = shim::kill(&socket, libc::SIGKILL).await;
+                    self.wait(&row.id, "not-running").await.map(|_| ())
+                }
+            }
+        };
+        waited?;
+        self.events.container_event(
+            "stop",
+            &row.id,
+            BTreeMap::from([("name".to_string(), row.name.clone())]),
+        );
+        Ok(true)
+    }
+
+    pub async fn remove(&self, name: &str, force: bool) -> Result<()> {
+        let row = self.find(name)?;
+        if row.record["State"]["Running"].as_bool() == Some(true) {
+            if !force {
+                return Err(Error::conflict(format!(
+                    "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
+                    row.name
+                )));
+            }
+            let _ = shim::kill(&self.socket(&row.id), libc::SIGKILL).await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(10), self.wait(&row.id, "not-running"))
+                    .await;
+        }
+        let dir = self.dir(&row.id);
+        let _ = berth_snapshots::unmount(&dir.join("rootfs"));
+        let _ = shim::call(&self.socket(&row.id), json!({"op": "shutdown"})).await;
+        self.meta.write(|w| w.delete_container(&row.id))?;
+        self.notify();
+        self.event("destroy", &row.record);
+        let d = dir.clone();
+        tokio::task::spawn_blocking(move || std::fs::remove_dir_all(d))
+            .await
+            .map_err(|e| Error::internal(e.to_string()))?
+            .or_else(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(Error::from(e))
+                }
+            })?;
+        Ok(())
+    }
+
+    pub fn inspect(&self, name: &str) -> Result<Value> {
+        let row = self.find(name)?;
+        let mut rec = row.record;
+        let ids: Vec<String> = self
+            .execs
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|e| e.container == row.id)
+            .map(|e| e.id.clone())
+            .collect();
+        if !ids.is_empty() {
+            rec["ExecIDs"] = json!(ids);
+        }
+        Ok(rec)
+    }
+
+    /// All container records (list filtering happens in the API layer).
+    pub fn all(&self) -> Result<Vec<Value>> {
+        Ok(self
+            .meta
+            .read(|r| r.containers())?
+            .into_iter()
+            .map(|c| c.record)
+            .collect())
+    }
+
+    pub fn rename(&self, name: &str, new_name: &str) -> Result<()> {
+        let new_name = names::validate(new_name)?;
+        let mut row = self.find(name)?;
+        let old = row.name.clone();
+        row.name = new_name.clone();
+        row.record["Name"] = json!(format!("/{new_name}"));
+        self.save(&row)?;
+        self.events.container_event(
+            "rename",
+            &row.id,
+            BTreeMap::from([
+                ("name".to_string(), new_name),
+                ("oldName".to_string(), format!("/{old}")),
+            ]),
+        );
+        Ok(())
+    }
+
+    pub async fn pause(&self, name: &str, pause: bool) -> Result<()> {
+        let row = self.find(name)?;
+        let st = &row.record["State"];
+        if st["Running"].as_bool() != Some(true) {
+            return Err(Error::conflict(format!(
+                "Container {} is not running",
+                row.id
+            )));
+        }
+        if pause && st["Paused"].as_bool() == Some(true) {
+            return Err(Error::conflict(format!(
+                "Container {} is already paused",
+                row.id
+            )));
+        }
+        if !pause && st["Paused"].as_bool() != Some(true) {
+            return Err(Error::conflict(format!(
+                "Container {} is not paused",
+                row.id
+            )));
+        }
+        shim::call(
+            &self.socket(&row.id),
+            json!({"op": if pause { "pause" } else { "resume" }}),
+        )
+        .await?;
+        let rec = self.update(&row.id, |r| {
+            r["State"]["Paused"] = json!(pause);
+            r["State"]["Status"] = json!(if pause { "paused" } else { "running" });
+        })?;
+        self.event(if pause { "pause" } else { "unpause" }, &rec);
+        Ok(())
+    }
+
+    pub async fn resize(&self, name: &str, height: u32, width: u32) -> Result<()> {
+        let row = self.find(name)?;
+        if row.record["State"]["Running"].as_bool() != Some(true) {
+            return Err(Error::conflict(format!(
+                "Container {} is not running",
+                row.id
+            )));
+        }
+        shim::call(
+            &self.socket(&row.id),
+            json!({"op": "resize", "height": height, "width": width}),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Open an attach stream; returns (is tty, bytes already read, stream).
+    pub async fn attach(
+        &self,
+        name: &str,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+    ) -> Result<(bool, Vec<u8>, tokio::net::UnixStream)> {
+        let row = self.find(name)?;
+        let tty = row.record["Config"]["Tty"].as_bool().unwrap_or(false);
+        if row.record["State"]["Running"].as_bool() != Some(true) {
+            return Err(Error::conflict(
+                "You cannot attach to a stopped container, start it first",
+            ));
+        }
+        let mut c = ShimConn::connect(&self.socket(&row.id)).await?;
+        c.call(&json!({"op": "attach", "stdin": stdin, "stdout": stdout, "stderr": stderr}))
+            .await?;
+        let (buf, s) = c.into_stream();
+        Ok((tty, buf, s))
+    }
+
+    /// Where a container's log is, and whether it uses a tty.
+    pub fn log_info(&self, name: &str) -> Result<(PathBuf, bool, String)> {
+        let row = self.find(name)?;
+        let path = PathBuf::from(row.record["LogPath"].as_str().unwrap_or(""));
+        Ok((
+            path,
+            row.record["Config"]["Tty"].as_bool().unwrap_or(false),
+            row.id,
+        ))
+    }
+
+    pub fn is_running(&self, id: &str) -> bool {
+        self.meta
+            .read(|r| r.container(id))
+            .ok()
+            .flatten()
+            .is_some_and(|c| c.record["State"]["Running"].as_bool() == Some(true))
+    }
+
+    // ---- exec ----
+
+    pub fn exec_create(&self, name: &str, body: &Value) -> Result<String> {
+        let row = self.find(name)?;
+        if row.record["State"]["Running"].as_bool() != Some(true) {
+            return Err(Error::conflict(format!(
+                "container {} is not running",
+                row.id
+            )));
+        }
+        if row.record["State"]["Paused"].as_bool() == Some(true) {
+            return Err(Error::conflict(format!(
+                "container {} is paused, unpause the container before exec",
+                row.id
+            )));
+        }
+        let cmd = str_list(&body["Cmd"])
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| Error::invalid("No exec command specified"))?;
+        let id = hex::encode(rand::random::<[u8; 32]>());
+        let mut config = body.clone();
+        config["Cmd"] = json!(cmd);
+        self.execs.lock().unwrap().insert(
+            id.clone(),
+            Exec {
+                id: id.clone(),
+                container: row.id.clone(),
+                config,
+                running: false,
+                exit_code: None,
+                pid: 0,
+            },
+        );
+        self.events.container_event(
+            &format!("exec_create: {}", cmd.join(" ")),
+            &row.id,
+            BTreeMap::from([
+                ("name".to_string(), row.name.clone()),
+                ("execID".to_string(), id.clone()),
+            ]),
+        );
+        Ok(id)
+    }
+
+    pub fn exec_get(&self, id: &str) -> Result<Exec> {
+        self.execs
+            .lock()
+            .unwrap()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("No such exec instance: {id}")))
+    }
+
+    /// Start an exec; unless detached returns (tty, buffered bytes, stream).
+    pub async fn exec_start(
+        self: &Arc<Self>,
+        exec_id: &str,
+        detach: bool,
+    ) -> Result<Option<(bool, Vec<u8>, tokio::net::UnixStream)>> {
+        let ex = self.exec_get(exec_id)?;
+        if ex.running || ex.exit_code.is_some() {
+            return Err(Error::conflict(format!(
+                "Error: Exec command {exec_id} is already running"
+            )));
+        }
+        let row = self.find(&ex.container)?;
+        let rec = &row.record;
+        let c = &ex.config;
+        let tty = c["Tty"].as_bool().unwrap_or(false);
+        let rootfs = self.dir(&row.id).join("rootfs");
+        let user_spec = c["User"]
+            .as_str()
+            .filter(|u| !u.is_empty())
+            .or(rec["Config"]["User"].as_str())
+            .unwrap_or("");
+        let user = spec::resolve_user(&rootfs, user_spec).map_err(Error::invalid)?;
+        let env = merge_env(
+            &str_list(&rec["Config"]["Env"]).unwrap_or_default(),
+            &str_list(&c["Env"]).unwrap_or_default(),
+        );
+        let cwd = c["WorkingDir"]
+            .as_str()
+            .filter(|w| !w.is_empty())
+            .or(rec["Config"]["WorkingDir"].as_str())
+            .unwrap_or("/");
+        let args = str_list(&c["Cmd"]).unwrap_or_default();
+        let process = spec::process(&args, &env, cwd, &user, tty);
+        let mut conn = ShimConn::connect(&self.socket(&row.id)).await?;
+        let ans = conn
+            .call(&json!({
+                "op": "exec", "exec_id": exec_id, "process": process, "tty": tty,
+                "stdin": c["AttachStdin"].as_bool().unwrap_or(false),
+                "stdout": c["AttachStdout"].as_bool().unwrap_or(true),
+                "stderr": c["AttachStderr"].as_bool().unwrap_or(true),
+                "detach": detach,
+            }))
+            .await
+            .map_err(|e| {
+                Error::new(
+                    e.kind,
+                    format!("OCI runtime exec failed: exec failed: unable to start container process: {}: unknown", e.message),
+                )
+            })?;
+        let pid = ans["pid"].as_i64().unwrap_or(0);
+        if let Some(e) = self.execs.lock().unwrap().get_mut(exec_id) {
+            e.running = true;
+            e.pid = pid;
+        }
+        self.events.container_event(
+            &format!("exec_start: {}", args.join(" ")),
+            &row.id,
+            BTreeMap::from([
+                ("name".to_string(), row.name.clone()),
+                ("execID".to_string(), exec_id.to_string()),
+            ]),
+        );
+        let this = self.clone();
+        let (eid, cid) = (exec_id.to_string(), row.id.clone());
+        if detach {
+            tokio::spawn(async move { this.exec_reap(&cid, &eid).await });
+            return Ok(None);
+        }
+        let (buf, s) = conn.into_stream();
+        Ok(Some((tty, buf, s)))
+    }
+
+    /// Collect an exec's exit code from the shim (after its stream ended).
+    pub async fn exec_reap(&self, container: &str, exec_id: &str) {
+        for _ in 0..600 {
+            match shim::call(
+                &self.socket(container),
+                json!({"op": "exec_state", "exec_id": exec_id}),
+            )
+            .await
+            {
+                Ok(st) if st["running"].as_bool() == Some(false) => {
+                    if let Some(e) = self.execs.lock().unwrap().get_mut(exec_id) {
+                        e.running = false;
+                        e.exit_code = st["exit_code"].as_i64();
+                    }
+                    self.events.container_event(
+                        "exec_die",
+                        container,
+                        BTreeMap::from([
+                            ("execID".to_string(), exec_id.to_string()),
+                            ("exitCode".to_string(), st["exit_code"].to_string()),
+                        ]),
+                    );
+                    return;
+                }
+                Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(_) => {
+                    if let Some(e) = self.execs.lock().unwrap().get_mut(exec_id) {
+                        e.running = false;
+                        e.exit_code.get_or_insert(126);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    pub async fn exec_resize(&self, exec_id: &str, height: u32, width: u32) -> Result<()> {
+        let ex = self.exec_get(exec_id)?;
+        shim::call(
+            &self.socket(&ex.container),
+            json!({"op": "exec_resize", "exec_id": exec_id, "height": height, "width": width}),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Processes of a running container (for `top`): host PIDs in its cgroup.
+    pub fn pid(&self, name: &str) -> Result<i64> {
+        let row = self.find(name)?;
+        if row.record["State"]["Running"].as_bool() != Some(true) {
+            return Err(Error::conflict(format!(
+                "container {} is not running",
+                row.id
+            )));
+        }
+        Ok(row.record["State"]["Pid"].as_i64().unwrap_or(0))
+    }
+}
+
+fn mount_rootfs(lowers: &[PathBuf], dir: &Path, rootfs: &Path) -> Result<()> {
+    if is_mountpoint(rootfs) {
+        return Ok(());
+    }
+    berth_snapshots::mount_overlay(lowers, &dir.join("upper"), &dir.join("work"), rootfs)
+}
+
+fn is_mountpoint(p: &Path) -> bool {
+    let target = p.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|m| {
+            m.lines()
+                .any(|l| l.split(' ').nth(4) == Some(target.as_str()))
+        })
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals() {
+        assert_eq!(parse_signal("KILL").unwrap(), 9);
+        assert_eq!(parse_signal("sigterm").unwrap(), 15);
+        assert_eq!(parse_signal("15").unwrap(), 15);
+        assert_eq!(
+            parse_signal("BOGUS").unwrap_err().message,
+            "Invalid signal: BOGUS"
+        );
+        assert!(parse_signal("0").is_err());
+    }
+
+    #[test]
+    fn env_merges_by_key() {
+        assert_eq!(
+            merge_env(
+                &["PATH=/bin".into(), "A=1".into()],
+                &["A=2".into(), "B=3".into()]
+            ),
+            vec!["PATH=/bin", "A=2", "B=3"]
+        );
+    }
+}
