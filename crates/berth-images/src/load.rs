@@ -96,6 +96,54 @@ fn bad(msg: impl std::fmt::Display) -> Error {
     Error::invalid(format!("invalid archive: {msg}"))
 }
 
+/// A tar error as a readable message: the tar reader quotes raw header
+/// bytes, which are binary garbage when the input is not a tar at all.
+fn tar_error(e: std::io::Error) -> Error {
+    let msg = e.to_string();
+    if msg.contains("cksum") || msg.contains("numeric field") {
+        return bad("archive/tar: invalid tar header");
+    }
+    let clean: String = msg
+        .chars()
+        .map(|c| {
+            if c.is_control() || c == '\u{fffd}' {
+                '?'
+            } else {
+                c
+            }
+        })
+        .collect();
+    bad(format!("read: {clean}"))
+}
+
+/// Follow symlinks between archive members (relative to the link's
+/// directory, never above the archive root), up to a few hops.
+fn resolve_link(links: &HashMap<String, String>, path: &str) -> String {
+    let mut cur = path.to_string();
+    for _ in 0..8 {
+        let Some(target) = links.get(&cur) else { break };
+        let base: Vec<&str> = if target.starts_with('/') {
+            vec![]
+        } else {
+            cur.rsplit_once('/')
+                .map(|(d, _)| d.split('/').collect())
+                .unwrap_or_default()
+        };
+        let mut parts: Vec<&str> = base;
+        for c in target.split('/') {
+            match c {
+                "" | "." => {}
+                ".." => {
+                    parts.pop();
+                }
+                c => parts.push(c),
+            }
+        }
+        cur = parts.join("/");
+    }
+    cur
+}
+
 fn clean_path(p: &str) -> String {
     let p = p.trim_start_matches("./").trim_start_matches('/');
     p.to_string()
@@ -142,10 +190,23 @@ impl ImageService {
         let mut small: HashMap<String, Vec<u8>> = HashMap::new();
         let mut blobs: HashMap<String, Blob> = HashMap::new();
         let mut ar = tar::Archive::new(archive);
-        let entries = ar.entries().map_err(|e| bad(format!("read: {e}")))?;
+        let mut links: HashMap<String, String> = HashMap::new();
+        let entries = ar.entries().map_err(tar_error)?;
         for entry in entries {
-            let mut entry = entry.map_err(|e| bad(format!("read: {e}")))?;
-            if !entry.header().entry_type().is_file() {
+            let mut entry = entry.map_err(tar_error)?;
+            let typ = entry.header().entry_type();
+            if typ.is_symlink() {
+                // docker save writes a layer shared by two images once and
+                // links the second `<id>/layer.tar` to it.
+                let path = clean_path(&String::from_utf8_lossy(&entry.path_bytes()));
+                let target = entry
+                    .link_name_bytes()
+                    .map(|t| String::from_utf8_lossy(&t).into_owned())
+                    .unwrap_or_default();
+                links.insert(path, target);
+                continue;
+            }
+            if !typ.is_file() {
                 continue;
             }
             let path = clean_path(&String::from_utf8_lossy(&entry.path_bytes()));
@@ -178,7 +239,7 @@ impl ImageService {
                 self.ingest_blob(io::Cursor::new(head).chain(entry), &path, expected, lease)?;
             blobs.insert(path, blob);
         }
-        let plans = if let Some(m) = small.get("manifest.json") {
+        let mut plans = if let Some(m) = small.get("manifest.json") {
             let ms: Vec<SaveManifest> =
                 serde_json::from_slice(m).map_err(|e| bad(format!("manifest.json: {e}")))?;
             ms.into_iter()
@@ -201,6 +262,12 @@ impl ImageService {
         };
         if plans.is_empty() {
             return Err(bad("no images found"));
+        }
+        for plan in &mut plans {
+            plan.config = resolve_link(&links, &plan.config);
+            for l in &mut plan.layers {
+                *l = resolve_link(&links, l);
+            }
         }
         let mut loaded = Vec::new();
         for plan in plans {

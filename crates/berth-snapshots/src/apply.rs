@@ -47,8 +47,9 @@ pub struct ApplyOptions {
 /// What [`apply_tar`] did.
 #[derive(Clone, Debug, Default)]
 pub struct ApplyStats {
-    /// Sum of the sizes of regular files in the tar (what Docker reports as a
-    /// layer's size).
+    /// Bytes the layer holds as Docker counts them (lstat sizes of every
+    /// non-directory, hard links once): regular file sizes plus symlink
+    /// target lengths.
     pub size: u64,
     /// Number of entries applied.
     pub entries: u64,
@@ -228,6 +229,8 @@ impl Extractor {
                 EntryType::Directory => self.dir(parent, name, path, &meta)?,
                 EntryType::Symlink => {
                     let target = entry.link_name_bytes().unwrap_or_default();
+                    // Docker sizes a layer by lstat: a symlink counts its target's length.
+                    self.stats.size += target.len() as u64;
                     self.symlink(&target, parent, name, path, &meta)?
                 }
                 EntryType::Link => {
@@ -1160,7 +1163,8 @@ mod tests {
         let stats = apply(&a, &tar).unwrap();
         let l = &a.layer;
         assert_eq!(stats.entries, 11);
-        assert_eq!(stats.size, (6 + 9 + 1 + 4 + 4) as u64);
+        // Regular files, plus the 7-byte target of the bin/sh symlink.
+        assert_eq!(stats.size, (6 + 9 + 1 + 4 + 4 + 7) as u64);
 
         let m = lmeta(l);
         assert_eq!(m.mode() & 0o7777, 0o751);

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, anyhow};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt, TryStreamExt};
-use http_body_util::{BodyExt, Empty, StreamBody, combinators::BoxBody};
+use http_body_util::{BodyExt, Empty, Full, StreamBody, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
+use hyper::upgrade::Upgraded;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
@@ -30,6 +31,7 @@ impl std::fmt::Display for DaemonError {
 }
 impl std::error::Error for DaemonError {}
 
+#[derive(Clone)]
 pub struct Client {
     socket: PathBuf,
     host: String,
@@ -37,6 +39,13 @@ pub struct Client {
 
 pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// A JSON request body.
+pub fn json_body(v: &serde_json::Value) -> Body {
+    Full::new(Bytes::from(serde_json::to_vec(v).unwrap_or_default()))
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// A request body streamed from a reader (a file, stdin).
@@ -56,13 +65,7 @@ impl Client {
         })
     }
 
-    pub async fn request(
-        &self,
-        method: Method,
-        path: &str,
-        body: Body,
-        content_type: Option<&str>,
-    ) -> Result<Response<Incoming>> {
+    async fn connect(&self) -> Result<TokioIo<tokio::net::UnixStream>> {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
             .map_err(|e| {
@@ -71,17 +74,30 @@ impl Client {
                     self.host
                 )
             })?;
+        Ok(TokioIo::new(stream))
+    }
+
+    fn builder(method: Method, path: &str) -> hyper::http::request::Builder {
+        Request::builder()
+            .method(method)
+            .uri(format!("/v{API_VERSION}{path}"))
+            .header("Host", "berth")
+            .header("User-Agent", concat!("berth/", env!("CARGO_PKG_VERSION")))
+    }
+
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body,
+        content_type: Option<&str>,
+    ) -> Result<Response<Incoming>> {
         let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            hyper::client::conn::http1::handshake(self.connect().await?).await?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        let uri = format!("/v{API_VERSION}{path}");
-        let mut req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("Host", "berth")
-            .header("User-Agent", concat!("berth/", env!("CARGO_PKG_VERSION")));
+        let mut req = Self::builder(method, path);
         if let Some(ct) = content_type {
             req = req.header("Content-Type", ct);
         }
@@ -90,14 +106,74 @@ impl Client {
             .await
             .context("request to berthd")?;
         if resp.status().is_client_error() || resp.status().is_server_error() {
-            let status = resp.status();
-            let bytes = resp.into_body().collect().await?.to_bytes();
-            let message = serde_json::from_slice::<ErrorBody>(&bytes)
-                .map(|e| e.message)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).trim().to_string());
-            return Err(DaemonError { status, message }.into());
+            return Err(daemon_error(resp).await);
         }
         Ok(resp)
+    }
+
+    /// POST `path` (with a JSON body, if any) asking to take over the
+    /// connection (`Connection: Upgrade`, `Upgrade: tcp`), as docker's attach
+    /// and exec start do. On `101 Switching Protocols` the connection is a raw
+    /// bidirectional stream: the container's output one way, its stdin the
+    /// other; shutting down the write half closes the container's stdin.
+    pub async fn hijack(
+        &self,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<TokioIo<Upgraded>> {
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(self.connect().await?).await?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        let mut req = Self::builder(Method::POST, path)
+            .header("Connection", "Upgrade")
+            .header("Upgrade", "tcp");
+        let body = match body {
+            Some(v) => {
+                req = req.header("Content-Type", "application/json");
+                json_body(v)
+            }
+            None => empty(),
+        };
+        let resp = sender
+            .send_request(req.body(body)?)
+            .await
+            .context("request to berthd")?;
+        let status = resp.status();
+        if status.is_client_error() || status.is_server_error() {
+            return Err(daemon_error(resp).await);
+        }
+        if status != StatusCode::SWITCHING_PROTOCOLS {
+            return Err(anyhow!(
+                "berthd did not switch protocols for {path} (status {status})"
+            ));
+        }
+        let upgraded = hyper::upgrade::on(resp)
+            .await
+            .context("upgrade the connection")?;
+        Ok(TokioIo::new(upgraded))
+    }
+
+    /// Send a JSON body and decode the JSON answer (`null` when empty).
+    pub async fn post_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T> {
+        let resp = self
+            .request(
+                Method::POST,
+                path,
+                json_body(body),
+                Some("application/json"),
+            )
+            .await?;
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        if bytes.is_empty() {
+            return serde_json::from_slice(b"null").map_err(Into::into);
+        }
+        serde_json::from_slice(&bytes).with_context(|| format!("decode response of {path}"))
     }
 
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
@@ -119,6 +195,24 @@ impl Client {
         }
         serde_json::from_slice(&bytes).with_context(|| format!("decode response of {path}"))
     }
+}
+
+/// The daemon's error answer as a [`DaemonError`].
+async fn daemon_error(resp: Response<Incoming>) -> anyhow::Error {
+    let status = resp.status();
+    let bytes = match resp.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return e.into(),
+    };
+    let message = serde_json::from_slice::<ErrorBody>(&bytes)
+        .map(|e| e.message)
+        .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).trim().to_string());
+    DaemonError { status, message }.into()
+}
+
+/// The status of a daemon error, if `e` is one.
+pub fn daemon_status(e: &anyhow::Error) -> Option<StatusCode> {
+    e.downcast_ref::<DaemonError>().map(|d| d.status)
 }
 
 /// The body of a response as a stream of chunks.

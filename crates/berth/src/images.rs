@@ -141,7 +141,7 @@ pub async fn list(c: &Client, a: ListArgs) -> Result<()> {
                 "Size": human_size_with_precision(size, 3),
                 "Tag": tag,
                 "UniqueSize": "N/A",
-                "VirtualSize": human_size_with_precision(size, 3),
+                "VirtualSize": human_size_with_precision(size, 4),
             })
         };
         let tags: Vec<&str> = img["RepoTags"]
@@ -192,25 +192,6 @@ pub struct ImageInspectArgs {
     names: Vec<String>,
 }
 
-#[derive(Args)]
-pub struct InspectArgs {
-    /// Format output using a custom template
-    #[arg(short, long)]
-    format: Option<String>,
-    /// Only inspect objects of the given type
-    #[arg(long = "type")]
-    typ: Option<String>,
-    #[arg(required = true)]
-    names: Vec<String>,
-}
-
-pub async fn inspect(c: &Client, a: InspectArgs) -> Result<()> {
-    if let Some(t) = a.typ.as_deref().filter(|t| *t != "image") {
-        bail!("\"{t}\" is not a valid value for --type");
-    }
-    inspect_images(c, &a.names, a.format.as_deref()).await
-}
-
 /// Print inspect output as docker does: the JSON array, or one template line
 /// per object; missing objects are reported after, with exit status 1.
 async fn inspect_images(c: &Client, names: &[String], fmt: Option<&str>) -> Result<()> {
@@ -223,6 +204,30 @@ async fn inspect_images(c: &Client, names: &[String], fmt: Option<&str>) -> Resu
                 Some(d) if d.status == hyper::StatusCode::NOT_FOUND => errors.push(d.to_string()),
                 _ => return Err(e),
             },
+        }
+    }
+    // Templates see docker's typed image (the Config of an OCI image config,
+    // empty fields omitted); the plain JSON output is the daemon's as sent.
+    if fmt.is_some_and(|f| !f.is_empty() && f != "json") {
+        for it in &mut items {
+            if let Some(cfg) = it.get_mut("Config").and_then(|c| c.as_object_mut()) {
+                const OCI: &[&str] = &[
+                    "User",
+                    "ExposedPorts",
+                    "Env",
+                    "Entrypoint",
+                    "Cmd",
+                    "Volumes",
+                    "WorkingDir",
+                    "Labels",
+                    "StopSignal",
+                    "ArgsEscaped",
+                    "Healthcheck",
+                    "OnBuild",
+                    "Shell",
+                ];
+                cfg.retain(|k, v| OCI.contains(&k.as_str()) && !is_empty_json(v));
+            }
         }
     }
     let (out, exec_errors) = match format::render_inspect(fmt.unwrap_or(""), &items) {
@@ -243,6 +248,17 @@ async fn inspect_images(c: &Client, names: &[String], fmt: Option<&str>) -> Resu
         Ok(())
     } else {
         Err(Exit(1).into())
+    }
+}
+
+fn is_empty_json(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        Value::Number(_) => false,
     }
 }
 

@@ -3,8 +3,11 @@
 //! tables, `--format` templates, messages and exit codes.
 
 mod client;
+mod containers;
+mod hijack;
 mod images;
 mod system;
+mod tty;
 
 use std::process::ExitCode;
 
@@ -31,6 +34,41 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Create and run a new container from an image
+    Run(containers::RunArgs),
+    /// Execute a command in a running container
+    Exec(containers::ExecArgs),
+    /// List containers
+    Ps(containers::PsArgs),
+    /// Manage containers
+    #[command(subcommand)]
+    Container(containers::ContainerCmd),
+    /// Attach local standard input, output, and error streams to a running container
+    Attach(containers::AttachArgs),
+    /// Create a new container
+    Create(containers::CreateArgs),
+    /// Kill one or more running containers
+    Kill(containers::KillArgs),
+    /// Fetch the logs of a container
+    Logs(containers::LogsArgs),
+    /// Pause all processes within one or more containers
+    Pause(containers::NamesArgs),
+    /// Rename a container
+    Rename(containers::RenameArgs),
+    /// Restart one or more containers
+    Restart(containers::StopArgs),
+    /// Remove one or more containers
+    Rm(containers::RmArgs),
+    /// Start one or more stopped containers
+    Start(containers::StartArgs),
+    /// Stop one or more running containers
+    Stop(containers::StopArgs),
+    /// Display the running processes of a container
+    Top(containers::TopArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(containers::NamesArgs),
+    /// Block until one or more containers stop, then print their exit codes
+    Wait(containers::NamesArgs),
     /// Show the berth version information
     Version(system::VersionArgs),
     /// Display system-wide information
@@ -53,7 +91,7 @@ enum Cmd {
     /// Import the contents from a tarball to create a filesystem image
     Import(images::ImportArgs),
     /// Return low-level information on berth objects
-    Inspect(images::InspectArgs),
+    Inspect(containers::InspectArgs),
     /// Manage berth
     #[command(subcommand)]
     System(system::SystemCmd),
@@ -91,6 +129,23 @@ fn main() -> ExitCode {
     let res = rt.block_on(async move {
         let client = Client::new(&host)?;
         match cli.cmd {
+            Cmd::Run(a) => containers::run(&client, a).await,
+            Cmd::Exec(a) => containers::exec(&client, a).await,
+            Cmd::Ps(a) => containers::ps(&client, a).await,
+            Cmd::Container(c) => containers::container(&client, c).await,
+            Cmd::Attach(a) => containers::attach(&client, a).await,
+            Cmd::Create(a) => containers::create(&client, a).await,
+            Cmd::Kill(a) => containers::kill(&client, a).await,
+            Cmd::Logs(a) => containers::logs(&client, a).await,
+            Cmd::Pause(a) => containers::pause(&client, a, true).await,
+            Cmd::Rename(a) => containers::rename(&client, a).await,
+            Cmd::Restart(a) => containers::stop(&client, a, true).await,
+            Cmd::Rm(a) => containers::rm(&client, a).await,
+            Cmd::Start(a) => containers::start(&client, a).await,
+            Cmd::Stop(a) => containers::stop(&client, a, false).await,
+            Cmd::Top(a) => containers::top(&client, a).await,
+            Cmd::Unpause(a) => containers::pause(&client, a, false).await,
+            Cmd::Wait(a) => containers::wait(&client, a).await,
             Cmd::Version(a) => system::version(&client, a).await,
             Cmd::Info(a) => system::info(&client, a).await,
             Cmd::Images(a) => images::list(&client, a).await,
@@ -101,7 +156,7 @@ fn main() -> ExitCode {
             Cmd::Save(a) => images::save(&client, a).await,
             Cmd::Load(a) => images::load(&client, a).await,
             Cmd::Import(a) => images::import(&client, a).await,
-            Cmd::Inspect(a) => images::inspect(&client, a).await,
+            Cmd::Inspect(a) => containers::inspect(&client, a).await,
             Cmd::System(c) => system::system(&client, c).await,
             Cmd::Events(a) => system::events(&client, a).await,
         }

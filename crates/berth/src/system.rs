@@ -46,7 +46,7 @@ fn client_version() -> Value {
     json!({
         "Platform": {"Name": "berth"},
         "Version": env!("CARGO_PKG_VERSION"),
-        "ApiVersion": berth_api::API_VERSION,
+        "APIVersion": berth_api::API_VERSION,
         "DefaultAPIVersion": berth_api::API_VERSION,
         "GitCommit": env!("CARGO_PKG_VERSION"),
         "GoVersion": "rust",
@@ -67,7 +67,7 @@ fn berth_images_arch() -> &'static str {
 
 const VERSION_TEMPLATE: &str = "Client:{{if .Client.Platform.Name}} {{.Client.Platform.Name}}{{end}}
  Version:           {{.Client.Version}}
- API version:       {{.Client.ApiVersion}}
+ API version:       {{.Client.APIVersion}}
  Go version:        {{.Client.GoVersion}}
  Git commit:        {{.Client.GitCommit}}
  Built:             {{.Client.BuildTime}}
@@ -99,7 +99,12 @@ pub async fn version(c: &Client, a: VersionArgs) -> Result<()> {
             None
         }
     };
-    let data = json!({"Client": client_version(), "Server": server.clone()});
+    // Templates see Go's field names (docker's types.Version has APIVersion).
+    let server_t = server.clone().map(|mut v| {
+        v["APIVersion"] = v["ApiVersion"].clone();
+        v
+    });
+    let data = json!({"Client": client_version(), "Server": server_t});
     let fmt = match a.format.as_deref() {
         Some("json") => format!("{}\n", format::to_go_json(&data, false)),
         Some(f) => format!("{}\n", Template::parse(f)?.execute(&data)?),
@@ -216,10 +221,10 @@ pub async fn df(c: &Client, a: DfArgs) -> Result<()> {
         String::new()
     };
     let rows = vec![
-        json!({"Type": "Images", "TotalCount": images.len().to_string(), "Active": active.to_string(), "Size": size(total), "Reclaimable": format!("{}{pct}", size(reclaim))}),
-        json!({"Type": "Containers", "TotalCount": "0", "Active": "0", "Size": "0B", "Reclaimable": "0B"}),
-        json!({"Type": "Local Volumes", "TotalCount": "0", "Active": "0", "Size": "0B", "Reclaimable": "0B"}),
-        json!({"Type": "Build Cache", "TotalCount": "0", "Active": "0", "Size": "0B", "Reclaimable": "0B"}),
+        json!({"Active": active.to_string(), "Reclaimable": format!("{}{pct}", size(reclaim)), "Size": size(total), "TotalCount": images.len().to_string(), "Type": "Images"}),
+        json!({"Active": "0", "Reclaimable": "0B", "Size": "0B", "TotalCount": "0", "Type": "Containers"}),
+        json!({"Active": "0", "Reclaimable": "0B", "Size": "0B", "TotalCount": "0", "Type": "Local Volumes"}),
+        json!({"Active": "0", "Reclaimable": "0B", "Size": "0B", "TotalCount": "0", "Type": "Build Cache"}),
     ];
     if a.verbose {
         println!("Images space usage:\n");
@@ -281,6 +286,22 @@ pub struct EventsArgs {
     until: Option<String>,
 }
 
+/// An event as Go templates see docker's events.Message: field names, not
+/// JSON tags (`.ID`, `.Status`, `.Scope`, `.TimeNano`).
+fn go_event(m: &Value) -> Value {
+    let mut v = json!({
+        "Status": m["status"], "ID": m["id"], "From": m["from"],
+        "Type": m["Type"], "Action": m["Action"], "Actor": m["Actor"],
+        "Scope": m["scope"], "Time": m["time"], "TimeNano": m["timeNano"],
+    });
+    for k in ["Status", "ID", "From"] {
+        if v[k].is_null() {
+            v[k] = json!("");
+        }
+    }
+    v
+}
+
 /// Absolute times (RFC 3339) go to the daemon as unix seconds, as docker sends them.
 fn event_time(s: &str) -> String {
     match chrono::DateTime::parse_from_rfc3339(s) {
@@ -319,7 +340,7 @@ pub async fn events(c: &Client, a: EventsArgs) -> Result<()> {
     while let Some(m) = msgs.next().await {
         let m = m?;
         match (&tmpl, a.format.as_deref()) {
-            (Some(t), _) => println!("{}", t.execute(&m)?),
+            (Some(t), _) => println!("{}", t.execute(&go_event(&m))?),
             (None, Some("json")) => println!("{}", format::to_go_json(&m, true)),
             _ => {
                 let nanos = m["timeNano"].as_i64().unwrap_or(0);

@@ -302,6 +302,19 @@ fn body_reader(body: Body) -> SyncIoBridge<impl tokio::io::AsyncRead + Unpin> {
     SyncIoBridge::new(StreamReader::new(stream))
 }
 
+/// After a failed load or import, read the rest of the request body before
+/// answering: a client still sending would otherwise see a broken pipe
+/// instead of the error (Go's server drains bodies the same way).
+fn drain_on_error<T>(r: Result<T, Error>, body: &mut impl std::io::Read) -> Result<T, Error> {
+    if r.is_err() {
+        let _ = std::io::copy(
+            &mut std::io::Read::take(body, 1 << 30),
+            &mut std::io::sink(),
+        );
+    }
+    r
+}
+
 /// Run `work` on a blocking thread, streaming the JSON messages it emits.
 /// An error before the first message becomes an HTTP error status; after
 /// it, an error message in the stream, as dockerd does.
@@ -348,9 +361,9 @@ async fn load(
     let quiet = q.bool("quiet");
     let images = st.images.clone();
     let events = st.events.clone();
-    let reader = body_reader(body);
+    let mut reader = body_reader(body);
     json_stream(move |emit| {
-        let loaded = images.load(reader, &mut |p| {
+        let loaded = images.load(&mut reader, &mut |p| {
             if quiet {
                 return;
             }
@@ -362,7 +375,8 @@ async fn load(
                 id: Some(id),
                 ..Default::default()
             });
-        })?;
+        });
+        let loaded = drain_on_error(loaded, &mut reader)?;
         for img in loaded {
             for (tag, old) in &img.replaced {
                 emit(JsonMessage::stream(format!(
@@ -417,9 +431,9 @@ async fn create(
     };
     let images = st.images.clone();
     let events = st.events.clone();
-    let reader = body_reader(body);
+    let mut reader = body_reader(body);
     json_stream(move |emit| {
-        let img = images.import(reader, &opts)?;
+        let img = drain_on_error(images.import(&mut reader, &opts), &mut reader)?;
         events.publish(
             "image",
             "import",
