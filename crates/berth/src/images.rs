@@ -82,7 +82,7 @@ pub fn filters_json(flags: &[String]) -> Result<String> {
     for f in flags {
         let (k, v) = f
             .split_once('=')
-            .with_context(|| format!("bad format of filter (expected name=value)"))?;
+            .context("bad format of filter (expected name=value)")?;
         m.entry(k.trim().to_lowercase())
             .or_default()
             .insert(v.to_string(), true);
