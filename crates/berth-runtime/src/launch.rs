@@ -385,6 +385,11 @@ fn start_child(plan: &StartPlan, stdio: &Stdio, sync: &SyncChild) -> Result<Infa
         // threaded.
         unsafe { rustix::thread::unshare_unsafe(plan.unshare) }
             .map_err(|e| os_err("create namespaces", e))?;
+        if plan.unshare.contains(UnshareFlags::NEWNET) {
+            // A new network namespace starts with `lo` down; Docker's
+            // `--network none` containers have it up.
+            sys::loopback_up().map_err(|e| os_err("bring up lo", e))?;
+        }
     }
     if plan.new_cgroupns {
         // SAFETY: as above.

@@ -291,6 +291,30 @@ fn init_is_pid1_with_hostname_and_only_the_rootfs() {
 }
 
 #[test]
+fn a_new_network_namespace_has_loopback_up() {
+    require_root!();
+    let rootfs = Rootfs::new();
+    let id = unique("lo");
+    // `ip` from busybox reads the link state; `lo` is the only interface.
+    let spec = to_spec(base_spec(
+        &id,
+        rootfs.path(),
+        &[
+            "sh",
+            "-c",
+            "cat /sys/class/net/lo/operstate /sys/class/net/lo/flags; ls /sys/class/net",
+        ],
+    ));
+    let (code, out) = run(&id, &spec);
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    // operstate of lo is "unknown" when up; bit 0 of flags is IFF_UP.
+    let flags = u32::from_str_radix(lines[1].trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(flags & 1, 1, "lo is down: {out}");
+    assert_eq!(lines[2..], ["lo"], "{out}");
+}
+
+#[test]
 fn capabilities_no_new_privs_and_seccomp_show_in_status() {
     require_root!();
     let rootfs = Rootfs::new();
