@@ -74,6 +74,8 @@ pub struct ContainerService {
     execs: Mutex<HashMap<String, Exec>>,
     /// Serialises start/stop/remove of one container.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Attach streams opened before a container started, for its shim.
+    pending_attach: Mutex<HashMap<String, (std::os::unix::net::UnixStream, [bool; 3])>>,
 }
 
 /// An exec instance (Docker keeps them in memory too).
@@ -184,6 +186,7 @@ impl ContainerService {
             changes: tokio::sync::watch::channel(0).0,
             execs: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
+            pending_attach: Mutex::new(HashMap::new()),
         })
     }
 
@@ -543,7 +546,8 @@ impl ContainerService {
         let _ = std::fs::remove_file(dir.join("exit.json"));
         let socket = self.socket(&row.id);
         let log = &rec["HostConfig"]["LogConfig"]["Config"];
-        let ready = shim::spawn(&shim::ShimLaunch {
+        let attach = self.pending_attach.lock().unwrap().remove(&row.id);
+        let ready = shim::spawn(shim::ShimLaunch {
             binary: &self.cfg.shim_binary,
             id: &row.id,
             bundle: dir,
@@ -553,6 +557,7 @@ impl ContainerService {
             stdin_once: c["StdinOnce"].as_bool().unwrap_or(false),
             log_max_size: log["max-size"].as_str(),
             log_max_file: log["max-file"].as_str(),
+            attach,
         })
         .await
         .map_err(internal)?;
@@ -865,6 +870,8 @@ impl ContainerService {
     }
 
     /// Open an attach stream; returns (is tty, bytes already read, stream).
+    /// A container not started yet (`docker run` attaches first) gets the
+    /// stream handed to its shim at start, so no output is missed.
     pub async fn attach(
         &self,
         name: &str,
@@ -874,10 +881,22 @@ impl ContainerService {
     ) -> Result<(bool, Vec<u8>, tokio::net::UnixStream)> {
         let row = self.find(name)?;
         let tty = row.record["Config"]["Tty"].as_bool().unwrap_or(false);
-        if row.record["State"]["Running"].as_bool() != Some(true) {
-            return Err(Error::conflict(
-                "You cannot attach to a stopped container, start it first",
-            ));
+        let state = &row.record["State"];
+        if state["Paused"].as_bool() == Some(true) {
+            return Err(Error::conflict(format!(
+                "container {name} is paused, unpause the container before attach"
+            )));
+        }
+        if state["Running"].as_bool() != Some(true) {
+            // As dockerd: the stream waits for the next start (the CLI
+            // refuses `attach` to a stopped container itself).
+            let (mine, theirs) = std::os::unix::net::UnixStream::pair()?;
+            mine.set_nonblocking(true)?;
+            self.pending_attach
+                .lock()
+                .unwrap()
+                .insert(row.id.clone(), (theirs, [stdin, stdout, stderr]));
+            return Ok((tty, vec![], tokio::net::UnixStream::from_std(mine)?));
         }
         let mut c = ShimConn::connect(&self.socket(&row.id)).await?;
         c.call(&json!({"op": "attach", "stdin": stdin, "stdout": stdout, "stderr": stderr}))

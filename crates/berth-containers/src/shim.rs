@@ -21,6 +21,21 @@ pub struct ShimLaunch<'a> {
     pub stdin_once: bool,
     pub log_max_size: Option<&'a str>,
     pub log_max_file: Option<&'a str>,
+    /// An attach stream opened before the start (`docker run` attaches
+    /// first), handed to the shim so no output is missed: the socket and
+    /// which of stdin, stdout, stderr it carries.
+    pub attach: Option<(std::os::unix::net::UnixStream, [bool; 3])>,
+}
+
+/// Shim spawns are serialised: the fds a shim inherits are made inheritable
+/// only for the moment of its spawn, so no other child takes them along.
+static SPAWN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn inheritable(fd: &impl std::os::fd::AsFd) -> Result<i32> {
+    use std::os::fd::AsRawFd;
+    rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())
+        .map_err(|e| Error::internal(format!("fcntl: {e}")))?;
+    Ok(fd.as_fd().as_raw_fd())
 }
 
 /// What the shim reports once the container's init ran (or failed).
@@ -31,8 +46,9 @@ pub enum Ready {
 
 /// Start a shim and wait for its readiness line. The shim detaches itself
 /// (own session, reparented), so it outlives berthd.
-pub async fn spawn(l: &ShimLaunch<'_>) -> Result<Ready> {
-    let (r, w) = rustix::pipe::pipe().map_err(|e| Error::internal(format!("pipe: {e}")))?;
+pub async fn spawn(l: ShimLaunch<'_>) -> Result<Ready> {
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| Error::internal(format!("pipe: {e}")))?;
     let mut cmd = tokio::process::Command::new(l.binary);
     cmd.arg("--id")
         .arg(l.id)
@@ -40,8 +56,17 @@ pub async fn spawn(l: &ShimLaunch<'_>) -> Result<Ready> {
         .arg(l.bundle)
         .arg("--socket")
         .arg(l.socket);
-    // Readiness comes back on the shim's stdout, a pipe it closes after the line.
-    cmd.arg("--ready-fd").arg("1");
+    let guard = SPAWN.lock().await;
+    cmd.arg("--ready-fd").arg(inheritable(&w)?.to_string());
+    if let Some((sock, [i, o, e])) = &l.attach {
+        cmd.arg("--attach-fd").arg(inheritable(sock)?.to_string());
+        let streams: Vec<&str> = [(*i, "stdin"), (*o, "stdout"), (*e, "stderr")]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, n)| *n)
+            .collect();
+        cmd.arg("--attach-streams").arg(streams.join(","));
+    }
     if l.tty {
         cmd.arg("--tty");
     }
@@ -58,12 +83,16 @@ pub async fn spawn(l: &ShimLaunch<'_>) -> Result<Ready> {
         cmd.arg("--log-max-file").arg(f);
     }
     cmd.stdin(Stdio::null())
-        .stdout(Stdio::from(w))
+        .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Error::internal(format!("start shim {}: {e}", l.binary.display())))?;
+    let spawned = cmd.spawn();
+    // Our copies close now, so only the shim holds these ends.
     drop(cmd);
+    drop(w);
+    drop(l.attach);
+    drop(guard);
+    let mut child =
+        spawned.map_err(|e| Error::internal(format!("start shim {}: {e}", l.binary.display())))?;
     let file = tokio::fs::File::from_std(std::fs::File::from(r));
     let mut line = String::new();
     let read = BufReader::new(file).read_line(&mut line).await;

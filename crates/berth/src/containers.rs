@@ -137,6 +137,7 @@ impl std::error::Error for FlagError {}
 /// docker's `toStatusError`: a command that cannot be found exits 127, one
 /// that cannot be run 126, anything else the engine's 125.
 fn run_exit_code(msg: &str) -> u8 {
+    let msg = msg.to_lowercase();
     if msg.contains("executable file not found")
         || msg.contains("no such file or directory")
         || msg.contains("system cannot find the file specified")
@@ -722,6 +723,9 @@ struct Session {
     stdout: bool,
     stderr: bool,
     detach_keys: Vec<u8>,
+    /// When the start was asked for: a late session reads the log from here
+    /// on, not what earlier runs wrote.
+    since: chrono::DateTime<chrono::Utc>,
 }
 
 impl Session {
@@ -762,11 +766,16 @@ impl Session {
     }
 
     async fn follow_logs(&self, c: &Client) -> Result<()> {
+        if !self.stdout && !self.stderr {
+            return Ok(());
+        }
         let path = format!(
-            "/containers/{}/logs?follow=1&stdout={}&stderr={}",
+            "/containers/{}/logs?follow=1&stdout={}&stderr={}&since={}.{:09}",
             cpath(&self.id),
             self.stdout as u8,
-            self.stderr as u8
+            self.stderr as u8,
+            self.since.timestamp(),
+            self.since.timestamp_subsec_nanos()
         );
         match c.request(Method::GET, &path, empty(), None).await {
             Ok(resp) => copy_output(resp, self.tty).await,
@@ -785,9 +794,12 @@ async fn copy_output(resp: hyper::Response<hyper::body::Incoming>, tty: bool) ->
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk?;
         if tty {
-            sink.out(&chunk)?;
+            sink.out(&chunk)
+                .map_err(|e| hijack::closed_output(e.into()))?;
         } else {
-            demux.feed(&chunk, &mut sink)?;
+            demux
+                .feed(&chunk, &mut sink)
+                .map_err(hijack::closed_output)?;
         }
     }
     Ok(())
@@ -903,6 +915,7 @@ pub async fn run(c: &Client, a: RunArgs) -> Result<()> {
         stdout: cfg["AttachStdout"] == true,
         stderr: cfg["AttachStderr"] == true,
         detach_keys: keys,
+        since: chrono::Utc::now(),
     };
     let early = early_attach(c, &id, session.stdin, session.stdout, session.stderr).await?;
     let status = wait_exit(c, &id, o.rm).await;
@@ -990,6 +1003,7 @@ pub async fn start(c: &Client, a: StartArgs) -> Result<()> {
         stdout: true,
         stderr: true,
         detach_keys: keys,
+        since: chrono::Utc::now(),
     };
     let early = early_attach(c, &id, session.stdin, true, true).await?;
     let status = wait_exit(c, &id, info["HostConfig"]["AutoRemove"] == true).await;
@@ -1168,9 +1182,25 @@ pub async fn exec(c: &Client, a: ExecArgs) -> Result<()> {
         return Ok(());
     }
     check_tty(a.interactive, a.tty)?;
-    let io = c
+    let io = match c
         .hijack(&start_path, Some(&json!({"Detach": false, "Tty": a.tty})))
-        .await?;
+        .await
+    {
+        Ok(io) => io,
+        Err(e) => {
+            // docker's daemon reports a process that cannot start in the
+            // stream, and its exit code (127 not found, 126 not executable)
+            // as the exec's.
+            if let Some(d) = e.downcast_ref::<DaemonError>()
+                && d.status == StatusCode::BAD_REQUEST
+                && let code @ (126 | 127) = run_exit_code(&d.message)
+            {
+                println!("{}\r", d.message);
+                return Err(Exit(code).into());
+            }
+            return Err(e);
+        }
+    };
     if a.tty && tty::stdout_is_terminal() {
         monitor_size(c, format!("/exec/{exec_id}/resize"));
     }
@@ -1830,6 +1860,17 @@ pub fn ps_row(ctr: &Value, trunc: bool) -> Value {
     })
 }
 
+/// Go reports a field a struct lacks as "can't evaluate field X in type T".
+fn go_field_error(msg: &str) -> String {
+    match msg.split_once("map has no entry for key \"") {
+        Some((head, rest)) => {
+            let field = rest.split('"').next().unwrap_or("");
+            format!("{head}can't evaluate field {field} in type *formatter.ContainerContext")
+        }
+        None => msg.to_string(),
+    }
+}
+
 const PS_TABLE: &str =
     "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}";
 
@@ -1868,8 +1909,15 @@ pub async fn ps(c: &Client, a: PsArgs) -> Result<()> {
     }
     let list: Vec<Value> = c.get_json(&path).await?;
     let rows: Vec<Value> = list.iter().map(|x| ps_row(x, !a.no_trunc)).collect();
-    let out = format::render_list(&fmt, &ps_header(), &rows)
-        .map_err(|e| anyhow!("template parsing error: {e}"))?;
+    if let Err(e) = format::Template::parse(&format::table::prepare_format(&fmt)) {
+        bail!("failed to parse template: {e}");
+    }
+    let out = format::render_list(&fmt, &ps_header(), &rows).map_err(|e| {
+        anyhow!(
+            "failed to execute template: {}",
+            go_field_error(&e.to_string())
+        )
+    })?;
     print!("{out}");
     Ok(())
 }

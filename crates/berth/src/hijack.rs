@@ -97,6 +97,15 @@ impl Demux {
     }
 }
 
+/// Our stdout closed under us (`berth run ... | head -1`): end quietly with
+/// the status a Go program killed by SIGPIPE has, as docker does.
+pub fn closed_output(e: anyhow::Error) -> anyhow::Error {
+    match e.downcast_ref::<std::io::Error>() {
+        Some(io) if io.kind() == std::io::ErrorKind::BrokenPipe => crate::Exit(141).into(),
+        _ => e,
+    }
+}
+
 /// How a hijacked session ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum End {
@@ -151,53 +160,62 @@ pub async fn stream(io: TokioIo<Upgraded>, opts: StreamOpts) -> Result<End> {
         None
     };
     let (mut rd, mut wr) = tokio::io::split(io);
-    let mut input = opts.stdin.then(stdin_chunks);
+    // Our stdin goes to the container on a task of its own, so that a
+    // container not reading its stdin never holds up its output.
+    let (detach_tx, mut detach_rx) = tokio::sync::oneshot::channel::<()>();
     let mut detach = opts
         .detach_keys
         .filter(|_| opts.tty)
         .map(DetachMatcher::new);
+    let writer = opts.stdin.then(|| {
+        let mut input = stdin_chunks();
+        tokio::spawn(async move {
+            while let Some(data) = input.recv().await {
+                let (data, detached) = match detach.as_mut() {
+                    Some(m) => m.feed(&data),
+                    None => (data, false),
+                };
+                // The container may be gone while its output still drains.
+                if !data.is_empty() && wr.write_all(&data).await.is_err() {
+                    return;
+                }
+                if detached {
+                    let _ = detach_tx.send(());
+                    return;
+                }
+            }
+            // EOF: half-close, so the container's stdin ends.
+            let _ = wr.shutdown().await;
+            std::future::pending::<()>().await
+        })
+    });
+    let mut watch_detach = writer.is_some();
     let mut demux = Demux::new();
     let mut sink = StdSink;
     let mut buf = vec![0u8; 32 << 10];
-    loop {
+    let end = loop {
         tokio::select! {
             r = rd.read(&mut buf) => {
                 let n = r?;
                 if n == 0 {
-                    return Ok(End::Eof);
+                    break End::Eof;
                 }
                 if opts.tty {
-                    sink.out(&buf[..n])?;
+                    sink.out(&buf[..n]).map_err(|e| closed_output(e.into()))?;
                 } else {
-                    demux.feed(&buf[..n], &mut sink)?;
+                    demux.feed(&buf[..n], &mut sink).map_err(closed_output)?;
                 }
             }
-            chunk = async { input.as_mut().expect("guarded").recv().await }, if input.is_some() => {
-                match chunk {
-                    Some(data) => {
-                        let (data, detached) = match detach.as_mut() {
-                            Some(m) => m.feed(&data),
-                            None => (data, false),
-                        };
-                        if !data.is_empty() {
-                            // The container may be gone while output is still
-                            // draining; keep reading.
-                            if wr.write_all(&data).await.is_err() {
-                                input = None;
-                            }
-                        }
-                        if detached {
-                            return Ok(End::Detached);
-                        }
-                    }
-                    None => {
-                        input = None;
-                        let _ = wr.shutdown().await;
-                    }
-                }
-            }
+            r = &mut detach_rx, if watch_detach => match r {
+                Ok(()) => break End::Detached,
+                Err(_) => watch_detach = false,
+            },
         }
+    };
+    if let Some(w) = writer {
+        w.abort();
     }
+    Ok(end)
 }
 
 #[cfg(test)]
