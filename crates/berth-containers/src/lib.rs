@@ -1050,39 +1050,55 @@ impl ContainerService {
         Ok(Some((tty, buf, s)))
     }
 
+    /// Ask the shim once whether an exec has exited, and record it.
+    pub async fn exec_refresh(&self, exec_id: &str) -> bool {
+        let Ok(ex) = self.exec_get(exec_id) else {
+            return true;
+        };
+        match shim::call(
+            &self.socket(&ex.container),
+            json!({"op": "exec_state", "exec_id": exec_id}),
+        )
+        .await
+        {
+            Ok(st) if st["running"].as_bool() == Some(false) => {
+                if let Some(e) = self.execs.lock().unwrap().get_mut(exec_id) {
+                    e.running = false;
+                    e.exit_code = st["exit_code"].as_i64();
+                }
+                true
+            }
+            Ok(_) => false,
+            Err(_) => {
+                if let Some(e) = self.execs.lock().unwrap().get_mut(exec_id) {
+                    e.running = false;
+                    e.exit_code.get_or_insert(126);
+                }
+                true
+            }
+        }
+    }
+
     /// Collect an exec's exit code from the shim (after its stream ended).
     pub async fn exec_reap(&self, container: &str, exec_id: &str) {
         for _ in 0..600 {
-            match shim::call(
-                &self.socket(container),
-                json!({"op": "exec_state", "exec_id": exec_id}),
-            )
-            .await
-            {
-                Ok(st) if st["running"].as_bool() == Some(false) => {
-                    if let Some(e) = self.execs.lock().unwrap().get_mut(exec_id) {
-                        e.running = false;
-                        e.exit_code = st["exit_code"].as_i64();
-                    }
-                    self.events.container_event(
-                        "exec_die",
-                        container,
-                        BTreeMap::from([
-                            ("execID".to_string(), exec_id.to_string()),
-                            ("exitCode".to_string(), st["exit_code"].to_string()),
-                        ]),
-                    );
-                    return;
-                }
-                Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-                Err(_) => {
-                    if let Some(e) = self.execs.lock().unwrap().get_mut(exec_id) {
-                        e.running = false;
-                        e.exit_code.get_or_insert(126);
-                    }
-                    return;
-                }
+            if self.exec_refresh(exec_id).await {
+                let code = self
+                    .exec_get(exec_id)
+                    .ok()
+                    .and_then(|e| e.exit_code)
+                    .unwrap_or(-1);
+                self.events.container_event(
+                    "exec_die",
+                    container,
+                    BTreeMap::from([
+                        ("execID".to_string(), exec_id.to_string()),
+                        ("exitCode".to_string(), code.to_string()),
+                    ]),
+                );
+                return;
             }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

@@ -369,7 +369,12 @@ async fn list(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResult<Re
     };
     let mut out = Vec::new();
     for r in &recs {
-        if !all && limit.is_none() && r["State"]["Running"].as_bool() != Some(true) {
+        // As dockerd: a status filter looks at every container.
+        if !all
+            && limit.is_none()
+            && !filters.contains_key("status")
+            && r["State"]["Running"].as_bool() != Some(true)
+        {
             continue;
         }
         if matches(r, &filters, &by_name)? {
@@ -797,7 +802,14 @@ async fn exec_resize(
 }
 
 async fn exec_inspect(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    let e = svc(&st).exec_get(&id)?;
+    let c = svc(&st);
+    let mut e = c.exec_get(&id)?;
+    if e.running {
+        // The client asks right after its stream ended: ask the shim rather
+        // than report a stale "running".
+        c.exec_refresh(&id).await;
+        e = c.exec_get(&id)?;
+    }
     let c = &e.config;
     let cmd: Vec<String> = c["Cmd"]
         .as_array()
