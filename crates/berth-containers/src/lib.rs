@@ -488,13 +488,24 @@ impl ContainerService {
             }
             Err((msg, code)) => {
                 let _ = berth_snapshots::unmount(&rootfs);
-                self.update(&id, |r| {
+                let rec = self.update(&id, |r| {
                     let never_ran = r["State"]["StartedAt"] == ZERO_TIME;
                     let s = &mut r["State"];
                     s["Status"] = json!(if never_ran { "created" } else { "exited" });
                     s["ExitCode"] = json!(code);
                     s["Error"] = json!(msg);
                 })?;
+                if rec["HostConfig"]["AutoRemove"].as_bool() == Some(true) {
+                    // As dockerd: a --rm container that cannot start is removed
+                    // (the client is waiting for that).
+                    let this = self.clone();
+                    let id = id.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = this.remove(&id, true).await {
+                            tracing::warn!(container = %id, error = %e, "auto-remove after a failed start");
+                        }
+                    });
+                }
                 let kind = if code == 126 || code == 127 {
                     ErrorKind::InvalidArgument
                 } else {

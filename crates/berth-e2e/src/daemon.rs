@@ -5,6 +5,7 @@
 //!   root/                    --data-root
 //!   s.sock                   -H unix://…
 //!   berthd.pid               --pidfile
+//!   run/                     --exec-root (shim sockets)
 //!   daemon.json              --config-file ({}), so /etc/berth is never read
 //!   berthd.log               the daemon's stderr, across restarts
 //!   docker-config/           DOCKER_CONFIG of the docker CLI (empty)
@@ -112,6 +113,8 @@ impl Daemon {
             .arg(format!("unix://{}", sock.display()))
             .arg("--pidfile")
             .arg(pidfile)
+            .arg("--exec-root")
+            .arg(self.root.with_file_name("run"))
             .arg("--config-file")
             .arg(&self.config)
             .env_remove("BERTH_LOG")
@@ -432,6 +435,43 @@ impl Default for Daemon {
     }
 }
 
+impl Daemon {
+    /// Ends what the daemon's containers left running (shims outlive berthd
+    /// by design): each container's processes and shim by the PIDs its
+    /// bundle records, its rootfs mount and its cgroups.
+    fn teardown_containers(&self) {
+        let Ok(dirs) = std::fs::read_dir(self.root.join("containers")) else {
+            return;
+        };
+        for d in dirs.flatten() {
+            let dir = d.path();
+            let id = d.file_name().to_string_lossy().into_owned();
+            for f in ["init.pid", "shim.pid"] {
+                if let Some(pid) = std::fs::read_to_string(dir.join(f))
+                    .ok()
+                    .and_then(|s| s.trim().parse::<i32>().ok())
+                    .and_then(rustix::process::Pid::from_raw)
+                {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(dir.join("rootfs"))
+                .status();
+            for ctl in std::fs::read_dir("/sys/fs/cgroup")
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let _ = std::fs::remove_dir(ctl.path().join("berth").join(&id));
+            }
+            let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup/berth").join(&id));
+        }
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         let panicking = std::thread::panicking();
@@ -441,6 +481,7 @@ impl Drop for Daemon {
         {
             eprintln!("berthd exited with {status} on SIGTERM");
         }
+        self.teardown_containers();
         if panicking {
             let log = self.log_text();
             let tail: Vec<&str> = log.lines().rev().take(80).collect();

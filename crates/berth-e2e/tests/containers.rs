@@ -1,0 +1,335 @@
+//! Containers through the real docker CLI against berthd: the lifecycle,
+//! what a process sees inside, exec, logs, signals, errors, and a daemon
+//! killed under running containers.
+
+use std::time::Duration;
+
+use berth_e2e::{Daemon, require_root, wait_for};
+
+/// A daemon with busybox loaded.
+fn daemon() -> Daemon {
+    let d = Daemon::start();
+    d.load_busybox();
+    d
+}
+
+#[test]
+fn run_prints_output_and_exits_with_the_container_code() {
+    require_root!();
+    let d = daemon();
+    let out = d.docker(["run", "--rm", "busybox", "echo", "hello"]);
+    assert_eq!(out.ok(), "hello\n");
+    let out = d.docker([
+        "run",
+        "--name",
+        "three",
+        "busybox",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(out.code(), 3, "{out}");
+    assert_eq!(out.stdout, "out\n");
+    assert_eq!(out.stderr, "err\n");
+    let out = d.docker(["ps", "-a", "--format", "{{.Names}} {{.Status}}"]);
+    assert!(out.ok().starts_with("three Exited (3)"), "{out}");
+    // --rm removed the first container.
+    assert_eq!(d.docker(["ps", "-aq"]).ok().lines().count(), 1);
+}
+
+#[test]
+fn the_container_sees_its_own_pid_1_hostname_and_rootfs() {
+    require_root!();
+    let d = daemon();
+    let out = d.docker([
+        "run",
+        "--rm",
+        "--hostname",
+        "boxy",
+        "busybox",
+        "sh",
+        "-c",
+        "echo $$; hostname; ls /; cat /proc/1/cmdline | tr '\\0' ' '",
+    ]);
+    let lines: Vec<&str> = out.ok().lines().collect();
+    assert_eq!(lines[0], "1", "{out}");
+    assert_eq!(lines[1], "boxy", "{out}");
+    assert!(
+        lines.contains(&"bin") && lines.contains(&"proc") && !lines.contains(&"work"),
+        "{out}"
+    );
+    assert!(out.stdout.contains("sh -c"), "{out}");
+}
+
+#[test]
+fn files_persist_across_stop_and_start_and_go_with_rm() {
+    require_root!();
+    let d = daemon();
+    d.docker([
+        "run",
+        "--name",
+        "keep",
+        "busybox",
+        "sh",
+        "-c",
+        "echo kept > /data.txt",
+    ])
+    .ok();
+    let out = d.docker(["start", "-a", "keep"]);
+    assert_eq!(out.code(), 0, "{out}");
+    let id = d
+        .docker(["inspect", "-f", "{{.Id}}", "keep"])
+        .ok()
+        .trim()
+        .to_string();
+    let upper = d.root.join("containers").join(&id).join("upper/data.txt");
+    assert_eq!(std::fs::read_to_string(&upper).unwrap(), "kept\n");
+    d.docker(["rm", "keep"]).ok();
+    assert!(
+        !d.root.join("containers").join(&id).exists(),
+        "the read-write layer must go with rm"
+    );
+}
+
+#[test]
+fn detached_containers_log_exec_stop_and_remove() {
+    require_root!();
+    let d = daemon();
+    let id = d
+        .docker([
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "busybox",
+            "sh",
+            "-c",
+            "echo started; trap 'echo bye; exit 0' TERM; while true; do sleep 0.1; done",
+        ])
+        .ok()
+        .trim()
+        .to_string();
+    assert_eq!(id.len(), 64);
+    let ps = d.docker(["ps", "--format", "{{.Names}} {{.State}}"]);
+    assert_eq!(ps.ok().trim(), "web running");
+    assert!(
+        wait_for(Duration::from_secs(5), || d
+            .docker(["logs", "web"])
+            .stdout
+            .contains("started")
+            .then_some(()))
+        .is_some()
+    );
+    let out = d.docker(["exec", "web", "sh", "-c", "echo in-exec; exit 9"]);
+    assert_eq!(out.code(), 9, "{out}");
+    assert_eq!(out.stdout, "in-exec\n");
+    let out = d.docker(["exec", "web", "hostname"]);
+    assert_eq!(out.ok().trim(), &id[..12]);
+    let top = d.docker(["top", "web"]);
+    assert!(
+        top.ok().contains("sleep") || top.stdout.contains("sh -c"),
+        "{top}"
+    );
+    // rm of a running container needs force.
+    let out = d.docker(["rm", "web"]);
+    assert_ne!(out.code(), 0);
+    assert!(out.stderr.contains("container is running"), "{out}");
+    d.docker(["stop", "web"]).ok();
+    let logs = d.docker(["logs", "web"]);
+    assert!(
+        logs.ok().contains("bye"),
+        "the stop signal reached the trap: {logs}"
+    );
+    assert_eq!(
+        d.docker(["inspect", "-f", "{{.State.ExitCode}}", "web"])
+            .ok()
+            .trim(),
+        "0"
+    );
+    d.docker(["rm", "web"]).ok();
+}
+
+#[test]
+fn stop_kills_a_process_that_ignores_sigterm() {
+    require_root!();
+    let d = daemon();
+    d.docker([
+        "run",
+        "-d",
+        "--name",
+        "stubborn",
+        "busybox",
+        "sh",
+        "-c",
+        "trap '' TERM; while true; do sleep 0.1; done",
+    ])
+    .ok();
+    let t = std::time::Instant::now();
+    d.docker(["stop", "-t", "1", "stubborn"]).ok();
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "stop returned before the timeout"
+    );
+    assert_eq!(
+        d.docker(["inspect", "-f", "{{.State.ExitCode}}", "stubborn"])
+            .ok()
+            .trim(),
+        "137"
+    );
+}
+
+#[test]
+fn kill_pause_and_unpause() {
+    require_root!();
+    let d = daemon();
+    d.docker([
+        "run",
+        "-d",
+        "--name",
+        "pz",
+        "busybox",
+        "sh",
+        "-c",
+        "i=0; while true; do i=$((i+1)); echo $i > /n; sleep 0.05; done",
+    ])
+    .ok();
+    std::thread::sleep(Duration::from_millis(300));
+    d.docker(["pause", "pz"]).ok();
+    assert_eq!(
+        d.docker(["inspect", "-f", "{{.State.Status}}", "pz"])
+            .ok()
+            .trim(),
+        "paused"
+    );
+    let a = d
+        .docker(["inspect", "-f", "{{.GraphDriver.Data.MergedDir}}", "pz"])
+        .ok()
+        .trim()
+        .to_string();
+    let n1 = std::fs::read_to_string(format!("{a}/n")).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let n2 = std::fs::read_to_string(format!("{a}/n")).unwrap();
+    assert_eq!(n1, n2, "a paused container kept running");
+    d.docker(["unpause", "pz"]).ok();
+    std::thread::sleep(Duration::from_millis(300));
+    let n3 = std::fs::read_to_string(format!("{a}/n")).unwrap();
+    assert_ne!(n2, n3, "unpause did not resume");
+    let out = d.docker(["kill", "-s", "BOGUS", "pz"]);
+    assert!(out.stderr.contains("Invalid signal: BOGUS"), "{out}");
+    d.docker(["kill", "pz"]).ok();
+    let code = d.docker(["wait", "pz"]).ok().trim().to_string();
+    assert_eq!(code, "137");
+}
+
+#[test]
+fn bad_input_gets_dockers_errors() {
+    require_root!();
+    let d = daemon();
+    let out = d.docker(["run", "--rm", "busybox", "nosuchcmd"]);
+    assert_eq!(out.code(), 127, "{out}");
+    assert!(out.stderr.contains("executable file not found"), "{out}");
+    let out = d.docker(["run", "--rm", "busybox", "/etc"]);
+    assert_eq!(out.code(), 126, "{out}");
+    let out = d.docker(["run", "--rm", "nosuchimage:1", "true"]);
+    assert_eq!(out.code(), 125, "{out}");
+    // The CLI then tries to pull, which berthd answers 501 (not implemented yet).
+    assert!(
+        out.stderr
+            .contains("Unable to find image 'nosuchimage:1' locally"),
+        "{out}"
+    );
+    d.docker(["create", "--name", "dup", "busybox"]).ok();
+    let out = d.docker(["create", "--name", "dup", "busybox"]);
+    assert!(out.stderr.contains("is already in use"), "{out}");
+    let out = d.docker(["create", "--name", "bad name", "busybox"]);
+    assert!(out.stderr.contains("Invalid container name"), "{out}");
+    let out = d.docker(["run", "--rm", "-u", "nosuchuser", "busybox", "true"]);
+    assert_ne!(out.code(), 0);
+    assert!(out.stderr.contains("nosuchuser"), "{out}");
+    let out = d.docker(["rm", "nonexistent"]);
+    assert!(
+        out.stderr.contains("No such container: nonexistent"),
+        "{out}"
+    );
+    // An image a container uses cannot be removed.
+    let out = d.docker(["rmi", "busybox"]);
+    assert!(out.stderr.contains("container") && out.code() != 0, "{out}");
+}
+
+#[test]
+fn user_and_memory_limit() {
+    require_root!();
+    let d = daemon();
+    let out = d.docker(["run", "--rm", "-u", "1000:1000", "busybox", "id"]);
+    assert!(out.ok().starts_with("uid=1000 gid=1000"), "{out}");
+    let out = d.docker(["run", "--rm", "-m", "64m", "busybox", "sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max"]);
+    assert_eq!(out.ok().trim(), "67108864", "{out}");
+}
+
+#[test]
+fn containers_survive_a_killed_daemon() {
+    require_root!();
+    let mut d = daemon();
+    d.docker([
+        "run",
+        "-d",
+        "--name",
+        "long",
+        "busybox",
+        "sh",
+        "-c",
+        "while true; do echo tick; sleep 0.2; done",
+    ])
+    .ok();
+    d.docker([
+        "run",
+        "-d",
+        "--name",
+        "short",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 1; exit 7",
+    ])
+    .ok();
+    let pid = d
+        .docker(["inspect", "-f", "{{.State.Pid}}", "long"])
+        .ok()
+        .trim()
+        .parse::<i32>()
+        .unwrap();
+    d.kill9();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the container died with berthd"
+    );
+    d.start_again();
+    assert_eq!(
+        d.docker(["inspect", "-f", "{{.State.Status}}", "long"])
+            .ok()
+            .trim(),
+        "running"
+    );
+    assert_eq!(
+        d.docker([
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.State.ExitCode}}",
+            "short"
+        ])
+        .ok()
+        .trim(),
+        "exited 7"
+    );
+    let out = d.docker(["exec", "long", "echo", "still here"]);
+    assert_eq!(out.ok().trim(), "still here");
+    assert!(d.docker(["logs", "long"]).ok().contains("tick"));
+    d.docker(["stop", "-t", "1", "long"]).ok();
+    assert_eq!(
+        d.docker(["inspect", "-f", "{{.State.Running}}", "long"])
+            .ok()
+            .trim(),
+        "false"
+    );
+}
