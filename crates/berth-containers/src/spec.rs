@@ -47,6 +47,17 @@ pub const READONLY_PATHS: &[&str] = &[
     "/proc/sysrq-trigger",
 ];
 
+/// Docker's default seccomp profile, as OCI JSON (computed once).
+fn default_seccomp() -> Value {
+    static PROFILE: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    PROFILE
+        .get_or_init(|| {
+            serde_json::to_value(berth_runtime::default_seccomp_profile())
+                .expect("profile serializes")
+        })
+        .clone()
+}
+
 /// The user a process runs as, resolved against the container's own
 /// `/etc/passwd` and `/etc/group`.
 #[derive(Debug, Clone, PartialEq)]
@@ -216,8 +227,9 @@ pub fn runtime_spec(i: &SpecInput) -> Value {
     if let Some(p) = hc["PidsLimit"].as_i64().filter(|p| *p > 0) {
         resources["pids"] = json!({"limit": p});
     }
+    let privileged = hc["Privileged"].as_bool() == Some(true);
     let mut process = process(i.args, i.env, i.cwd, i.user, i.tty);
-    if hc["Privileged"].as_bool() == Some(true) {
+    if privileged {
         process["capabilities"] = json!(null);
     }
     json!({
@@ -231,6 +243,7 @@ pub fn runtime_spec(i: &SpecInput) -> Value {
             "cgroupsPath": format!("{}/{}", i.cgroup_parent, i.id),
             "resources": resources,
             "maskedPaths": MASKED_PATHS,
+            "seccomp": if privileged { Value::Null } else { default_seccomp() },
             "readonlyPaths": READONLY_PATHS,
         }
     })

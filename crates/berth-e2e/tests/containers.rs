@@ -264,6 +264,21 @@ fn user_and_memory_limit() {
     assert!(out.ok().starts_with("uid=1000 gid=1000"), "{out}");
     let out = d.docker(["run", "--rm", "-m", "64m", "busybox", "sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max"]);
     assert_eq!(out.ok().trim(), "67108864", "{out}");
+    // Docker's default capability set and seccomp profile apply.
+    let out = d.docker([
+        "run",
+        "--rm",
+        "busybox",
+        "grep",
+        "-E",
+        "^(CapEff|Seccomp):",
+        "/proc/self/status",
+    ]);
+    assert_eq!(
+        out.ok(),
+        "CapEff:\t00000000a80425fb\nSeccomp:\t2\n",
+        "{out}"
+    );
 }
 
 #[test]
