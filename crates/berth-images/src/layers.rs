@@ -156,13 +156,21 @@ impl LayerStore {
             });
             let mut tx = Some(tx);
             loop {
+                // Fill whole 1 MiB chunks: readers that return a few KiB at a
+                // time (an HTTP body) must not cost a 1 MiB buffer per read.
                 let mut chunk = vec![0u8; 1 << 20];
-                let n = match data.read(&mut chunk) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(Error::from(e)),
-                };
+                let mut n = 0;
+                while n < chunk.len() {
+                    match data.read(&mut chunk[n..]) {
+                        Ok(0) => break,
+                        Ok(k) => n += k,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(Error::from(e)),
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
                 chunk.truncate(n);
                 sink.write_all(&chunk)?;
                 // A failed extraction stops reading: keep hashing the blob.
