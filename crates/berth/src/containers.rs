@@ -2003,25 +2003,7 @@ async fn inspect_objects(
             Err(e) => return Err(e),
         }
     }
-    let (out, exec_errors) = match format::render_inspect(fmt.unwrap_or(""), &items) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("template parsing error: {e}");
-            return Err(Exit(64).into());
-        }
-    };
-    print!("{out}");
-    for e in &exec_errors {
-        eprintln!("template parsing error: {e}");
-    }
-    for e in &errors {
-        eprintln!("{e}");
-    }
-    if errors.is_empty() && exec_errors.is_empty() {
-        Ok(())
-    } else {
-        Err(Exit(1).into())
-    }
+    crate::images::print_inspect(&items, &errors, fmt)
 }
 
 pub async fn container_inspect(c: &Client, a: ContainerInspectArgs) -> Result<()> {

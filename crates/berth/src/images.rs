@@ -230,7 +230,14 @@ async fn inspect_images(c: &Client, names: &[String], fmt: Option<&str>) -> Resu
             }
         }
     }
-    let (out, exec_errors) = match format::render_inspect(fmt.unwrap_or(""), &items) {
+    print_inspect(&items, &errors, fmt)
+}
+
+/// Print inspect output as docker does: the JSON array or one template line
+/// per object, then the errors; exit status 64 for a template that does not
+/// parse, 1 when any object was missing or failed the template.
+pub(crate) fn print_inspect(items: &[Value], errors: &[String], fmt: Option<&str>) -> Result<()> {
+    let (out, exec_errors) = match format::render_inspect(fmt.unwrap_or(""), items) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("template parsing error: {e}");
@@ -241,7 +248,7 @@ async fn inspect_images(c: &Client, names: &[String], fmt: Option<&str>) -> Resu
     for e in &exec_errors {
         eprintln!("template parsing error: {e}");
     }
-    for e in &errors {
+    for e in errors {
         eprintln!("{e}");
     }
     if errors.is_empty() && exec_errors.is_empty() {
