@@ -18,6 +18,9 @@ use tracing_subscriber::EnvFilter;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// How long in-flight requests may run after SIGTERM/SIGINT.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[derive(Parser, Debug)]
 #[command(name = "berthd", version, about = "The berth container engine daemon")]
 struct Args {
@@ -232,9 +235,21 @@ async fn serve(data_root: PathBuf, socket: PathBuf, exec_root: PathBuf) -> anyho
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660))?;
     tracing::info!(socket = %socket.display(), data_root = %data_root.display(), "berthd {VERSION} serving the Docker Engine API");
     let app = api::router(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    // Streams such as `events`, `logs -f`, `wait` or an attach can stay open
+    // for ever: after a signal, requests get a grace period, then berthd
+    // exits anyway (containers keep running under their shims).
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        let _ = stopping_tx.send(());
+    });
+    tokio::select! {
+        r = server => r?,
+        _ = async {
+            let _ = stopping_rx.await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; exiting"),
+    }
     tracing::info!("berthd stopped");
     Ok(())
 }
