@@ -99,6 +99,23 @@ fn no_such(name: &str) -> Error {
     Error::not_found(format!("No such container: {name}"))
 }
 
+/// Docker's restart policies, applied when a container exits on its own.
+fn restart_wanted(rec: &Value) -> bool {
+    if rec["HasBeenManuallyStopped"].as_bool() == Some(true) {
+        return false;
+    }
+    let p = &rec["HostConfig"]["RestartPolicy"];
+    match p["Name"].as_str().unwrap_or("") {
+        "always" | "unless-stopped" => true,
+        "on-failure" => {
+            let max = p["MaximumRetryCount"].as_u64().unwrap_or(0);
+            rec["State"]["ExitCode"].as_i64().unwrap_or(0) != 0
+                && (max == 0 || rec["RestartCount"].as_u64().unwrap_or(0) < max)
+        }
+        _ => false,
+    }
+}
+
 /// A signal by name (`KILL`, `SIGKILL`) or number.
 pub fn parse_signal(s: &str) -> Result<i32> {
     if let Ok(n) = s.parse::<i32>() {
@@ -333,6 +350,13 @@ impl ContainerService {
         if host_config["NetworkMode"].as_str().unwrap_or("").is_empty() {
             host_config["NetworkMode"] = json!("none");
         }
+        let policy = host_config["RestartPolicy"]["Name"].as_str().unwrap_or("");
+        if !policy.is_empty() && policy != "no" && host_config["AutoRemove"].as_bool() == Some(true)
+        {
+            return Err(Error::invalid(
+                "conflicting options: cannot specify both --restart and --rm",
+            ));
+        }
         if let Some(rp) = host_config["RestartPolicy"]["Name"].as_str()
             && !["", "no", "always", "unless-stopped", "on-failure"].contains(&rp)
         {
@@ -471,7 +495,9 @@ impl ContainerService {
         match res {
             Ok(pid) => {
                 let rec = self.update(&id, |r| {
+                    r["HasBeenManuallyStopped"] = json!(false);
                     let s = &mut r["State"];
+                    s["Restarting"] = json!(false);
                     s["Status"] = json!("running");
                     s["Running"] = json!(true);
                     s["Paused"] = json!(false);
@@ -620,11 +646,56 @@ impl ContainerService {
             }
         };
         self.event("die", &rec);
-        if rec["HostConfig"]["AutoRemove"].as_bool() == Some(true)
-            && let Err(e) = self.remove(id, true).await
-        {
-            tracing::warn!(container = %id, error = %e, "auto-remove failed");
+        if rec["HostConfig"]["AutoRemove"].as_bool() == Some(true) {
+            if let Err(e) = self.remove(id, true).await {
+                tracing::warn!(container = %id, error = %e, "auto-remove failed");
+            }
+            return;
         }
+        if restart_wanted(&rec) {
+            self.schedule_restart(id, &rec);
+        }
+    }
+
+    /// Restart after Docker's backoff: 100 ms doubling per restart, at most a minute.
+    fn schedule_restart(self: &Arc<Self>, id: &str, rec: &Value) {
+        let n = rec["RestartCount"].as_u64().unwrap_or(0).min(10) as u32;
+        let delay = Duration::from_millis(100 * 2u64.pow(n)).min(Duration::from_secs(60));
+        let _ = self.update(id, |r| {
+            r["State"]["Restarting"] = json!(true);
+            r["State"]["Status"] = json!("restarting");
+            r["RestartCount"] = json!(r["RestartCount"].as_u64().unwrap_or(0) + 1);
+        });
+        let this = self.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            // A stop, kill or rm during the backoff cancels the restart.
+            let still = this.meta.read(|r| r.container(&id)).ok().flatten();
+            if still.is_none_or(|c| c.record["State"]["Restarting"].as_bool() != Some(true)) {
+                return;
+            }
+            if let Err(e) = this.start(&id).await {
+                tracing::warn!(container = %id, error = %e, "restart failed");
+                let _ = this.update(&id, |r| {
+                    r["State"]["Restarting"] = json!(false);
+                    r["State"]["Status"] = json!("exited");
+                });
+            }
+        });
+    }
+
+    /// Mark a container as stopped by the user (no restart policy applies
+    /// until it is started again), cancelling a pending restart.
+    fn manual_stop(&self, id: &str) -> Result<()> {
+        self.update(id, |r| {
+            r["HasBeenManuallyStopped"] = json!(true);
+            if r["State"]["Restarting"].as_bool() == Some(true) {
+                r["State"]["Restarting"] = json!(false);
+                r["State"]["Status"] = json!("exited");
+            }
+        })
+        .map(|_| ())
     }
 
     /// Re-adopt containers after a daemon restart: live shims are watched
@@ -633,6 +704,20 @@ impl ContainerService {
         let rows = self.meta.read(|r| r.containers())?;
         for row in rows {
             if row.record["State"]["Running"].as_bool() != Some(true) {
+                let policy = row.record["HostConfig"]["RestartPolicy"]["Name"]
+                    .as_str()
+                    .unwrap_or("");
+                let manual = row.record["HasBeenManuallyStopped"].as_bool() == Some(true);
+                let restarting = row.record["State"]["Restarting"].as_bool() == Some(true);
+                if policy == "always" || (policy == "unless-stopped" && !manual) || restarting {
+                    let this = self.clone();
+                    let id = row.id.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = this.start(&id).await {
+                            tracing::warn!(container = %id, error = %e, "restart after daemon start failed");
+                        }
+                    });
+                }
                 continue;
             }
             match shim::call(&self.socket(&row.id), json!({"op": "state"})).await {
@@ -662,6 +747,9 @@ impl ContainerService {
                 "cannot kill container: {name}: container {} is not running",
                 row.id
             )));
+        }
+        if sig == libc::SIGKILL || sig == libc::SIGTERM {
+            self.manual_stop(&row.id)?;
         }
         shim::kill(&self.socket(&row.id), sig).await?;
         let mut attrs = BTreeMap::new();
@@ -709,6 +797,7 @@ impl ContainerService {
         signal: Option<&str>,
     ) -> Result<bool> {
         let row = self.find(name)?;
+        self.manual_stop(&row.id)?;
         if row.record["State"]["Running"].as_bool() != Some(true) {
             return Ok(false);
         }
@@ -788,6 +877,10 @@ impl ContainerService {
     pub fn inspect(&self, name: &str) -> Result<Value> {
         let row = self.find(name)?;
         let mut rec = row.record;
+        // Internal state, not part of Docker's inspect shape.
+        if let Some(o) = rec.as_object_mut() {
+            o.remove("HasBeenManuallyStopped");
+        }
         let ids: Vec<String> = self
             .execs
             .lock()

@@ -348,3 +348,70 @@ fn containers_survive_a_killed_daemon() {
         "false"
     );
 }
+
+#[test]
+fn restart_policies_restart_until_stopped() {
+    require_root!();
+    let d = daemon();
+    d.docker([
+        "run",
+        "-d",
+        "--restart",
+        "on-failure:2",
+        "--name",
+        "flaky",
+        "busybox",
+        "sh",
+        "-c",
+        "exit 1",
+    ])
+    .ok();
+    let done = wait_for(Duration::from_secs(10), || {
+        let s = d
+            .docker([
+                "inspect",
+                "-f",
+                "{{.RestartCount}} {{.State.Status}}",
+                "flaky",
+            ])
+            .stdout;
+        (s.trim() == "2 exited").then_some(())
+    });
+    assert!(done.is_some(), "on-failure:2 must restart twice then stop");
+    d.docker([
+        "run",
+        "-d",
+        "--restart",
+        "always",
+        "--name",
+        "loop",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 0.1",
+    ])
+    .ok();
+    let restarted = wait_for(Duration::from_secs(10), || {
+        let n: u64 = d
+            .docker(["inspect", "-f", "{{.RestartCount}}", "loop"])
+            .stdout
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        (n >= 2).then_some(())
+    });
+    assert!(
+        restarted.is_some(),
+        "always must restart a container that exits"
+    );
+    d.docker(["stop", "-t", "1", "loop"]).ok();
+    std::thread::sleep(Duration::from_millis(1500));
+    let s = d
+        .docker(["inspect", "-f", "{{.State.Status}}", "loop"])
+        .ok()
+        .trim()
+        .to_string();
+    assert_eq!(s, "exited", "a stopped container must stay stopped");
+    let out = d.docker(["run", "--rm", "--restart", "always", "busybox", "true"]);
+    assert_ne!(out.code(), 0, "{out}");
+}
