@@ -350,6 +350,9 @@ impl ContainerService {
         if host_config["NetworkMode"].as_str().unwrap_or("").is_empty() {
             host_config["NetworkMode"] = json!("none");
         }
+        if host_config["Init"].as_bool() == Some(true) {
+            return Err(Error::not_implemented("--init is not implemented yet"));
+        }
         let policy = host_config["RestartPolicy"]["Name"].as_str().unwrap_or("");
         if !policy.is_empty() && policy != "no" && host_config["AutoRemove"].as_bool() == Some(true)
         {
