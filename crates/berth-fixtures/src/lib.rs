@@ -15,6 +15,7 @@
 //! 0 unless a fixture says otherwise, sorted JSON keys, fixed compression
 //! settings — the same call gives the same bytes (on the same machine, since
 //! busybox comes from it).
+#![forbid(unsafe_code)]
 
 pub mod archive;
 pub mod big;

@@ -416,15 +416,7 @@ impl Extractor {
             AtFlags::SYMLINK_NOFOLLOW,
         )
         .map_err(errno(path, "chown"))?;
-        set_xattrs(
-            XattrTarget::At(pfd, name),
-            meta.xattrs,
-            path,
-            &mut self.proc_path,
-        )?;
-        rfs::utimensat(pfd, name, &meta.times, AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(errno(path, "setting times"))?;
-        Ok(())
+        xattrs_and_times(pfd, name, meta, path, &mut self.proc_path)
     }
 
     /// A hard link to `link` (cleaned), which must already be in the layer.
@@ -510,15 +502,7 @@ impl Extractor {
         // fchmodat follows a final symlink, but the name is the node just
         // made in a directory only this extraction writes to.
         rfs::chmodat(pfd, name, meta.mode, AtFlags::empty()).map_err(errno(path, "chmod"))?;
-        set_xattrs(
-            XattrTarget::At(pfd, name),
-            meta.xattrs,
-            path,
-            &mut self.proc_path,
-        )?;
-        rfs::utimensat(pfd, name, &meta.times, AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(errno(path, "setting times"))?;
-        Ok(())
+        xattrs_and_times(pfd, name, meta, path, &mut self.proc_path)
     }
 
     /// `dir/.wh.name`: an overlayfs whiteout, a char device 0/0 `dir/name`.
@@ -875,6 +859,21 @@ enum XattrTarget<'a> {
     Fd(BorrowedFd<'a>),
     /// A name in a directory, not to be followed if it is a symlink.
     At(BorrowedFd<'a>, &'a [u8]),
+}
+
+/// The last steps for a non-directory made at `pfd`/`name` (directory
+/// times are set at the end of the layer): its xattrs, then its times.
+fn xattrs_and_times(
+    pfd: BorrowedFd<'_>,
+    name: &[u8],
+    meta: &Meta<'_>,
+    path: &[u8],
+    proc_path: &mut Vec<u8>,
+) -> Result<()> {
+    set_xattrs(XattrTarget::At(pfd, name), meta.xattrs, path, proc_path)?;
+    rfs::utimensat(pfd, name, &meta.times, AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(errno(path, "setting times"))?;
+    Ok(())
 }
 
 fn set_xattrs(

@@ -1,6 +1,7 @@
 //! berth: the docker-compatible command line client. It talks to berthd only
 //! through the Docker Engine API, and prints what docker prints: the same
 //! tables, `--format` templates, messages and exit codes.
+#![forbid(unsafe_code)]
 
 mod client;
 mod containers;

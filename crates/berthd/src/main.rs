@@ -1,4 +1,5 @@
 #![recursion_limit = "256"]
+#![forbid(unsafe_code)]
 //! berthd: the berth daemon. Owns every object under one data root and
 //! serves the Docker Engine API on a unix socket. This file is the
 //! composition root: it reads configuration, takes the data-root lock,
