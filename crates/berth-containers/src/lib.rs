@@ -23,7 +23,7 @@ mod names;
 pub mod shim;
 pub mod spec;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,6 +34,9 @@ use serde_json::{Value, json};
 
 pub use names::validate as validate_name;
 pub use shim::ShimConn;
+
+/// How many removed containers' exit codes `wait` can still report.
+const REMEMBER_REMOVED: usize = 256;
 
 /// What a container needs from the image store.
 pub struct ContainerImage {
@@ -72,6 +75,9 @@ pub struct ContainerService {
     /// Bumped whenever a container's state changes, for `wait`.
     changes: tokio::sync::watch::Sender<u64>,
     execs: Mutex<HashMap<String, Exec>>,
+    /// Exit codes of recently removed containers, for a `wait` that only
+    /// looks again after the row is gone (`run --rm` waits for "removed").
+    removed: Mutex<VecDeque<(String, i64)>>,
     /// Serialises start/stop/remove of one container.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Attach streams opened before a container started, for its shim.
@@ -202,6 +208,7 @@ impl ContainerService {
             events,
             changes: tokio::sync::watch::channel(0).0,
             execs: Mutex::new(HashMap::new()),
+            removed: Mutex::new(VecDeque::new()),
             locks: Mutex::new(HashMap::new()),
             pending_attach: Mutex::new(HashMap::new()),
         })
@@ -349,9 +356,6 @@ impl ContainerService {
         let mut host_config = host_config;
         if host_config["NetworkMode"].as_str().unwrap_or("").is_empty() {
             host_config["NetworkMode"] = json!("none");
-        }
-        if host_config["Init"].as_bool() == Some(true) {
-            return Err(Error::not_implemented("--init is not implemented yet"));
         }
         let policy = host_config["RestartPolicy"]["Name"].as_str().unwrap_or("");
         if !policy.is_empty() && policy != "no" && host_config["AutoRemove"].as_bool() == Some(true)
@@ -578,6 +582,8 @@ impl ContainerService {
             tty,
             host_config: &rec["HostConfig"],
             cgroup_parent: &self.cfg.cgroup_parent,
+            init: (rec["HostConfig"]["Init"].as_bool() == Some(true))
+                .then_some(self.cfg.shim_binary.as_path()),
         });
         let tmp = dir.join("config.json.tmp");
         std::fs::write(&tmp, serde_json::to_vec_pretty(&oci).expect("json"))
@@ -774,7 +780,15 @@ impl ContainerService {
         let mut last_code = row.record["State"]["ExitCode"].as_i64().unwrap_or(0);
         loop {
             let row = self.meta.read(|r| r.container(&id))?;
-            let Some(r) = row else { return Ok(last_code) };
+            let Some(r) = row else {
+                let removed = self.removed.lock().unwrap();
+                let code = removed
+                    .iter()
+                    .rev()
+                    .find(|(i, _)| *i == id)
+                    .map(|(_, c)| *c);
+                return Ok(code.unwrap_or(last_code));
+            };
             let st = &r.record["State"];
             last_code = st["ExitCode"].as_i64().unwrap_or(0);
             let running = st["Running"].as_bool() == Some(true);
@@ -860,6 +874,19 @@ impl ContainerService {
         let dir = self.dir(&row.id);
         let _ = berth_snapshots::unmount(&dir.join("rootfs"));
         let _ = shim::call(&self.socket(&row.id), json!({"op": "shutdown"})).await;
+        // The row read again: the exit may have been recorded since `find`.
+        let code = self
+            .meta
+            .read(|r| r.container(&row.id))?
+            .map(|r| r.record["State"]["ExitCode"].as_i64().unwrap_or(0))
+            .unwrap_or(0);
+        {
+            let mut removed = self.removed.lock().unwrap();
+            if removed.len() >= REMEMBER_REMOVED {
+                removed.pop_front();
+            }
+            removed.push_back((row.id.clone(), code));
+        }
         self.meta.write(|w| w.delete_container(&row.id))?;
         self.notify();
         self.event("destroy", &row.record);

@@ -142,7 +142,12 @@ pub struct SpecInput<'a> {
     pub tty: bool,
     pub host_config: &'a Value,
     pub cgroup_parent: &'a str,
+    /// `--init`: the static init binary, mounted at `/sbin/docker-init`.
+    pub init: Option<&'a Path>,
 }
+
+/// Where `--init` puts the init binary in the container, as Docker does.
+pub const INIT_PATH: &str = "/sbin/docker-init";
 
 fn has_key(env: &[String], key: &str) -> bool {
     env.iter()
@@ -229,6 +234,12 @@ pub fn runtime_spec(i: &SpecInput) -> Value {
     }
     let privileged = hc["Privileged"].as_bool() == Some(true);
     let mut process = process(i.args, i.env, i.cwd, i.user, i.tty);
+    if let Some(init) = i.init {
+        mounts.push(json!({"destination": INIT_PATH, "type": "bind", "source": init.display().to_string(), "options": ["bind", "ro"]}));
+        let mut args = vec![INIT_PATH.to_string(), "--".to_string()];
+        args.extend(i.args.iter().cloned());
+        process["args"] = json!(args);
+    }
     if privileged {
         process["capabilities"] = json!(null);
     }

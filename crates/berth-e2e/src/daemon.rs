@@ -236,6 +236,22 @@ impl Daemon {
         Run::exec(self.docker_command(args), Some(input))
     }
 
+    /// The environment and program that make a shell command line talk to
+    /// this daemon: `(env, program)` for the docker CLI or the berth CLI.
+    pub fn cli_for_shell(&self, docker: bool) -> (Vec<(&'static str, String)>, String) {
+        let mut env = vec![
+            ("DOCKER_CONFIG", self.docker_config.display().to_string()),
+            ("DOCKER_CLI_HINTS", "false".to_string()),
+        ];
+        if docker {
+            env.push(("DOCKER_HOST", format!("unix://{}", self.sock.display())));
+            (env, crate::docker_cli().display().to_string())
+        } else {
+            env.push(("BERTH_HOST", format!("unix://{}", self.sock.display())));
+            (env, crate::bin("berth").display().to_string())
+        }
+    }
+
     /// A berth CLI command aimed at this daemon (not yet run).
     #[track_caller]
     pub fn berth_command<I, S>(&self, args: I) -> Command

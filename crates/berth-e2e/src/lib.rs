@@ -24,6 +24,7 @@ pub mod fixtures;
 pub mod http;
 pub mod run;
 pub mod store;
+pub mod term;
 pub mod text;
 
 use std::path::{Path, PathBuf};
@@ -33,6 +34,7 @@ pub use dockerd::Dockerd;
 pub use http::Response;
 pub use run::Run;
 pub use store::{StoreState, chain_ids};
+pub use term::Term;
 
 /// The docker CLI the tests drive (docker 28; Debian's `/usr/bin/docker` is
 /// an older client and is not used).

@@ -415,3 +415,82 @@ fn restart_policies_restart_until_stopped() {
     let out = d.docker(["run", "--rm", "--restart", "always", "busybox", "true"]);
     assert_ne!(out.code(), 0, "{out}");
 }
+
+#[test]
+fn run_rm_returns_the_exit_code_with_both_clients() {
+    require_root!();
+    let d = daemon();
+    // `run --rm` waits for "removed"; the code must survive the removal.
+    for _ in 0..3 {
+        let out = d.docker(["run", "--rm", "busybox", "sh", "-c", "exit 3"]);
+        assert_eq!(out.code(), 3, "{out}");
+        let out = d.berth(["run", "--rm", "busybox", "sh", "-c", "exit 4"]);
+        assert_eq!(out.code(), 4, "{out}");
+    }
+    assert_eq!(d.docker(["ps", "-aq"]).ok(), "");
+}
+
+#[test]
+fn init_is_pid_1_reaps_orphans_and_forwards_signals() {
+    require_root!();
+    let d = daemon();
+    let out = d.docker([
+        "run",
+        "--rm",
+        "--init",
+        "busybox",
+        "sh",
+        "-c",
+        // The inner sh exits at once: its sleep is orphaned to PID 1,
+        // which must reap it when it ends (no zombie left).
+        "cat /proc/1/cmdline | tr '\\0' ' '; echo; sh -c 'sleep 0.2 &'; sleep 1; ps -o stat,comm | grep -c '^Z' || true",
+    ]);
+    let lines: Vec<&str> = out.ok().lines().collect();
+    assert_eq!(
+        lines[0],
+        "/sbin/docker-init -- sh -c cat /proc/1/cmdline | tr '\\0' ' '; echo; sh -c 'sleep 0.2 &'; sleep 1; ps -o stat,comm | grep -c '^Z' || true ",
+        "{out}"
+    );
+    assert_eq!(lines[1], "0", "no zombie: {out}");
+    // The child's exit code is the container's.
+    let out = d.berth(["run", "--rm", "--init", "busybox", "sh", "-c", "exit 5"]);
+    assert_eq!(out.code(), 5, "{out}");
+    let out = d.docker(["run", "--rm", "--init", "busybox", "nosuchcmd"]);
+    assert_eq!(out.code(), 127, "{out}");
+    // `stop` sends SIGTERM to PID 1, which passes it on: a plain `sleep`
+    // (which as PID 1 would ignore it) ends at once, with 128 + 15.
+    d.docker([
+        "run", "-d", "--name", "sleeper", "--init", "busybox", "sleep", "100",
+    ])
+    .ok();
+    let t = std::time::Instant::now();
+    d.docker(["stop", "sleeper"]).ok();
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let st = d.get_json("/containers/sleeper/json");
+    assert_eq!(st["State"]["ExitCode"], 143, "{st}");
+    assert_eq!(st["HostConfig"]["Init"], true);
+    assert_eq!(st["Path"], "sleep");
+}
+
+#[test]
+fn memory_limit_oom_kill_is_reported() {
+    require_root!();
+    let d = daemon();
+    // busybox tail keeps all of an endless line in memory.
+    let out = d.docker([
+        "run",
+        "--name",
+        "hog",
+        "-m",
+        "16m",
+        "busybox",
+        "tail",
+        "/dev/zero",
+    ]);
+    assert_eq!(out.code(), 137, "{out}");
+    let st = d.get_json("/containers/hog/json");
+    assert_eq!(st["State"]["OOMKilled"], true, "{st}");
+    assert_eq!(st["State"]["ExitCode"], 137, "{st}");
+    let out = d.docker(["ps", "-a", "--format", "{{.Status}}"]);
+    assert!(out.ok().starts_with("Exited (137)"), "{out}");
+}

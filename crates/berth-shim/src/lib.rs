@@ -28,6 +28,7 @@
 #![deny(unsafe_code)]
 
 pub mod args;
+pub mod init;
 pub mod jsonlog;
 pub mod mux;
 pub mod proto;

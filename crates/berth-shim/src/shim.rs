@@ -101,6 +101,13 @@ impl Ready {
 
 /// The program: parse arguments, start, serve; returns the exit code.
 pub fn main_entry() -> i32 {
+    let mut argv = std::env::args_os();
+    if argv
+        .next()
+        .is_some_and(|a0| crate::init::invoked_as_init(&a0))
+    {
+        return crate::init::main(argv.collect());
+    }
     let args = match crate::args::parse(std::env::args_os().skip(1)) {
         Ok(a) => a,
         Err(e) => {
@@ -615,12 +622,18 @@ pub struct Shim {
 impl Shim {
     /// Serve until the container is gone and berthd has its status.
     pub fn run(&mut self) {
-        self.trim();
+        self.trim_at = Some(Instant::now());
         loop {
             let now = Instant::now();
             self.housekeeping(now);
             if self.should_exit(now) {
                 break;
+            }
+            // Trimming happens last before sleeping, so that little code
+            // is faulted back in between the trim and the poll.
+            let trim_now = self.trim_at.is_some_and(|t| now >= t);
+            if trim_now {
+                self.trim_at = None;
             }
             let timeout = self.next_deadline().map(|d| {
                 let t = d.saturating_duration_since(Instant::now());
@@ -629,7 +642,7 @@ impl Shim {
                     tv_nsec: t.subsec_nanos() as _,
                 }
             });
-            let events = match self.poll_once(timeout.as_ref()) {
+            let events = match self.poll_once(timeout.as_ref(), trim_now) {
                 Ok(ev) => ev,
                 Err(e) => {
                     slog!("poll: {e}");
@@ -637,6 +650,12 @@ impl Shim {
                     continue;
                 }
             };
+            if !events.is_empty() {
+                // Quiet for IDLE_TRIM after this: give back what the work
+                // (an exec, a burst of output) left resident, even while
+                // berthd keeps its wait connection open.
+                self.trim_at = Some(Instant::now() + IDLE_TRIM);
+            }
             for (src, rev) in events {
                 self.handle(src, rev);
             }
@@ -644,7 +663,11 @@ impl Shim {
         self.cleanup();
     }
 
-    fn poll_once(&self, timeout: Option<&Timespec>) -> io::Result<Vec<(Src, PollFlags)>> {
+    fn poll_once(
+        &self,
+        timeout: Option<&Timespec>,
+        trim: bool,
+    ) -> io::Result<Vec<(Src, PollFlags)>> {
         let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(8 + self.clients.len());
         let mut srcs: Vec<Src> = Vec::with_capacity(fds.capacity());
         let rd = PollFlags::IN;
@@ -691,7 +714,10 @@ impl Shim {
         }
         fds.push(PollFd::new(&self.sig_r, rd));
         srcs.push(Src::Signal);
-
+        if trim {
+            sys::trim_heap();
+            sys::trim_resident();
+        }
         match poll(&mut fds, timeout) {
             Ok(_) | Err(Errno::INTR) => {}
             Err(e) => return Err(e.into()),
@@ -1321,13 +1347,6 @@ impl Shim {
         if had_clients {
             self.last_client_at = now;
         }
-        if self.clients.is_empty() {
-            if had_clients {
-                self.trim_at = Some(now + IDLE_TRIM);
-            } else if self.trim_at.is_some_and(|t| now >= t) {
-                self.trim();
-            }
-        }
     }
 
     /// A process exited and its output is drained (or the grace ran out).
@@ -1386,16 +1405,9 @@ impl Shim {
                     }
                 }
                 self.log = None;
-                self.trim();
+                self.trim_at = Some(Instant::now());
             }
         }
-    }
-
-    /// Give back what startup (or the finished container) left resident.
-    fn trim(&mut self) {
-        sys::trim_heap();
-        sys::trim_resident();
-        self.trim_at = None;
     }
 
     fn should_exit(&self, now: Instant) -> bool {

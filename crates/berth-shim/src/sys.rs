@@ -126,7 +126,9 @@ pub fn trim_resident() -> usize {
         return 0;
     };
     let page = rustix::param::page_size();
-    let mut dropped = 0;
+    // Ranges are collected first and dropped together at the end: code run
+    // after a drop faults its pages (and their neighbours) back in.
+    let mut ranges: Vec<(usize, usize)> = Vec::with_capacity(64);
     let mut entries: Vec<u8> = Vec::new();
     for line in maps.lines() {
         let mut parts = line.split_whitespace();
@@ -141,12 +143,11 @@ pub fn trim_resident() -> usize {
         let inode = parts.nth(2).unwrap_or("0");
         let path = parts.next().unwrap_or("");
         if path == "[stack]" && (start..end).contains(&sp) {
-            let top = sp.saturating_sub(STACK_MARGIN) & !(page - 1);
-            // SAFETY: main-stack pages more than STACK_MARGIN below the
-            // stack pointer hold no live frame in a single-threaded process
-            // (the calls made from here, and a signal handler's frame, fit
-            // in the margin); no reference points there.
-            dropped += unsafe { dont_need(start, top) };
+            // Main-stack pages more than STACK_MARGIN below the stack pointer
+            // hold no live frame in a single-threaded process (the calls
+            // made from here, and a signal handler's frame, fit in the
+            // margin); no reference points there.
+            ranges.push((start, sp.saturating_sub(STACK_MARGIN) & !(page - 1)));
             continue;
         }
         let file_ro = perms.get(1) == Some(&b'-')
@@ -180,13 +181,18 @@ pub fn trim_resident() -> usize {
             while i < pages && safe(i) {
                 i += 1;
             }
-            // SAFETY: the range lies in a read-only private file mapping and
-            // every page in it is either absent or the unmodified page-cache
-            // page (pagemap "file-page" bit), so dropping it only makes a
-            // later access fault the same bytes back in. A copied-on-write
-            // page would lose its contents; those are never in the range.
-            dropped += unsafe { dont_need(start + run * page, start + i * page) };
+            // The range lies in a read-only private file mapping and every
+            // page in it is either absent or the unmodified page-cache page
+            // (pagemap "file-page" bit), so dropping it only makes a later
+            // access fault the same bytes back in. A copied-on-write page
+            // would lose its contents; those are never in the range.
+            ranges.push((start + run * page, start + i * page));
         }
+    }
+    let mut dropped = 0;
+    for (start, end) in ranges {
+        // SAFETY: every range is one of the two kinds above.
+        dropped += unsafe { dont_need(start, end) };
     }
     dropped
 }
@@ -270,6 +276,90 @@ pub fn unblock_all_signals() -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A saved signal mask.
+pub struct SigMask(libc::sigset_t);
+
+/// Block every signal; returns the mask that was in force.
+pub fn block_all_signals() -> io::Result<SigMask> {
+    // SAFETY: both sets are initialised (sigfillset / written by
+    // sigprocmask) before they are read.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        if libc::sigprocmask(libc::SIG_SETMASK, &all, &mut old) == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(SigMask(old))
+    }
+}
+
+/// Fork and exec `cmd` (looked up in `PATH`) with the signal mask `mask`;
+/// the child's pid. If the exec fails the child says why on stderr and
+/// exits 127 (not found) or 126 (not executable), as a shell would.
+pub fn spawn_with_mask(cmd: &[std::ffi::OsString], mask: &SigMask) -> Result<i32, String> {
+    use std::os::unix::ffi::OsStrExt;
+    let c: Vec<std::ffi::CString> = cmd
+        .iter()
+        .map(|a| std::ffi::CString::new(a.as_bytes()))
+        .collect::<Result<_, _>>()
+        .map_err(|_| "an argument contains a NUL byte".to_string())?;
+    let mut argv: Vec<*const libc::c_char> = c.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    match fork().map_err(|e| format!("fork: {e}"))? {
+        Fork::Parent(pid) => Ok(pid),
+        Fork::Child => {
+            // SAFETY: the mask was filled by sigprocmask; argv is a
+            // NUL-terminated array of pointers into `c`, alive until exec.
+            let err = unsafe {
+                libc::sigprocmask(libc::SIG_SETMASK, &mask.0, std::ptr::null_mut());
+                libc::execvp(argv[0], argv.as_ptr());
+                io::Error::last_os_error()
+            };
+            let code = if err.raw_os_error() == Some(libc::ENOENT) {
+                127
+            } else {
+                126
+            };
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("docker-init: exec {:?} failed: {err}\n", cmd[0]).as_bytes(),
+            );
+            exit_now(code)
+        }
+    }
+}
+
+/// Wait for a (blocked) signal; None when interrupted without one.
+pub fn wait_signal() -> Option<i32> {
+    // SAFETY: the set is initialised by sigfillset; a null siginfo is allowed.
+    let sig = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::sigwaitinfo(&all, std::ptr::null_mut())
+    };
+    (sig > 0).then_some(sig)
+}
+
+/// Reap one exited child, if any: its pid and exit code (128 + signal if
+/// it was killed).
+pub fn reap_any() -> Option<(i32, i32)> {
+    let mut status = 0;
+    // SAFETY: status is a valid out-pointer.
+    let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+    if pid <= 0 {
+        return None;
+    }
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        255
+    };
+    Some((pid, code))
 }
 
 #[cfg(test)]
