@@ -65,6 +65,81 @@ pub struct Config {
     pub run_dir: PathBuf,
     pub shim_binary: PathBuf,
     pub cgroup_parent: String,
+    /// daemon.json `log-driver` (`json-file` or `none`) and `log-opts`:
+    /// what a container gets when its create request names no driver.
+    pub log_driver: String,
+    pub log_opts: serde_json::Map<String, Value>,
+    /// daemon.json `init`: `--init` unless the request says otherwise.
+    pub init: bool,
+}
+
+/// The json-file driver's options, as dockerd accepts them.
+const JSON_FILE_OPTS: &[&str] = &[
+    "max-size",
+    "max-file",
+    "compress",
+    "labels",
+    "labels-regex",
+    "env",
+    "env-regex",
+    "tag",
+];
+
+/// Docker's `HostConfig.LogConfig` for a new container: the daemon's driver
+/// and options fill in what the request leaves out; unknown drivers and
+/// options are refused as dockerd refuses them.
+pub fn resolve_log_config(
+    requested: &Value,
+    driver: &str,
+    defaults: &serde_json::Map<String, Value>,
+) -> Result<Value> {
+    let mut ty = requested["Type"].as_str().unwrap_or("").to_string();
+    let mut opts = requested["Config"].as_object().cloned().unwrap_or_default();
+    if ty.is_empty() {
+        ty = driver.to_string();
+        if opts.is_empty() {
+            opts = defaults.clone();
+        }
+    }
+    match ty.as_str() {
+        "json-file" => {}
+        "none" => {
+            if let Some(k) = opts.keys().next() {
+                return Err(Error::invalid(format!(
+                    "unknown log opt '{k}' for none log driver"
+                )));
+            }
+        }
+        other => {
+            return Err(Error::invalid(format!(
+                "logger: no log driver named '{other}' is registered"
+            )));
+        }
+    }
+    for (k, v) in &opts {
+        if !JSON_FILE_OPTS.contains(&k.as_str()) {
+            return Err(Error::invalid(format!(
+                "unknown log opt '{k}' for json-file log driver"
+            )));
+        }
+        let v = v.as_str().unwrap_or("");
+        match k.as_str() {
+            "max-size" if berth_format::ram_in_bytes(v).is_err() => {
+                return Err(Error::invalid(format!("invalid size: '{v}'")));
+            }
+            "max-file" => match v.parse::<i64>() {
+                Ok(n) if n >= 1 => {}
+                Ok(_) => return Err(Error::invalid("max-file cannot be less than 1")),
+                Err(_) => {
+                    return Err(Error::invalid(format!(
+                        "strconv.Atoi: parsing \"{v}\": invalid syntax"
+                    )));
+                }
+            },
+            _ => {}
+        }
+    }
+    Ok(json!({"Type": ty, "Config": opts}))
 }
 
 pub struct ContainerService {
@@ -357,6 +432,14 @@ impl ContainerService {
         if host_config["NetworkMode"].as_str().unwrap_or("").is_empty() {
             host_config["NetworkMode"] = json!("none");
         }
+        host_config["LogConfig"] = resolve_log_config(
+            &host_config["LogConfig"],
+            &self.cfg.log_driver,
+            &self.cfg.log_opts,
+        )?;
+        if host_config["Init"].is_null() && self.cfg.init {
+            host_config["Init"] = json!(true);
+        }
         let policy = host_config["RestartPolicy"]["Name"].as_str().unwrap_or("");
         if !policy.is_empty() && policy != "no" && host_config["AutoRemove"].as_bool() == Some(true)
         {
@@ -603,6 +686,7 @@ impl ContainerService {
             stdin_once: c["StdinOnce"].as_bool().unwrap_or(false),
             log_max_size: log["max-size"].as_str(),
             log_max_file: log["max-file"].as_str(),
+            no_log: rec["HostConfig"]["LogConfig"]["Type"] == "none",
             attach,
         })
         .await
@@ -1042,6 +1126,11 @@ impl ContainerService {
     /// Where a container's log is, and whether it uses a tty.
     pub fn log_info(&self, name: &str) -> Result<(PathBuf, bool, String)> {
         let row = self.find(name)?;
+        if row.record["HostConfig"]["LogConfig"]["Type"] == "none" {
+            return Err(Error::not_implemented(
+                "configured logging driver does not support reading",
+            ));
+        }
         let path = PathBuf::from(row.record["LogPath"].as_str().unwrap_or(""));
         Ok((
             path,

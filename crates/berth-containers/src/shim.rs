@@ -21,6 +21,8 @@ pub struct ShimLaunch<'a> {
     pub stdin_once: bool,
     pub log_max_size: Option<&'a str>,
     pub log_max_file: Option<&'a str>,
+    /// The `none` log driver: output goes to attached clients only.
+    pub no_log: bool,
     /// An attach stream opened before the start (`docker run` attaches
     /// first), handed to the shim so no output is missed: the socket and
     /// which of stdin, stdout, stderr it carries.
@@ -81,6 +83,9 @@ pub async fn spawn(l: ShimLaunch<'_>) -> Result<Ready> {
     }
     if let Some(f) = l.log_max_file {
         cmd.arg("--log-max-file").arg(f);
+    }
+    if l.no_log {
+        cmd.arg("--no-log");
     }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -54,6 +54,15 @@ impl Daemon {
         d
     }
 
+    /// Starts berthd with `daemon_json` as its config file.
+    #[track_caller]
+    pub fn with_config(daemon_json: &str) -> Daemon {
+        let mut d = Daemon::new();
+        std::fs::write(&d.config, daemon_json).expect("write daemon.json");
+        d.spawn_and_wait();
+        d
+    }
+
     /// The daemon's files, without starting it.
     pub fn new() -> Daemon {
         let dir = crate::short_tempdir("berth-e2e-");

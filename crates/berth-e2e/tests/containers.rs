@@ -494,3 +494,72 @@ fn memory_limit_oom_kill_is_reported() {
     let out = d.docker(["ps", "-a", "--format", "{{.Status}}"]);
     assert!(out.ok().starts_with("Exited (137)"), "{out}");
 }
+
+#[test]
+fn log_driver_and_rotation_from_daemon_json_and_flags() {
+    require_root!();
+    let d = Daemon::with_config(
+        r#"{"log-driver": "json-file", "log-opts": {"max-size": "2k", "max-file": "2"}}"#,
+    );
+    d.load_busybox();
+    // 200 lines of ~100 bytes of JSON each: rotated at 2 KiB, two files kept.
+    let out = d.docker([
+        "run",
+        "--name",
+        "chatty",
+        "busybox",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 200 ]; do echo line$i; i=$((i+1)); done",
+    ]);
+    assert_eq!(out.code(), 0, "{out}");
+    let st = d.get_json("/containers/chatty/json");
+    assert_eq!(
+        st["HostConfig"]["LogConfig"],
+        serde_json::json!({"Type": "json-file", "Config": {"max-size": "2k", "max-file": "2"}})
+    );
+    let log = std::path::PathBuf::from(st["LogPath"].as_str().unwrap());
+    let rotated = log.with_extension("log.1");
+    assert!(rotated.exists(), "rotated file {}", rotated.display());
+    assert!(!log.with_extension("log.2").exists());
+    assert!(std::fs::metadata(&log).unwrap().len() <= 2048 + 200);
+    let out = d.docker(["logs", "chatty"]);
+    assert!(out.ok().ends_with("line199\n"), "{out}");
+    assert!(
+        !out.stdout.contains("line0\n"),
+        "the oldest lines rotated away"
+    );
+
+    // A container's own options win; `none` keeps no log.
+    let out = d.docker(["run", "--rm", "--log-opt", "max-size=1m", "busybox", "true"]);
+    assert_eq!(out.code(), 0, "{out}");
+    d.docker([
+        "run",
+        "--name",
+        "quiet",
+        "--log-driver",
+        "none",
+        "busybox",
+        "echo",
+        "hi",
+    ])
+    .ok();
+    let out = d.docker(["logs", "quiet"]);
+    assert!(
+        out.stderr
+            .contains("configured logging driver does not support reading"),
+        "{out}"
+    );
+    let out = d.docker(["run", "--rm", "--log-driver", "syslog", "busybox", "true"]);
+    assert!(
+        out.stderr
+            .contains("logger: no log driver named 'syslog' is registered"),
+        "{out}"
+    );
+    let out = d.docker(["run", "--rm", "--log-opt", "max-sise=1m", "busybox", "true"]);
+    assert!(
+        out.stderr
+            .contains("unknown log opt 'max-sise' for json-file log driver"),
+        "{out}"
+    );
+}

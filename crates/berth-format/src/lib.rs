@@ -33,6 +33,7 @@ pub use gofmt::{to_go_json, to_go_json_indent};
 pub use table::{render_inspect, render_list, tabwrite};
 pub use units::{
     bytes_size, created_at, human_duration, human_since, human_size, human_size_with_precision,
+    ram_in_bytes,
 };
 
 /// A template error, its message worded as Go's (`template: :1: ...`).

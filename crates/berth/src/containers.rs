@@ -203,52 +203,7 @@ fn is_conflict(e: &anyhow::Error) -> bool {
 
 // ---------------------------------------------------------------- parsing
 
-/// go-units `RAMInBytes`: "64m", "1.5g", "512MiB", "100" (bytes).
-pub fn ram_in_bytes(s: &str) -> Result<i64, String> {
-    let invalid = || format!("invalid size: '{s}'");
-    let sep = s
-        .rfind(|c: char| c.is_ascii_digit() || c == '.' || c == ' ')
-        .ok_or_else(invalid)?;
-    let (num, sfx) = if s.as_bytes()[sep] != b' ' {
-        (&s[..=sep], &s[sep + 1..])
-    } else {
-        (&s[..sep], &s[sep + 1..])
-    };
-    let size: f64 = num
-        .parse()
-        .map_err(|_| format!("strconv.ParseFloat: parsing \"{num}\": invalid syntax"))?;
-    if size < 0.0 {
-        return Err(invalid());
-    }
-    if sfx.is_empty() {
-        return Ok(size as i64);
-    }
-    let bad = || format!("invalid suffix: '{sfx}'");
-    if sfx.len() > 3 {
-        return Err(bad());
-    }
-    let lower = sfx.to_ascii_lowercase();
-    let b = lower.as_bytes();
-    if b[0] == b'b' {
-        return if b.len() > 1 {
-            Err(bad())
-        } else {
-            Ok(size as i64)
-        };
-    }
-    let mul: f64 = match b[0] {
-        b'k' => 1024.0,
-        b'm' => 1024.0 * 1024.0,
-        b'g' => 1024f64.powi(3),
-        b't' => 1024f64.powi(4),
-        b'p' => 1024f64.powi(5),
-        _ => return Err(bad()),
-    };
-    if (b.len() == 2 && b[1] != b'b') || (b.len() == 3 && &lower[1..] != "ib") {
-        return Err(bad());
-    }
-    Ok((size * mul) as i64)
-}
+pub use berth_format::ram_in_bytes;
 
 /// docker's `--cpus`: a decimal number of CPUs to nano-CPUs, exactly.
 pub fn parse_cpus(s: &str) -> Result<i64, String> {

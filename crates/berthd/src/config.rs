@@ -16,6 +16,13 @@ pub struct DaemonConfig {
     pub exec_root: Option<PathBuf>,
     #[serde(default)]
     pub debug: bool,
+    /// Containers' default log driver (`json-file` or `none`) and options.
+    pub log_driver: Option<String>,
+    #[serde(default)]
+    pub log_opts: serde_json::Map<String, serde_json::Value>,
+    /// Run `--init` in every container that does not say otherwise.
+    #[serde(default)]
+    pub init: bool,
     /// Keys berth does not know yet are kept, so a Docker daemon.json loads.
     #[serde(flatten)]
     pub other: serde_json::Map<String, serde_json::Value>,

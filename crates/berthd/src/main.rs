@@ -85,6 +85,9 @@ fn main() -> anyhow::Result<()> {
         .or(cfg.pidfile.clone())
         .unwrap_or_else(|| "/run/berth/berthd.pid".into());
 
+    let log_driver = cfg.log_driver.as_deref().unwrap_or("json-file");
+    berth_containers::resolve_log_config(&serde_json::json!({}), log_driver, &cfg.log_opts)
+        .map_err(|e| anyhow::anyhow!("daemon.json: {}", e.message))?;
     std::fs::create_dir_all(&data_root)
         .with_context(|| format!("create data root {}", data_root.display()))?;
     let _lock = lock_data_root(&data_root)?;
@@ -98,7 +101,7 @@ fn main() -> anyhow::Result<()> {
         .exec_root
         .or(cfg.exec_root.clone())
         .unwrap_or_else(|| "/run/berth".into());
-    let res = rt.block_on(serve(data_root, socket.clone(), exec_root));
+    let res = rt.block_on(serve(&cfg, data_root, socket.clone(), exec_root));
     let _ = std::fs::remove_file(&pidfile);
     let _ = std::fs::remove_file(&socket);
     res
@@ -184,7 +187,12 @@ fn shim_binary() -> PathBuf {
         .unwrap_or_else(|| "berth-shim".into())
 }
 
-async fn serve(data_root: PathBuf, socket: PathBuf, exec_root: PathBuf) -> anyhow::Result<()> {
+async fn serve(
+    cfg: &config::DaemonConfig,
+    data_root: PathBuf,
+    socket: PathBuf,
+    exec_root: PathBuf,
+) -> anyhow::Result<()> {
     let meta = Arc::new(berth_metadata::MetaStore::open(
         &data_root.join("meta.redb"),
     )?);
@@ -209,6 +217,9 @@ async fn serve(data_root: PathBuf, socket: PathBuf, exec_root: PathBuf) -> anyho
             run_dir: exec_root,
             shim_binary: shim_binary(),
             cgroup_parent: "/berth".into(),
+            log_driver: cfg.log_driver.clone().unwrap_or_else(|| "json-file".into()),
+            log_opts: cfg.log_opts.clone(),
+            init: cfg.init,
         },
         meta.clone(),
         Arc::new(Images(images.clone())),
