@@ -96,6 +96,53 @@ pub fn created_at(unix_seconds: i64) -> String {
     }
 }
 
+/// go-units `RAMInBytes`: "64m", "1.5g", "512MiB", "100" (bytes).
+pub fn ram_in_bytes(s: &str) -> Result<i64, String> {
+    let invalid = || format!("invalid size: '{s}'");
+    let sep = s
+        .rfind(|c: char| c.is_ascii_digit() || c == '.' || c == ' ')
+        .ok_or_else(invalid)?;
+    let (num, sfx) = if s.as_bytes()[sep] != b' ' {
+        (&s[..=sep], &s[sep + 1..])
+    } else {
+        (&s[..sep], &s[sep + 1..])
+    };
+    let size: f64 = num
+        .parse()
+        .map_err(|_| format!("strconv.ParseFloat: parsing \"{num}\": invalid syntax"))?;
+    if size < 0.0 {
+        return Err(invalid());
+    }
+    if sfx.is_empty() {
+        return Ok(size as i64);
+    }
+    let bad = || format!("invalid suffix: '{sfx}'");
+    if sfx.len() > 3 {
+        return Err(bad());
+    }
+    let lower = sfx.to_ascii_lowercase();
+    let b = lower.as_bytes();
+    if b[0] == b'b' {
+        return if b.len() > 1 {
+            Err(bad())
+        } else {
+            Ok(size as i64)
+        };
+    }
+    let mul: f64 = match b[0] {
+        b'k' => 1024.0,
+        b'm' => 1024.0 * 1024.0,
+        b'g' => 1024f64.powi(3),
+        b't' => 1024f64.powi(4),
+        b'p' => 1024f64.powi(5),
+        _ => return Err(bad()),
+    };
+    if (b.len() == 2 && b[1] != b'b') || (b.len() == 3 && &lower[1..] != "ib") {
+        return Err(bad());
+    }
+    Ok((size * mul) as i64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,51 +255,4 @@ mod tests {
             assert_eq!(s.len(), "2024-01-02 15:04:05 +0000 +0000".len());
         }
     }
-}
-
-/// go-units `RAMInBytes`: "64m", "1.5g", "512MiB", "100" (bytes).
-pub fn ram_in_bytes(s: &str) -> Result<i64, String> {
-    let invalid = || format!("invalid size: '{s}'");
-    let sep = s
-        .rfind(|c: char| c.is_ascii_digit() || c == '.' || c == ' ')
-        .ok_or_else(invalid)?;
-    let (num, sfx) = if s.as_bytes()[sep] != b' ' {
-        (&s[..=sep], &s[sep + 1..])
-    } else {
-        (&s[..sep], &s[sep + 1..])
-    };
-    let size: f64 = num
-        .parse()
-        .map_err(|_| format!("strconv.ParseFloat: parsing \"{num}\": invalid syntax"))?;
-    if size < 0.0 {
-        return Err(invalid());
-    }
-    if sfx.is_empty() {
-        return Ok(size as i64);
-    }
-    let bad = || format!("invalid suffix: '{sfx}'");
-    if sfx.len() > 3 {
-        return Err(bad());
-    }
-    let lower = sfx.to_ascii_lowercase();
-    let b = lower.as_bytes();
-    if b[0] == b'b' {
-        return if b.len() > 1 {
-            Err(bad())
-        } else {
-            Ok(size as i64)
-        };
-    }
-    let mul: f64 = match b[0] {
-        b'k' => 1024.0,
-        b'm' => 1024.0 * 1024.0,
-        b'g' => 1024f64.powi(3),
-        b't' => 1024f64.powi(4),
-        b'p' => 1024f64.powi(5),
-        _ => return Err(bad()),
-    };
-    if (b.len() == 2 && b[1] != b'b') || (b.len() == 3 && &lower[1..] != "ib") {
-        return Err(bad());
-    }
-    Ok((size * mul) as i64)
 }
