@@ -563,3 +563,69 @@ fn log_driver_and_rotation_from_daemon_json_and_flags() {
         "{out}"
     );
 }
+
+#[test]
+fn logs_tail_timestamps_since_streams_and_follow() {
+    require_root!();
+    let d = daemon();
+    d.docker([
+        "run",
+        "--name",
+        "talk",
+        "busybox",
+        "sh",
+        "-c",
+        "echo one; sleep 0.1; echo two >&2; sleep 0.1; echo 'three \"quoted\" tab\there'; printf 'no newline'",
+    ])
+    .ok();
+    for cli in ["docker", "berth"] {
+        let run = |args: &[&str]| {
+            if cli == "docker" {
+                d.docker(args)
+            } else {
+                d.berth(args)
+            }
+        };
+        let out = run(&["logs", "talk"]);
+        assert_eq!(
+            out.stdout, "one\nthree \"quoted\" tab\there\nno newline",
+            "{cli}: {out}"
+        );
+        assert_eq!(out.stderr, "two\n", "{cli}: {out}");
+        let out = run(&["logs", "--tail", "2", "talk"]);
+        assert_eq!(
+            out.stdout, "three \"quoted\" tab\there\nno newline",
+            "{cli}: {out}"
+        );
+        assert_eq!(out.stderr, "", "{cli}: {out}");
+        let out = run(&["logs", "-t", "--tail", "1", "talk"]);
+        let (ts, rest) = out.stdout.split_once(' ').unwrap();
+        assert_eq!(rest, "no newline", "{cli}: {out}");
+        assert!(
+            ts.ends_with('Z') && ts.contains('T') && ts.len() >= 20,
+            "{cli}: {out}"
+        );
+        let out = run(&["logs", "--since", "2100-01-01T00:00:00Z", "talk"]);
+        assert_eq!(
+            (out.stdout.as_str(), out.stderr.as_str()),
+            ("", ""),
+            "{cli}: {out}"
+        );
+    }
+    // -f follows a running container until it exits.
+    d.docker([
+        "run",
+        "-d",
+        "--name",
+        "ticker",
+        "busybox",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo tick$i; sleep 0.3; done",
+    ])
+    .ok();
+    let out = d.docker(["logs", "-f", "ticker"]);
+    assert_eq!(out.ok(), "tick1\ntick2\ntick3\n");
+    let out = d.berth(["logs", "-f", "--tail", "1", "ticker"]);
+    assert_eq!(out.ok(), "tick3\n");
+}

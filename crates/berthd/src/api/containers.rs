@@ -486,12 +486,24 @@ struct LogOpts {
     tty: bool,
 }
 
-fn frame(opts: &LogOpts, entry: &Value, out: &mut Vec<u8>) {
-    let stream = entry["stream"].as_str().unwrap_or("stdout");
-    if (stream == "stdout" && !opts.stdout) || (stream == "stderr" && !opts.stderr) {
+/// One line of a json-file log, borrowed from the file's bytes where it
+/// has no escapes.
+#[derive(serde::Deserialize)]
+struct LogEntry<'a> {
+    #[serde(borrow, default)]
+    log: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    stream: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    time: std::borrow::Cow<'a, str>,
+}
+
+fn frame(opts: &LogOpts, entry: &LogEntry, out: &mut Vec<u8>) {
+    let stream = entry.stream.as_ref();
+    if (stream == "stderr" && !opts.stderr) || (stream != "stderr" && !opts.stdout) {
         return;
     }
-    let t = entry["time"].as_str().unwrap_or("");
+    let t = entry.time.as_ref();
     if opts.since.is_some() || opts.until.is_some() {
         let ns = chrono::DateTime::parse_from_rfc3339(t)
             .map(|t| t.timestamp_nanos_opt().unwrap_or(0))
@@ -500,20 +512,65 @@ fn frame(opts: &LogOpts, entry: &Value, out: &mut Vec<u8>) {
             return;
         }
     }
-    let mut payload = Vec::new();
-    if opts.timestamps {
-        payload.extend_from_slice(t.as_bytes());
-        payload.push(b' ');
-    }
-    payload.extend_from_slice(entry["log"].as_str().unwrap_or("").as_bytes());
-    if opts.tty {
-        out.extend_from_slice(&payload);
-    } else {
+    let log = entry.log.as_bytes();
+    let len = log.len() + if opts.timestamps { t.len() + 1 } else { 0 };
+    if !opts.tty {
         out.push(if stream == "stderr" { 2 } else { 1 });
         out.extend_from_slice(&[0, 0, 0]);
-        out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        out.extend_from_slice(&payload);
+        out.extend_from_slice(&(len as u32).to_be_bytes());
     }
+    if opts.timestamps {
+        out.extend_from_slice(t.as_bytes());
+        out.push(b' ');
+    }
+    out.extend_from_slice(log);
+}
+
+/// The log as it is now: rotated files (oldest first), then the live one,
+/// `tail` applied, framed and sent in chunks. Returns where following goes
+/// on (the live file's length and its unterminated last line); None if the
+/// client went away.
+fn dump_logs(
+    path: &std::path::Path,
+    opts: &LogOpts,
+    tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+) -> Option<(u64, Vec<u8>)> {
+    const CHUNK: usize = 256 << 10;
+    let mut files: Vec<std::path::PathBuf> = (1..10)
+        .map(|i| path.with_extension(format!("log.{i}")))
+        .filter(|p| p.exists())
+        .collect();
+    files.reverse();
+    let mut texts: Vec<Vec<u8>> = files.iter().filter_map(|f| std::fs::read(f).ok()).collect();
+    let live = std::fs::read(path).unwrap_or_default();
+    let offset = live.len() as u64;
+    let end = live.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+    let partial = live[end..].to_vec();
+    let mut live = live;
+    live.truncate(end);
+    texts.push(live);
+    let mut lines: Vec<&[u8]> = texts
+        .iter()
+        .flat_map(|t| t.split(|b| *b == b'\n').filter(|l| !l.is_empty()))
+        .collect();
+    if let Some(n) = opts.tail {
+        let skip = lines.len().saturating_sub(n);
+        lines.drain(..skip);
+    }
+    let mut out = Vec::with_capacity(CHUNK + 4096);
+    for l in lines {
+        if let Ok(e) = serde_json::from_slice::<LogEntry>(l) {
+            frame(opts, &e, &mut out);
+        }
+        if out.len() >= CHUNK {
+            let chunk = std::mem::replace(&mut out, Vec::with_capacity(CHUNK + 4096));
+            tx.blocking_send(Ok(Bytes::from(chunk))).ok()?;
+        }
+    }
+    if !out.is_empty() {
+        tx.blocking_send(Ok(Bytes::from(out))).ok()?;
+    }
+    Some((offset, partial))
 }
 
 fn time_nanos(s: &str) -> Option<i64> {
@@ -556,41 +613,14 @@ async fn logs(
     let follow = q.bool("follow");
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     tokio::spawn(async move {
-        // Rotated files first (oldest last-numbered), then the live one.
-        let mut files: Vec<std::path::PathBuf> = (1..10)
-            .map(|i| path.with_extension(format!("log.{i}")))
-            .filter(|p| p.exists())
-            .collect();
-        files.reverse();
-        let mut entries: Vec<Value> = Vec::new();
-        for f in &files {
-            if let Ok(text) = tokio::fs::read_to_string(f).await {
-                entries.extend(text.lines().filter_map(|l| serde_json::from_str(l).ok()));
-            }
-        }
-        let mut offset = 0u64;
-        let mut partial = Vec::new();
-        if let Ok(bytes) = tokio::fs::read(&path).await {
-            offset = bytes.len() as u64;
-            let end = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
-            partial.extend_from_slice(&bytes[end..]);
-            entries.extend(
-                bytes[..end]
-                    .split(|b| *b == b'\n')
-                    .filter_map(|l| serde_json::from_slice(l).ok()),
-            );
-        }
-        if let Some(n) = opts.tail {
-            let skip = entries.len().saturating_sub(n);
-            entries.drain(..skip);
-        }
-        let mut out = Vec::new();
-        for e in &entries {
-            frame(&opts, e, &mut out);
-        }
-        if !out.is_empty() && tx.send(Ok(Bytes::from(out))).await.is_err() {
+        let dump = {
+            let (path, tx) = (path.clone(), tx.clone());
+            tokio::task::spawn_blocking(move || dump_logs(&path, &opts, &tx).map(|o| (o, opts)))
+        };
+        let Ok(Some((end, opts))) = dump.await else {
             return;
-        }
+        };
+        let (mut offset, mut partial) = end;
         if !follow {
             return;
         }
@@ -615,7 +645,7 @@ async fn logs(
                         .map_or(0, |p| p + 1);
                     let mut out = Vec::new();
                     for l in partial[..end].split(|b| *b == b'\n') {
-                        if let Ok(e) = serde_json::from_slice::<Value>(l) {
+                        if let Ok(e) = serde_json::from_slice::<LogEntry>(l) {
                             frame(&opts, &e, &mut out);
                         }
                     }
