@@ -974,17 +974,28 @@ impl ContainerService {
         self.meta.write(|w| w.delete_container(&row.id))?;
         self.notify();
         self.event("destroy", &row.record);
-        let d = dir.clone();
-        tokio::task::spawn_blocking(move || std::fs::remove_dir_all(d))
-            .await
-            .map_err(|e| Error::internal(e.to_string()))?
-            .or_else(|e| {
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    Ok(())
-                } else {
-                    Err(Error::from(e))
-                }
-            })?;
+        // One rename takes the directory (the read-write layer, logs,
+        // bundle) out of sight; deleting its files, which can take tens of
+        // milliseconds on a busy disk, goes on in the background. tmp/ is
+        // emptied at every daemon start, so an interrupted delete is
+        // finished then.
+        let trash = self
+            .cfg
+            .data_root
+            .join("tmp")
+            .join(format!("container-{}", row.id));
+        let doomed = match std::fs::rename(&dir, &trash) {
+            Ok(()) => trash,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(_) => dir.clone(),
+        };
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = std::fs::remove_dir_all(&doomed)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(dir = %doomed.display(), error = %e, "remove container directory");
+            }
+        });
         Ok(())
     }
 
