@@ -527,50 +527,133 @@ fn frame(opts: &LogOpts, entry: &LogEntry, out: &mut Vec<u8>) {
 }
 
 /// The log as it is now: rotated files (oldest first), then the live one,
-/// `tail` applied, framed and sent in chunks. Returns where following goes
-/// on (the live file's length and its unterminated last line); None if the
+/// `tail` applied, framed and sent in chunks, reading through fixed-size
+/// buffers (a big log never sits in memory). Returns where following goes on
+/// (the live file's length and its unterminated last line); None if the
 /// client went away.
 fn dump_logs(
     path: &std::path::Path,
     opts: &LogOpts,
     tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
 ) -> Option<(u64, Vec<u8>)> {
+    use std::io::{BufRead, Read, Seek, SeekFrom};
     const CHUNK: usize = 256 << 10;
     let mut files: Vec<std::path::PathBuf> = (1..10)
         .map(|i| path.with_extension(format!("log.{i}")))
         .filter(|p| p.exists())
         .collect();
     files.reverse();
-    let mut texts: Vec<Vec<u8>> = files.iter().filter_map(|f| std::fs::read(f).ok()).collect();
-    let live = std::fs::read(path).unwrap_or_default();
-    let offset = live.len() as u64;
-    let end = live.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
-    let partial = live[end..].to_vec();
-    let mut live = live;
-    live.truncate(end);
-    texts.push(live);
-    let mut lines: Vec<&[u8]> = texts
+    files.push(path.to_path_buf());
+    // Each file's extent: complete lines only for the live file, whose
+    // unterminated tail is handed to the follower.
+    let live_len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let mut ends: Vec<u64> = files[..files.len() - 1]
         .iter()
-        .flat_map(|t| t.split(|b| *b == b'\n').filter(|l| !l.is_empty()))
+        .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
         .collect();
-    if let Some(n) = opts.tail {
-        let skip = lines.len().saturating_sub(n);
-        lines.drain(..skip);
-    }
+    let live_end = last_line_end(path, live_len);
+    ends.push(live_end);
+    let partial = read_range(path, live_end, live_len);
+    let (first, mut from) = match opts.tail {
+        Some(n) => tail_start(&files, &ends, n),
+        None => (0, 0),
+    };
     let mut out = Vec::with_capacity(CHUNK + 4096);
-    for l in lines {
-        if let Ok(e) = serde_json::from_slice::<LogEntry>(l) {
-            frame(opts, &e, &mut out);
+    let mut line = Vec::new();
+    for (i, f) in files.iter().enumerate().skip(first) {
+        let Ok(mut file) = std::fs::File::open(f) else {
+            continue;
+        };
+        if file.seek(SeekFrom::Start(from)).is_err() {
+            continue;
         }
-        if out.len() >= CHUNK {
-            let chunk = std::mem::replace(&mut out, Vec::with_capacity(CHUNK + 4096));
-            tx.blocking_send(Ok(Bytes::from(chunk))).ok()?;
+        let mut r =
+            std::io::BufReader::with_capacity(64 << 10, file.take(ends[i] - from.min(ends[i])));
+        from = 0;
+        loop {
+            line.clear();
+            match r.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            if let Ok(e) = serde_json::from_slice::<LogEntry>(&line) {
+                frame(opts, &e, &mut out);
+            }
+            if out.len() >= CHUNK {
+                let chunk = std::mem::replace(&mut out, Vec::with_capacity(CHUNK + 4096));
+                tx.blocking_send(Ok(Bytes::from(chunk))).ok()?;
+            }
         }
     }
     if !out.is_empty() {
         tx.blocking_send(Ok(Bytes::from(out))).ok()?;
     }
-    Some((offset, partial))
+    Some((live_len, partial))
+}
+
+/// The offset just past the last newline in the first `len` bytes of `path`.
+fn last_line_end(path: &std::path::Path, len: u64) -> u64 {
+    let mut pos = len;
+    let mut buf = vec![0u8; 64 << 10];
+    while pos > 0 {
+        let start = pos.saturating_sub(buf.len() as u64);
+        let n = (pos - start) as usize;
+        if !read_at(path, start, &mut buf[..n]) {
+            return 0;
+        }
+        if let Some(i) = buf[..n].iter().rposition(|b| *b == b'\n') {
+            return start + i as u64 + 1;
+        }
+        pos = start;
+    }
+    0
+}
+
+fn read_at(path: &std::path::Path, at: u64, buf: &mut [u8]) -> bool {
+    use std::os::unix::fs::FileExt;
+    std::fs::File::open(path)
+        .and_then(|f| f.read_exact_at(buf, at))
+        .is_ok()
+}
+
+fn read_range(path: &std::path::Path, from: u64, to: u64) -> Vec<u8> {
+    let mut buf = vec![0u8; to.saturating_sub(from) as usize];
+    if !read_at(path, from, &mut buf) {
+        buf.clear();
+    }
+    buf
+}
+
+/// Where the last `n` lines begin: a file index and an offset in it. Lines
+/// are counted backwards, newline by newline, through fixed-size reads.
+fn tail_start(files: &[std::path::PathBuf], ends: &[u64], n: usize) -> (usize, u64) {
+    if n == 0 {
+        return (files.len() - 1, ends[ends.len() - 1]);
+    }
+    // The newline that ends the line just before the ones kept is the
+    // (n+1)-th from the end.
+    let mut need = n + 1;
+    let mut buf = vec![0u8; 64 << 10];
+    for i in (0..files.len()).rev() {
+        let mut pos = ends[i];
+        while pos > 0 {
+            let start = pos.saturating_sub(buf.len() as u64);
+            let len = (pos - start) as usize;
+            if !read_at(&files[i], start, &mut buf[..len]) {
+                break;
+            }
+            for (j, b) in buf[..len].iter().enumerate().rev() {
+                if *b == b'\n' {
+                    need -= 1;
+                    if need == 0 {
+                        return (i, start + j as u64 + 1);
+                    }
+                }
+            }
+            pos = start;
+        }
+    }
+    (0, 0)
 }
 
 fn time_nanos(s: &str) -> Option<i64> {
@@ -867,4 +950,38 @@ async fn exec_inspect(State(st): State<AppState>, Path(id): Path<String>) -> Api
         "Pid": e.pid
     }))
     .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(dir: &std::path::Path, contents: &[&str]) -> (Vec<std::path::PathBuf>, Vec<u64>) {
+        let mut paths = Vec::new();
+        for (i, c) in contents.iter().enumerate() {
+            let p = dir.join(format!("f{i}"));
+            std::fs::write(&p, c).unwrap();
+            paths.push(p);
+        }
+        let ends = contents.iter().map(|c| c.len() as u64).collect();
+        (paths, ends)
+    }
+
+    #[test]
+    fn tail_counts_lines_backwards_across_files() {
+        let dir = std::env::temp_dir().join(format!("berthd-tail-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (f, e) = files(&dir, &["a\nb\nc\n", "d\ne\n"]);
+        assert_eq!(tail_start(&f, &e, 1), (1, 2));
+        assert_eq!(tail_start(&f, &e, 2), (0, 6)); // the end of f0 is the start of f1
+        assert_eq!(tail_start(&f, &e, 3), (0, 4));
+        assert_eq!(tail_start(&f, &e, 5), (0, 0));
+        assert_eq!(tail_start(&f, &e, 99), (0, 0));
+        assert_eq!(tail_start(&f, &e, 0), (1, 4));
+        assert_eq!(last_line_end(&f[1], 4), 4);
+        std::fs::write(&f[1], "d\ne\npart").unwrap();
+        assert_eq!(last_line_end(&f[1], 8), 4);
+        assert_eq!(read_range(&f[1], 4, 8), b"part");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
