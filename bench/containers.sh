@@ -9,33 +9,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${BENCH_RUNS:-20}
 DATA=${BENCH_DATA:-/var/tmp/berth-bench}
-DOCKER=/usr/local/bin/docker
 mkdir -p "$DATA"
 cargo build --release --bins -q
 BIN=$PWD/target/release
 [ -f "$DATA/busybox.tar" ] || "$BIN/berth-fixtures" busybox -o "$DATA/busybox.tar"
 
-work=$(mktemp -d /tmp/berth-cbench.XXXX)
-pids=()
-cleanup() {
-  for e in "${engines[@]:-}"; do [ -n "$e" ] && sh -c "${e#*|} rm -f cbench" >/dev/null 2>&1 || true; done
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do while kill -0 "$p" 2>/dev/null; do sleep 0.1; done; done
-  grep " $work/" /proc/self/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-wait_sock() { for _ in $(seq 100); do DOCKER_HOST=unix://$1 $DOCKER version >/dev/null 2>&1 && return 0; sleep 0.1; done; return 1; }
-
-"$BIN/berthd" --data-root "$work/berth" -H "unix://$work/berth.sock" --exec-root "$work/run" --pidfile "$work/berthd.pid" 2>"$work/berthd.log" &
-pids+=($!)
-wait_sock "$work/berth.sock"
+source bench/lib.sh
+bench_work berth-cbench
+start_berthd "$BIN"
 engines=("berth-docker|env DOCKER_HOST=unix://$work/berth.sock $DOCKER" "berth|$BIN/berth -H unix://$work/berth.sock")
-if command -v dockerd >/dev/null; then
-  dockerd --data-root "$work/docker" --exec-root "$work/docker-exec" -H "unix://$work/docker.sock" \
-    --pidfile "$work/dockerd.pid" --bridge=none --iptables=false --ip-masq=false 2>"$work/dockerd.log" &
-  pids+=($!)
-  wait_sock "$work/docker.sock"
+if start_dockerd; then
   engines+=("docker|env DOCKER_HOST=unix://$work/docker.sock $DOCKER")
 fi
 declare -A RUN EXEC MEM

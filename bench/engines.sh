@@ -15,37 +15,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 HARNESS=${BENCH_HARNESS:-$(cd ../shared/bench && pwd)}
 SUITES=(${BENCH_SUITES:-idle run lifecycle exec logs conc})
-DOCKER_CLI=/usr/local/bin/docker
 cargo build --release --bins -q
 BIN=$PWD/target/release
 
-work=$(mktemp -d /tmp/berth-ebench.XXXX)
+source bench/lib.sh
+bench_work berth-ebench
 export BENCH_DATA=$work/data BENCH_OUT=${BENCH_OUT:-$PWD/bench/results/engines}
 mkdir -p "$BENCH_DATA" "$BENCH_OUT"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do while kill -0 "$p" 2>/dev/null; do sleep 0.1; done; done
-  grep " $work/" /proc/self/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-wait_sock() { for _ in $(seq 200); do DOCKER_HOST=unix://$1 $DOCKER_CLI version >/dev/null 2>&1 && return 0; sleep 0.1; done; return 1; }
-
 "$BIN/berth-fixtures" rootfs -o "$BENCH_DATA/busybox.tar"
-"$BIN/berthd" --data-root "$work/berth" -H "unix://$work/berth.sock" --exec-root "$work/run" \
-  --pidfile "$work/berthd.pid" 2>"$work/berthd.log" &
-pids+=($!)
-wait_sock "$work/berth.sock"
+start_berthd "$BIN"
 export BERTH_CLI="$BIN/berth -H unix://$work/berth.sock" BERTH_SOCK=$work/berth.sock
 engines=(berth berth-docker)
 
-if command -v dockerd >/dev/null; then
-  dockerd --data-root "$work/docker" --exec-root "$work/docker-exec" -H "unix://$work/docker.sock" \
-    --pidfile "$work/dockerd.pid" --bridge=none --iptables=false --ip6tables=false --ip-masq=false \
-    2>"$work/dockerd.log" &
-  pids+=($!)
-  wait_sock "$work/docker.sock"
+if start_dockerd; then
   engines+=(docker)
 fi
 if command -v podman >/dev/null; then
@@ -61,8 +43,8 @@ fi
 for e in "${engines[@]}"; do
   case $e in
     berth) cli=$BERTH_CLI ;;
-    berth-docker) cli="env DOCKER_HOST=unix://$work/berth.sock $DOCKER_CLI" ;;
-    docker) cli="env DOCKER_HOST=unix://$work/docker.sock $DOCKER_CLI" ;;
+    berth-docker) cli="env DOCKER_HOST=unix://$work/berth.sock $DOCKER" ;;
+    docker) cli="env DOCKER_HOST=unix://$work/docker.sock $DOCKER" ;;
     podman) cli=podman ;;
   esac
   [ "$e" = berth-docker ] || $cli import "$BENCH_DATA/busybox.tar" busybox:latest >/dev/null

@@ -11,7 +11,6 @@ cd "$(dirname "$0")/.."
 RUNS=${BENCH_RUNS:-10}
 DATA=${BENCH_DATA:-/var/tmp/berth-bench}
 OUT=${BENCH_OUT:-bench/results}
-DOCKER=/usr/local/bin/docker
 mkdir -p "$DATA" "$OUT"
 cargo build --release --bins -q
 BIN=$PWD/target/release
@@ -19,27 +18,11 @@ BIN=$PWD/target/release
 [ -f "$DATA/many.tar" ] || "$BIN/berth-fixtures" many --count 200 -o "$DATA/many.tar"
 BIG_REF=$(tar -xOf "$DATA/big.tar" manifest.json | jq -r '.[0].RepoTags[0]')
 
-work=$(mktemp -d /tmp/berth-bench.XXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do while kill -0 "$p" 2>/dev/null; do sleep 0.1; done; done
-  grep " $work/" /proc/self/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-wait_sock() { for _ in $(seq 100); do DOCKER_HOST=unix://$1 $DOCKER version >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "daemon on $1 did not start" >&2; return 1; }
-
-"$BIN/berthd" --data-root "$work/berth" -H "unix://$work/berth.sock" --pidfile "$work/berthd.pid" 2>"$work/berthd.log" &
-pids+=($!)
-wait_sock "$work/berth.sock"
+source bench/lib.sh
+bench_work berth-bench
+start_berthd "$BIN"
 engines=("berth-docker|env DOCKER_HOST=unix://$work/berth.sock $DOCKER" "berth|$BIN/berth -H unix://$work/berth.sock")
-if command -v dockerd >/dev/null; then
-  dockerd --data-root "$work/docker" --exec-root "$work/docker-exec" -H "unix://$work/docker.sock" \
-    --pidfile "$work/dockerd.pid" --bridge=none --iptables=false --ip-masq=false 2>"$work/dockerd.log" &
-  pids+=($!)
-  wait_sock "$work/docker.sock"
+if start_dockerd; then
   engines+=("docker|env DOCKER_HOST=unix://$work/docker.sock $DOCKER")
 fi
 
