@@ -51,6 +51,13 @@ impl Dockerd {
     /// stderr) when dockerd is not installed or the tests do not run as root.
     #[track_caller]
     pub fn start() -> Option<Dockerd> {
+        Dockerd::start_with_config("{}\n")
+    }
+
+    /// [`Dockerd::start`] with `daemon_json` as its config file (e.g.
+    /// `{"runtimes": {...}}`).
+    #[track_caller]
+    pub fn start_with_config(daemon_json: &str) -> Option<Dockerd> {
         let Some(binary) = dockerd_binary() else {
             eprintln!("SKIPPED: dockerd is not installed (apt-get install docker.io)");
             return None;
@@ -62,7 +69,7 @@ impl Dockerd {
         let dir = crate::short_tempdir("berth-e2e-dockerd-");
         let base = dir.path().to_path_buf();
         let config = base.join("daemon.json");
-        std::fs::write(&config, "{}\n").expect("write daemon.json");
+        std::fs::write(&config, daemon_json).expect("write daemon.json");
         let docker_config = base.join("docker-config");
         std::fs::create_dir(&docker_config).expect("create DOCKER_CONFIG");
         let mut d = Dockerd {
@@ -143,6 +150,19 @@ impl Dockerd {
         Run::exec(
             crate::daemon::docker_command(&self.sock, &self.docker_config, args),
             None,
+        )
+    }
+
+    /// `(env, program)` that make a shell command line talk to this dockerd
+    /// with the docker CLI (for [`crate::Term`]).
+    pub fn cli_for_shell(&self) -> (Vec<(&'static str, String)>, String) {
+        (
+            vec![
+                ("DOCKER_HOST", format!("unix://{}", self.sock.display())),
+                ("DOCKER_CONFIG", self.docker_config.display().to_string()),
+                ("DOCKER_CLI_HINTS", "false".to_string()),
+            ],
+            crate::docker_cli().display().to_string(),
         )
     }
 

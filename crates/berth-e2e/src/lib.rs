@@ -99,6 +99,12 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// Whether `name` is a program on PATH.
+pub fn has_command(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(name).is_file()))
+}
+
 /// Path of the docker CLI; panics when it is missing.
 #[track_caller]
 pub fn docker_cli() -> &'static Path {

@@ -50,8 +50,10 @@ fn interactive_flow(docker: bool) {
     );
 
     t.line(&format!("{cli} exec -it tty1 sh; echo EXIT:$?"));
-    t.line("cat /keep.txt; echo E$((2+3)); echo $$");
+    t.line("cat /keep.txt; tty; echo E$((2+3))");
     let screen = t.wait_for("E5");
+    // The exec's tty is one of the container's own ptys.
+    assert!(screen.contains("/dev/pts/0"), "{screen}");
     assert_eq!(screen.matches("k7").count(), 2, "{screen}");
     t.line("exit 4");
     t.wait_for("EXIT:4");

@@ -580,7 +580,7 @@ impl Cgroup {
             (b.throttle_write_iops_device(), "write_iops_device", "wiops"),
         ];
         if let Some(d) = self.v1("blkio") {
-            if let Some(w) = b.weight() {
+            if let Some(w) = b.weight().filter(|w| *w != 0) {
                 let f = d.join("blkio.weight");
                 let f = if f.exists() {
                     f
@@ -608,7 +608,7 @@ impl Cgroup {
                 }
             }
         } else if let Some(d) = self.v2_with("io") {
-            if let Some(w) = b.weight() {
+            if let Some(w) = b.weight().filter(|w| *w != 0) {
                 let f = d.join("io.weight");
                 if f.exists() {
                     write_file(&f, &blkio_weight_to_io(w).to_string())?;
@@ -717,6 +717,28 @@ impl Cgroup {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+
+    /// Whether the cgroup is frozen (v1 freezer.state, v2 cgroup.events).
+    pub(crate) fn is_frozen(&self) -> bool {
+        if let Some(d) = self.v1("freezer") {
+            return read_trimmed(&d.join("freezer.state")).is_some_and(|s| s == "FROZEN");
+        }
+        self.v2_dir().is_some_and(|d| {
+            fs::read_to_string(d.join("cgroup.events"))
+                .map(|e| e.lines().any(|l| l.trim() == "frozen 1"))
+                .unwrap_or(false)
+        })
+    }
+
+    /// The processes in the cgroup (from the first hierarchy that has it).
+    pub(crate) fn pids(&self) -> Vec<i32> {
+        for (_, d) in &self.dirs {
+            if let Ok(text) = fs::read_to_string(d.join("cgroup.procs")) {
+                return text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+            }
+        }
+        Vec::new()
     }
 
     /// Whether the kernel OOM-killed a process of the cgroup: v2

@@ -92,18 +92,16 @@ impl StartPlan {
             .as_ref()
             .ok_or_else(|| Error::invalid("spec has no linux section"))?;
         if let Some(h) = spec.hooks() {
-            let any = [
-                h.prestart(),
-                h.create_runtime(),
-                h.create_container(),
-                h.start_container(),
-                h.poststart(),
-                h.poststop(),
-            ]
-            .iter()
-            .any(|l| l.as_ref().is_some_and(|l| !l.is_empty()));
-            if any {
-                return Err(Error::not_implemented("OCI hooks are not supported yet"));
+            // Hooks in the runtime's namespaces (prestart, createRuntime,
+            // poststart, poststop) are the caller's to run, around this
+            // call; those that run inside the container are not supported.
+            let inside = [h.create_container(), h.start_container()]
+                .iter()
+                .any(|l| l.as_ref().is_some_and(|l| !l.is_empty()));
+            if inside {
+                return Err(Error::not_implemented(
+                    "createContainer and startContainer hooks are not supported yet",
+                ));
             }
         }
 
@@ -328,11 +326,14 @@ fn fork_child(
 
 /// After fork, in the parent: join the cgroup, let the child go, wait for
 /// its execve. On failure the child is killed and reaped.
-fn parent_side(pid: i32, cgroup: &Cgroup, sync: SyncParent) -> Result<Started, Error> {
-    let r = cgroup
-        .add_pid(pid)
-        .and_then(|()| sync.go())
-        .and_then(|()| sync.wait_result());
+fn parent_side(pid: i32, cgroup: &Cgroup, sync: SyncParent, gated: bool) -> Result<Started, Error> {
+    let r = cgroup.add_pid(pid).and_then(|()| sync.go()).and_then(|()| {
+        if gated {
+            sync.wait_ready()
+        } else {
+            sync.wait_result()
+        }
+    });
     match r {
         Ok(()) => Ok(Started { pid }),
         Err(e) => {
@@ -345,7 +346,7 @@ fn parent_side(pid: i32, cgroup: &Cgroup, sync: SyncParent) -> Result<Started, E
 
 /// In the child: stdio onto 0/1/2, nothing else inherited, new session,
 /// controlling terminal.
-fn child_stdio(stdio: &Stdio, terminal: bool) -> Result<(), Error> {
+fn child_stdio(stdio: &Stdio, terminal: bool, preserve_fds: u32) -> Result<(), Error> {
     // Move the fds above 2 first, so that none of them is overwritten by
     // another's dup2 and every dup2 clears close-on-exec.
     let fds = [&stdio.stdin, &stdio.stdout, &stdio.stderr];
@@ -358,7 +359,7 @@ fn child_stdio(stdio: &Stdio, terminal: bool) -> Result<(), Error> {
     rustix::stdio::dup2_stdin(&high[0]).map_err(|e| os_err("set up stdin", e))?;
     rustix::stdio::dup2_stdout(&high[1]).map_err(|e| os_err("set up stdout", e))?;
     rustix::stdio::dup2_stderr(&high[2]).map_err(|e| os_err("set up stderr", e))?;
-    sys::cloexec_from(3);
+    sys::cloexec_from(3 + preserve_fds as i32);
     rustix::process::setsid().map_err(|e| os_err("setsid", e))?;
     if terminal {
         // SAFETY: fd 0 is open (set just above) for the rest of the process.
@@ -369,13 +370,18 @@ fn child_stdio(stdio: &Stdio, terminal: bool) -> Result<(), Error> {
     Ok(())
 }
 
-fn start_child(plan: &StartPlan, stdio: &Stdio, sync: &SyncChild) -> Result<Infallible, Error> {
+fn start_child(
+    plan: &StartPlan,
+    stdio: &Stdio,
+    sync: &SyncChild,
+    opts: &ChildOpts,
+) -> Result<Infallible, Error> {
     // The setup is killed with the caller; cleared again just before execve.
     let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
     if !sync.wait_go() {
         sys::exit_now(1);
     }
-    child_stdio(stdio, plan.process.terminal)?;
+    child_stdio(stdio, plan.process.terminal, opts.preserve_fds)?;
     for (fd, link, name) in &plan.join {
         rustix::thread::move_into_link_name_space(fd.as_fd(), Some(*link))
             .map_err(|e| os_err(format!("join {name} namespace"), e))?;
@@ -409,11 +415,33 @@ fn start_child(plan: &StartPlan, stdio: &Stdio, sync: &SyncChild) -> Result<Infa
             .map_err(|e| os_err(format!("write sysctl {}", path.display()), e))?;
     }
     rootfs::finalize_rootfs(&plan.rootfs)?;
-    process::finish(&plan.process)
+    let gate = opts.fifo.as_ref().map(|fifo| process::Gate { sync, fifo });
+    process::finish(&plan.process, gate)
 }
 
-pub(crate) fn start(id: &str, spec: &Spec, stdio: Stdio) -> Result<Started, Error> {
+/// `StartOptions` made ready for the child.
+struct ChildOpts {
+    fifo: Option<OwnedFd>,
+    preserve_fds: u32,
+}
+
+pub(crate) fn start(
+    id: &str,
+    spec: &Spec,
+    stdio: Stdio,
+    opts: &crate::StartOptions<'_>,
+) -> Result<Started, Error> {
     let plan = StartPlan::new(id, spec)?;
+    let child_opts = ChildOpts {
+        fifo: match opts.exec_fifo {
+            Some(p) => Some(
+                rustix::fs::open(p, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+                    .map_err(|e| os_err(format!("open exec fifo {}", p.display()), e))?,
+            ),
+            None => None,
+        },
+        preserve_fds: opts.preserve_fds,
+    };
     plan.cgroup.create()?;
     let r = (|| {
         if let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
@@ -422,9 +450,10 @@ pub(crate) fn start(id: &str, spec: &Spec, stdio: Stdio) -> Result<Started, Erro
         let (sp, sc) = sync::pair()?;
         let mut sp = Some(sp);
         let pid = fork_child(&plan.pid_ns, &mut sp, sc, |sc| {
-            start_child(&plan, &stdio, sc)
+            start_child(&plan, &stdio, sc, &child_opts)
         })?;
-        parent_side(pid, &plan.cgroup, sp.expect("parent keeps its end"))
+        let gated = child_opts.fifo.is_some();
+        parent_side(pid, &plan.cgroup, sp.expect("parent keeps its end"), gated)
     })();
     if r.is_err() {
         let _ = plan.cgroup.destroy();
@@ -466,7 +495,7 @@ fn exec_child(plan: &ExecPlan, stdio: &Stdio, sync: &SyncChild) -> Result<Infall
     if !sync.wait_go() {
         sys::exit_now(1);
     }
-    child_stdio(stdio, plan.process.terminal)?;
+    child_stdio(stdio, plan.process.terminal, 0)?;
     for (fd, link, name) in &plan.join {
         rustix::thread::move_into_link_name_space(fd.as_fd(), Some(*link))
             .map_err(|e| os_err(format!("join {name} namespace"), e))?;
@@ -475,7 +504,7 @@ fn exec_child(plan: &ExecPlan, stdio: &Stdio, sync: &SyncChild) -> Result<Infall
     // root may differ from it (chroot fallback), so enter it explicitly.
     rustix::process::fchdir(&plan.root).map_err(|e| os_err("chdir to container root", e))?;
     rustix::process::chroot(".").map_err(|e| os_err("chroot to container root", e))?;
-    process::finish(&plan.process)
+    process::finish(&plan.process, None)
 }
 
 pub(crate) fn exec(
@@ -525,5 +554,5 @@ pub(crate) fn exec(
     let pid = fork_child(&plan.pid_ns, &mut sp, sc, |sc| {
         exec_child(&plan, &stdio, sc)
     })?;
-    parent_side(pid, &plan.cgroup, sp.expect("parent keeps its end"))
+    parent_side(pid, &plan.cgroup, sp.expect("parent keeps its end"), false)
 }

@@ -24,8 +24,11 @@
 //! socket with nothing written; any failure before it is sent back as one
 //! error record. See `launch.rs` and `sync.rs`.
 //!
+//! Hooks that run in the runtime's namespaces are the caller's (berth-runc
+//! runs them around `start_with`).
+//!
 //! Not supported yet: user and time namespaces, joining a mount namespace,
-//! hooks, cgroup v2 device rules (an eBPF program), systemd cgroup paths,
+//! createContainer and startContainer hooks, cgroup v2 device rules (an eBPF program), systemd cgroup paths,
 //! idmapped mounts, SCMP_ACT_NOTIFY, seccomp for a second (compat) ABI.
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -83,7 +86,31 @@ pub struct Started {
 /// running and the cgroup is removed. The caller's thread is briefly moved
 /// to another pid_for_children namespace around the fork and moved back.
 pub fn start(id: &str, spec: &Spec, stdio: Stdio) -> Result<Started, RuntimeError> {
-    launch::start(id, spec, stdio)
+    launch::start(id, spec, stdio, &StartOptions::default())
+}
+
+/// What `start_with` adds to `start`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StartOptions<'a> {
+    /// Stop just before the execve (everything else done, PATH looked up)
+    /// until this fifo is opened for reading, as runc's `exec.fifo`: the
+    /// call returns when the container is *created*; opening and reading
+    /// the fifo later *starts* it. It must exist (mkfifo) beforehand.
+    pub exec_fifo: Option<&'a std::path::Path>,
+    /// Keep the caller's fds 3 .. 3+N open in the container (runc's
+    /// `--preserve-fds`).
+    pub preserve_fds: u32,
+}
+
+/// `start` with options: a created-but-not-started container, inherited
+/// fds.
+pub fn start_with(
+    id: &str,
+    spec: &Spec,
+    stdio: Stdio,
+    opts: &StartOptions<'_>,
+) -> Result<Started, RuntimeError> {
+    launch::start(id, spec, stdio, opts)
 }
 
 /// Run `process` inside the running container whose init is `init_pid`:
@@ -115,6 +142,40 @@ fn spec_cgroup(spec: &Spec) -> Result<cgroups::Cgroup, RuntimeError> {
 /// reports the new state. Needs `linux.cgroupsPath` in the spec.
 pub fn freeze(spec: &Spec, frozen: bool) -> Result<(), RuntimeError> {
     spec_cgroup(spec)?.freeze(frozen)
+}
+
+/// A pty pair made in the devpts of the running container whose init is
+/// `init_pid` (through `/proc/<pid>/root/dev/pts/ptmx`): `(master, slave)`,
+/// both close-on-exec. An exec'd process with a terminal gets the slave, so
+/// that its name (`tty`) resolves inside the container, as with runc.
+pub fn container_pty(init_pid: i32) -> Result<(OwnedFd, OwnedFd), RuntimeError> {
+    use rustix::fs::{Mode, OFlags};
+    let ptmx = format!("/proc/{init_pid}/root/dev/pts/ptmx");
+    let master = rustix::fs::open(
+        ptmx.as_str(),
+        OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| sys::os_err(format!("open {ptmx}"), e))?;
+    rustix::pty::unlockpt(&master).map_err(|e| sys::os_err("unlockpt", e))?;
+    let slave = rustix::pty::ioctl_tiocgptpeer(
+        &master,
+        rustix::pty::OpenptFlags::RDWR
+            | rustix::pty::OpenptFlags::NOCTTY
+            | rustix::pty::OpenptFlags::CLOEXEC,
+    )
+    .map_err(|e| sys::os_err("open the pty's slave (TIOCGPTPEER)", e))?;
+    Ok((master, slave))
+}
+
+/// Whether the container's cgroup is frozen (paused).
+pub fn is_frozen(spec: &Spec) -> bool {
+    spec_cgroup(spec).map(|c| c.is_frozen()).unwrap_or(false)
+}
+
+/// The host PIDs of every process in the container's cgroup.
+pub fn cgroup_pids(spec: &Spec) -> Result<Vec<i32>, RuntimeError> {
+    Ok(spec_cgroup(spec)?.pids())
 }
 
 /// Whether the kernel OOM-killed a process of the container (v2

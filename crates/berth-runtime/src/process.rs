@@ -155,8 +155,18 @@ fn apply_rlimits(limits: &[(String, Resource, u64, u64)]) -> Result<(), Error> {
     Ok(())
 }
 
+/// What a gated start (`create`) waits on before its execve: it tells the
+/// parent it is ready, then blocks opening `fifo` for writing until a later
+/// `start` opens it for reading.
+pub(crate) struct Gate<'a> {
+    pub sync: &'a crate::sync::SyncChild,
+    /// An O_PATH descriptor of the fifo, opened by the parent: the fifo's
+    /// own path is out of reach after pivot_root.
+    pub fifo: &'a std::os::fd::OwnedFd,
+}
+
 /// Everything from rlimits to execve. Only returns on failure.
-pub(crate) fn finish(p: &ProcPlan) -> Result<Infallible, Error> {
+pub(crate) fn finish(p: &ProcPlan, gate: Option<Gate<'_>>) -> Result<Infallible, Error> {
     if let Some(adj) = p.oom_score_adj {
         // Lowering it needs CAP_SYS_RESOURCE; best effort, as a container
         // must not fail to start over its OOM preference.
@@ -212,6 +222,12 @@ pub(crate) fn finish(p: &ProcPlan) -> Result<Infallible, Error> {
     })?;
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(p.umask & 0o777));
     let path = look_path(&p.arg0, p.path_env.as_deref())?;
+    if let Some(g) = gate {
+        // The creating process exits after `create`; this one waits on.
+        let _ = rustix::process::set_parent_process_death_signal(None);
+        g.sync.ready();
+        wait_for_start(g.fifo)?;
+    }
     sys::reset_signals();
     // Parent-death SIGKILL only guards the setup; the container's life is
     // not tied to the caller's.
@@ -226,6 +242,20 @@ pub(crate) fn finish(p: &ProcPlan) -> Result<Infallible, Error> {
         sys::kind_of(&e),
         format!("exec {}: {}", path.to_string_lossy(), errmsg(&e)),
     ))
+}
+
+/// Block until `start` opens the exec fifo, then write its byte.
+fn wait_for_start(fifo: &std::os::fd::OwnedFd) -> Result<(), Error> {
+    use std::os::fd::AsRawFd;
+    let reopen = format!("/proc/self/fd/{}", fifo.as_raw_fd());
+    let fd = rustix::fs::open(
+        reopen.as_str(),
+        rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| os_err("open exec fifo", e))?;
+    rustix::io::write(&fd, b"0").map_err(|e| os_err("write exec fifo", e))?;
+    Ok(())
 }
 
 /// Why a file cannot be executed, as Go's exec.LookPath words it (except

@@ -19,6 +19,8 @@ use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
 use crate::sys::os_err;
 
 const GO: u8 = b'G';
+/// Sent by a gated child (`create`) once everything but the execve is done.
+const READY: u8 = 0xff;
 
 /// The parent's end.
 pub(crate) struct SyncParent(OwnedFd);
@@ -77,6 +79,20 @@ impl SyncParent {
         send_all(&self.0, &[GO]).map_err(|e| os_err("signal container process", e))
     }
 
+    /// Wait until a gated child is ready to exec (Ok), or has exec'd, or
+    /// reported an error.
+    pub(crate) fn wait_ready(self) -> Result<(), Error> {
+        let mut b = [0u8; 1];
+        loop {
+            match rustix::net::recv(&self.0, &mut b, RecvFlags::PEEK) {
+                Ok((1, _)) if b[0] == READY => return Ok(()),
+                Ok(_) => return self.wait_result(),
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(os_err("read from container process", e)),
+            }
+        }
+    }
+
     /// Wait until the child has exec'd (Ok) or reported an error.
     pub(crate) fn wait_result(self) -> Result<(), Error> {
         let mut out = Vec::new();
@@ -111,6 +127,11 @@ impl SyncChild {
                 Err(_) => return false,
             }
         }
+    }
+
+    /// Tell the parent that only the execve is left (a gated start).
+    pub(crate) fn ready(&self) {
+        let _ = send_all(&self.0, &[READY]);
     }
 
     /// Send the error that stops this child to the parent.

@@ -43,6 +43,13 @@ pub fn exec(
     Ok(berth_runtime::exec(id, spec, init_pid, process, stdio)?.pid)
 }
 
+/// A pty pair in the running container's devpts (for an exec with a tty).
+pub fn container_pty(
+    init_pid: i32,
+) -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    berth_runtime::container_pty(init_pid).map_err(|e| std::io::Error::other(e.message))
+}
+
 pub fn freeze(spec: &Spec, frozen: bool) -> Result<(), RtError> {
     Ok(berth_runtime::freeze(spec, frozen)?)
 }

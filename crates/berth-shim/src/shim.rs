@@ -204,7 +204,7 @@ fn setup(args: &Args, ready: &mut Ready) -> Result<Shim, Fail> {
         )
     };
     let (container, held) =
-        stdio::make(args.tty, args.stdin).map_err(io125("container stdio".into()))?;
+        stdio::make(args.tty, args.stdin, None).map_err(io125("container stdio".into()))?;
 
     let pid = match rt::start(&args.id, &spec, container) {
         Ok(pid) => pid,
@@ -1166,11 +1166,11 @@ impl Shim {
         process.set_terminal(Some(e.tty));
         // Nobody will write to a detached exec's stdin.
         let stdin = e.stdin && !e.detach;
-        let (container, held) = match stdio::make(e.tty, stdin) {
+        let init_pid = self.procs[0].pid;
+        let (container, held) = match stdio::make(e.tty, stdin, Some(init_pid)) {
             Ok(x) => x,
             Err(err) => return fail(Response::error(format!("exec stdio: {err}"))),
         };
-        let init_pid = self.procs[0].pid;
         let pid = match rt::exec(&self.id, &self.spec, init_pid, &process, container) {
             Ok(pid) => pid,
             Err(err) => {

@@ -24,18 +24,27 @@ pub struct Held {
 }
 
 /// Make stdio for a process: a pty if `tty`, else pipes, with a stdin pipe
-/// only if `stdin` (else the process reads /dev/null).
-pub fn make(tty: bool, stdin: bool) -> io::Result<(rt::Stdio, Held)> {
+/// only if `stdin` (else the process reads /dev/null). An exec into a
+/// running container (`in_container`: its init's pid) gets its pty from the
+/// container's own devpts.
+pub fn make(tty: bool, stdin: bool, in_container: Option<i32>) -> io::Result<(rt::Stdio, Held)> {
     if tty {
-        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
-        grantpt(&master)?;
-        unlockpt(&master)?;
-        let name = ptsname(&master, Vec::new())?;
-        let slave = rustix::fs::open(
-            name.as_c_str(),
-            OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
+        let (master, slave) = match in_container {
+            Some(pid) => rt::container_pty(pid)?,
+            None => {
+                let master =
+                    openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+                grantpt(&master)?;
+                unlockpt(&master)?;
+                let name = ptsname(&master, Vec::new())?;
+                let slave = rustix::fs::open(
+                    name.as_c_str(),
+                    OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
+                (master, slave)
+            }
+        };
         rustix::io::ioctl_fionbio(&master, true)?;
         let container = rt::Stdio {
             stdin: slave.try_clone()?,
@@ -95,7 +104,7 @@ mod tests {
 
     #[test]
     fn pipes_connect_both_ends() {
-        let (c, h) = make(false, true).unwrap();
+        let (c, h) = make(false, true, None).unwrap();
         rustix::io::write(&c.stdout, b"out").unwrap();
         rustix::io::write(&c.stderr, b"err").unwrap();
         let mut buf = [0u8; 8];
@@ -115,7 +124,7 @@ mod tests {
 
     #[test]
     fn no_stdin_means_dev_null() {
-        let (c, h) = make(false, false).unwrap();
+        let (c, h) = make(false, false, None).unwrap();
         assert!(h.stdin.is_none());
         let mut buf = [0u8; 4];
         assert_eq!(rustix::io::read(&c.stdin, &mut buf).unwrap(), 0);
@@ -123,7 +132,7 @@ mod tests {
 
     #[test]
     fn pty_pair_and_resize() {
-        let (c, h) = make(true, true).unwrap();
+        let (c, h) = make(true, true, None).unwrap();
         let master = h.master.unwrap();
         resize(&master, 33, 101).unwrap();
         let ws = rustix::termios::tcgetwinsize(&c.stdout).unwrap();
