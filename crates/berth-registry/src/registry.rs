@@ -14,7 +14,7 @@ use http::header::{
     HeaderName, HeaderValue, LINK, LOCATION, RANGE,
 };
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
@@ -41,6 +41,8 @@ pub const OCI_TAG: HeaderName = HeaderName::from_static("oci-tag");
 const CATALOG_PAGE: usize = 1000;
 /// Largest `n` honoured.
 const MAX_PAGE: usize = 10_000;
+/// How much of an over-long bounded body is read (and dropped) before the 413.
+const DRAIN_LIMIT: usize = 16 << 20;
 /// Limit of token-endpoint request bodies.
 const MAX_FORM: usize = 64 << 10;
 
@@ -127,19 +129,36 @@ fn has_body(req: &Request<Incoming>) -> bool {
     }
 }
 
-/// Reads a body of at most `limit` bytes (413 beyond).
+/// Reads a body of at most `limit` bytes; 413 beyond. An over-long body is
+/// read and dropped up to [`DRAIN_LIMIT`] so that the client sees the 413
+/// rather than a reset connection; beyond that the connection is closed.
 async fn read_limited(req: Request<Incoming>, limit: usize, what: &str) -> RegResult<Bytes> {
-    if content_length(&req).is_some_and(|n| n > limit as u64) {
+    let declared = content_length(&req);
+    let mut body = req.into_body();
+    let mut buf = bytes::BytesMut::new();
+    let mut total = 0usize;
+    let over = |n: usize| n > limit;
+    if declared.is_some_and(|n| n > DRAIN_LIMIT as u64) {
         return Err(too_large(what, limit));
     }
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(what, limit)),
-        Err(e) => Err(RegError::new(
-            Code::BadRequest,
-            format!("reading {what}: {e}"),
-        )),
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| RegError::new(Code::BadRequest, format!("reading {what}: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total += data.len();
+        if total > DRAIN_LIMIT {
+            break;
+        }
+        if !over(total) {
+            buf.extend_from_slice(&data);
+        }
     }
+    if over(total) {
+        return Err(too_large(what, limit));
+    }
+    Ok(buf.freeze())
 }
 
 fn too_large(what: &str, limit: usize) -> RegError {
