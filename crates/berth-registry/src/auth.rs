@@ -82,13 +82,9 @@ impl Actions {
 #[derive(Debug, Default)]
 pub struct Htpasswd {
     users: HashMap<String, String>,
-}
-
-/// A bcrypt hash of nothing in particular, verified against for unknown
-/// users so that a wrong user name takes as long as a wrong password.
-fn dummy_hash() -> &'static str {
-    static H: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    H.get_or_init(|| bcrypt::hash("no such user", bcrypt::DEFAULT_COST).expect("bcrypt hash"))
+    /// A hash of nothing in particular at the file's cost, verified against
+    /// for unknown users so that a wrong name takes as long as a wrong password.
+    dummy: String,
 }
 
 impl Htpasswd {
@@ -119,7 +115,14 @@ impl Htpasswd {
             }
             users.insert(user.to_string(), hash.to_string());
         }
-        Ok(Htpasswd { users })
+        let cost = users
+            .values()
+            .next()
+            .and_then(|h| h.get(4..6))
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(10);
+        let dummy = bcrypt::hash("no such user", cost).context("bcrypt")?;
+        Ok(Htpasswd { users, dummy })
     }
 
     /// Checks a password (slow: bcrypt). Run it off the async threads.
@@ -127,7 +130,7 @@ impl Htpasswd {
         match self.users.get(user) {
             Some(h) => bcrypt::verify(pass, h).unwrap_or(false),
             None => {
-                let _ = bcrypt::verify(pass, dummy_hash());
+                let _ = bcrypt::verify(pass, &self.dummy);
                 false
             }
         }
