@@ -184,13 +184,12 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
-/// Runs skopeo; panics with its stderr on failure unless `may_fail`.
+/// Runs skopeo and returns what it did.
 pub fn skopeo(args: &[&str]) -> Output {
-    let out = Command::new("skopeo")
+    Command::new("skopeo")
         .args(args)
         .output()
-        .expect("skopeo is installed (scripts/install-deps)");
-    out
+        .expect("skopeo is installed (scripts/install-deps)")
 }
 
 pub fn skopeo_ok(args: &[&str]) -> Output {
