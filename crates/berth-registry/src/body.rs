@@ -19,7 +19,7 @@ use tokio_stream_shim::ReceiverStream;
 pub type Body = UnsyncBoxBody<Bytes, io::Error>;
 
 /// Size of one read of a blob file.
-pub const CHUNK: usize = 1 << 20;
+pub const CHUNK: usize = 256 << 10;
 
 pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed_unsync()
@@ -43,10 +43,10 @@ pub fn channel(depth: usize) -> (tokio::sync::mpsc::Sender<io::Result<Bytes>>, B
     (tx, StreamBody::new(stream).boxed_unsync())
 }
 
-/// Streams `len` bytes of `file` from `offset`, reading ahead up to four
+/// Streams `len` bytes of `file` from `offset`, reading ahead up to three
 /// chunks; what was handed to the connection is counted in `metrics`.
 pub fn file(file: File, offset: u64, len: u64, metrics: Arc<Metrics>) -> Body {
-    let (tx, body) = channel(4);
+    let (tx, body) = channel(3);
     tokio::task::spawn_blocking(move || {
         let mut pos = offset;
         let end = offset + len;

@@ -168,8 +168,7 @@ pub async fn serve(
             let mut b = http1::Builder::new();
             b.timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(30))
-                .keep_alive(true)
-                .max_buf_size(1 << 20);
+                .keep_alive(true);
             let r = match tls {
                 Some(acc) => {
                     match tokio::time::timeout(Duration::from_secs(30), acc.accept(stream)).await {

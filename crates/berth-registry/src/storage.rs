@@ -258,7 +258,7 @@ pub fn writer(
     tokio::sync::mpsc::Sender<Bytes>,
     tokio::task::JoinHandle<(Ingest, Option<io::Error>)>,
 ) {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
     let handle = tokio::task::spawn_blocking(move || {
         let mut ing = ing;
         while let Some(chunk) = rx.blocking_recv() {
