@@ -191,7 +191,14 @@ fn create(p: &Parsed, root: &Path) -> Res<i32> {
     let id = p.id()?;
     state::check_id(id)?;
     let bundle = bundle_dir(p.value("bundle").unwrap_or("."))?;
-    let spec = load_bundle(&bundle)?;
+    let mut spec = load_bundle(&bundle)?;
+    // Without a cgroupsPath the container gets /berth-runc/<id>, written
+    // into the saved spec so that later commands find it.
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    if linux.cgroups_path().is_none() {
+        linux.set_cgroups_path(Some(PathBuf::from(format!("/berth-runc/{id}"))));
+        spec.set_linux(Some(linux));
+    }
     let dir = root.join(id);
     std::fs::create_dir_all(root)?;
     if let Err(e) = std::fs::create_dir(&dir) {
