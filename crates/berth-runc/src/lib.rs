@@ -19,6 +19,20 @@
 //! status is `stopped` and `delete` removes its cgroup and state.
 #![deny(unsafe_code)]
 
+/// Print to stdout, ignoring a closed pipe (`berth-runc --version | head -1`).
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+macro_rules! say_raw {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($t)*);
+    }};
+}
+
 mod args;
 mod console;
 mod hooks;
@@ -102,7 +116,7 @@ impl Log {
 
 fn run(p: &Parsed) -> Res<i32> {
     if p.global_flag("version") || p.command.as_deref() == Some("--version") {
-        println!("berth-runc version {VERSION}\nspec: {SPEC_VERSION}");
+        say!("berth-runc version {VERSION}\nspec: {SPEC_VERSION}");
         return Ok(0);
     }
     if p.global_flag("systemd-cgroup") {
@@ -118,7 +132,7 @@ fn run(p: &Parsed) -> Res<i32> {
         "run" => run_container(p, &root),
         "state" => {
             let st = State::load(&root, p.id()?)?;
-            println!("{}", serde_json::to_string_pretty(&st.to_oci())?);
+            say!("{}", serde_json::to_string_pretty(&st.to_oci())?);
             Ok(0)
         }
         "kill" => kill(p, &root).map(|_| 0),
@@ -144,7 +158,7 @@ fn run(p: &Parsed) -> Res<i32> {
         }
         "update" => update(p, &root).map(|_| 0),
         "features" => {
-            println!("{}", serde_json::to_string_pretty(&features())?);
+            say!("{}", serde_json::to_string_pretty(&features())?);
             Ok(0)
         }
         "" => Err(Fail(format!("no command given\n{}", args::USAGE))),
@@ -492,13 +506,13 @@ fn list(p: &Parsed, root: &Path) -> Res<()> {
     all.sort_by(|a, b| a.id.cmp(&b.id));
     if p.flag("quiet") {
         for st in &all {
-            println!("{}", st.id);
+            say!("{}", st.id);
         }
         return Ok(());
     }
     if p.value("format") == Some("json") {
         let v: Vec<_> = all.iter().map(|s| s.to_list_json()).collect();
-        println!("{}", serde_json::to_string(&v)?);
+        say!("{}", serde_json::to_string(&v)?);
         return Ok(());
     }
     let mut out = String::from("ID\tPID\tSTATUS\tBUNDLE\tCREATED\tOWNER\n");
@@ -514,7 +528,7 @@ fn list(p: &Parsed, root: &Path) -> Res<()> {
             st.created
         ));
     }
-    print!("{}", args::tabulate(&out));
+    say_raw!("{}", args::tabulate(&out));
     Ok(())
 }
 
@@ -522,7 +536,7 @@ fn ps(p: &Parsed, root: &Path) -> Res<()> {
     let st = State::load(root, p.id()?)?;
     let pids = berth_runtime::cgroup_pids(&st.spec()?)?;
     if p.value("format") == Some("json") {
-        println!("{}", serde_json::to_string(&pids)?);
+        say!("{}", serde_json::to_string(&pids)?);
         return Ok(());
     }
     // As runc: the host's `ps -ef` (or given ps options), rows of these pids.
@@ -540,7 +554,7 @@ fn ps(p: &Parsed, root: &Path) -> Res<()> {
         .split_whitespace()
         .position(|h| h == "PID")
         .ok_or_else(|| Fail("ps output has no PID column".into()))?;
-    println!("{header}");
+    say!("{header}");
     for l in lines {
         if let Some(pid) = l
             .split_whitespace()
@@ -548,7 +562,7 @@ fn ps(p: &Parsed, root: &Path) -> Res<()> {
             .and_then(|s| s.parse::<i32>().ok())
             && pids.contains(&pid)
         {
-            println!("{l}");
+            say!("{l}");
         }
     }
     Ok(())
