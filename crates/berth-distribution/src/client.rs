@@ -657,6 +657,23 @@ impl Repository {
         Err(last.unwrap_or_else(|| Error::internal("no registry endpoint")))
     }
 
+    /// Find the first endpoint that answers HTTP at all (`GET /v2/`, any
+    /// status): an insecure registry's HTTPS attempt falls back to HTTP
+    /// here, once, before a push starts.
+    pub async fn ping(&self) -> Result<()> {
+        self.with_fallback(|repo| async move {
+            let ep = repo.endpoint().clone();
+            let http = repo.inner.client.http_for(&ep)?;
+            let url = format!("{}/v2/", ep.url);
+            http.get(&url)
+                .send()
+                .await
+                .map_err(|e| transport(e, &format!("Get \"{url}\"")))?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Fetch a manifest or index by tag or digest, refusing documents
     /// over [`crate::MAX_MANIFEST`] and verifying a digest reference.
     pub async fn get_manifest(&self, reference: &str) -> Result<ManifestResponse> {

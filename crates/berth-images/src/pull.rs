@@ -177,12 +177,6 @@ impl ImageService {
             (None, Some(t)) => t.clone(),
             (None, None) => "latest".to_string(),
         };
-        say(
-            progress,
-            Some(&target),
-            &format!("Pulling from {}", repo.path()),
-            None,
-        );
         let top = repo.get_manifest(&target).await?;
         let manifest = match parse_manifest(&top.media_type, &top.bytes)? {
             ManifestKind::Image(m) => m,
@@ -206,6 +200,14 @@ impl ImageService {
             }
         };
         let id = manifest.config.digest;
+        // dockerd says this once the reference resolved (errors before it
+        // are the request's status).
+        say(
+            progress,
+            Some(&target),
+            &format!("Pulling from {}", repo.path()),
+            None,
+        );
         let full_ref = match (&reference.digest, &reference.tag) {
             (Some(d), _) => format!("{}@{d}", reference.name),
             _ => format!("{}:{target}", reference.name),
@@ -270,12 +272,19 @@ impl ImageService {
         let mut jobs = Vec::new();
         let mut seen: HashMap<Digest, usize> = HashMap::new();
         let mut dups = Vec::new();
+        let mut fetch_only = Vec::new();
         for (i, desc) in manifest.layers.iter().enumerate() {
             let short = desc.digest.short();
             lease.hold_layer(&chains[i]);
             lease.hold_blob(&desc.digest);
             if known.contains(&chains[i]) && self.layers.exists(&chains[i]) {
                 say(progress, Some(&short), "Already exists", None);
+                if !self.content.exists(&desc.digest) {
+                    // The layer came with another blob (another compression,
+                    // or one since collected): fetch this image's own blob
+                    // so that save and push have it, without unpacking.
+                    fetch_only.push(desc.clone());
+                }
                 done[i] = Some(LayerBlob {
                     digest: desc.digest,
                     media_type: desc.media_type.clone(),
@@ -316,9 +325,28 @@ impl ImageService {
                 svc.pull_layer(repo, job, progress, lease_blobs).await
             });
         }
+        for desc in fetch_only {
+            let svc = self.clone();
+            let repo = repo.clone();
+            let hold = lease_holder(lease);
+            set.spawn(async move {
+                svc.fetch_blob(&repo, &desc, &hold).await?;
+                Ok(Done {
+                    index: usize::MAX,
+                    blob: LayerBlob {
+                        digest: desc.digest,
+                        media_type: desc.media_type,
+                        size: desc.size,
+                        diff_id: DiffId(desc.digest),
+                        tar_size: 0,
+                    },
+                })
+            });
+        }
         let mut first_err: Option<Error> = None;
         while let Some(r) = set.join_next().await {
             match r {
+                Ok(Ok(d)) if d.index == usize::MAX => {}
                 Ok(Ok(d)) => done[d.index] = Some(d.blob),
                 Ok(Err(e)) => {
                     if first_err.is_none() {
@@ -380,6 +408,53 @@ impl ImageService {
             updated: true,
             reference: familiar(&full_ref),
         })
+    }
+
+    /// Download a blob into the content store only, verified.
+    async fn fetch_blob(
+        &self,
+        repo: &Repository,
+        desc: &berth_distribution::Descriptor,
+        hold: &LeaseHolder,
+    ) -> Result<()> {
+        let digest = desc.digest;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+        let content = self.content.clone();
+        let hold2 = hold.clone();
+        let writer = tokio::task::spawn_blocking(move || -> Result<()> {
+            let mut reader = ChunkReader {
+                rx,
+                cur: Bytes::new(),
+            };
+            let mut ingest = content.ingest()?;
+            io::copy(&mut reader, &mut ingest)?;
+            ingest.commit_with(Some(&digest), |d| hold2.blob(d))?;
+            Ok(())
+        });
+        let mut stream = repo.blob(&digest, Some(desc.size));
+        let mut err = None;
+        loop {
+            match stream.chunk().await {
+                Ok(Some(b)) => {
+                    if tx.send(b).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    err = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let w = writer
+            .await
+            .map_err(|e| Error::internal(format!("blob task failed: {e}")))?;
+        if let Some(e) = err {
+            return Err(e);
+        }
+        w
     }
 
     /// Verify a staged layer against its blob digest and diff ID, move it

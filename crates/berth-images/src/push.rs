@@ -93,6 +93,7 @@ impl ImageService {
             None,
         );
         let repo = registry.repository(&rf.name, opts.auth.clone(), true)?;
+        repo.ping().await?;
         let lease = self.leases.create(Duration::from_secs(3600));
         let mut results = Vec::new();
         for (tg, rec) in targets {
@@ -296,16 +297,15 @@ impl ImageService {
                 return Ok(c);
             }
             let mut location = None;
-            for from in mounts {
+            // Each refused mount opens an upload session: try a few sources
+            // and upload into the last session.
+            for from in mounts.iter().take(3) {
                 match repo.mount_blob(&c.digest, from).await? {
                     UploadOutcome::Mounted => {
                         say(progress, Some(id), &format!("Mounted from {from}"), None);
                         return Ok(c);
                     }
-                    UploadOutcome::Started(loc) => {
-                        location = Some(loc);
-                        break;
-                    }
+                    UploadOutcome::Started(loc) => location = Some(loc),
                 }
             }
             let location = match location {

@@ -16,6 +16,17 @@ pub struct DaemonConfig {
     pub exec_root: Option<PathBuf>,
     #[serde(default)]
     pub debug: bool,
+    /// Docker Hub mirrors.
+    #[serde(default)]
+    pub registry_mirrors: Vec<String>,
+    /// Registries reached without verified TLS (`host[:port]` or CIDR).
+    #[serde(default)]
+    pub insecure_registries: Vec<String>,
+    pub max_concurrent_downloads: Option<usize>,
+    pub max_concurrent_uploads: Option<usize>,
+    /// berth's own: where per-registry certificates and hosts.toml live
+    /// (default `/etc/berth/certs.d`).
+    pub registry_certs_dir: Option<PathBuf>,
     /// Keys berth does not know yet are kept, so a Docker daemon.json loads.
     #[serde(flatten)]
     pub other: serde_json::Map<String, serde_json::Value>,
@@ -39,5 +50,26 @@ impl DaemonConfig {
             tracing::warn!(key = %k, "daemon.json: key not supported by berth yet, ignored");
         }
         Ok(cfg)
+    }
+}
+
+impl DaemonConfig {
+    /// The registry client's settings.
+    pub fn registry(&self) -> berth_images::distribution::RegistryConfig {
+        let mut r = berth_images::distribution::RegistryConfig {
+            mirrors: self.registry_mirrors.clone(),
+            insecure: self.insecure_registries.clone(),
+            ..Default::default()
+        };
+        if let Some(n) = self.max_concurrent_downloads.filter(|n| *n > 0) {
+            r.max_concurrent_downloads = n;
+        }
+        if let Some(n) = self.max_concurrent_uploads.filter(|n| *n > 0) {
+            r.max_concurrent_uploads = n;
+        }
+        if let Some(d) = &self.registry_certs_dir {
+            r.certs_dir = d.clone();
+        }
+        r
     }
 }
