@@ -22,6 +22,7 @@ pub mod daemon;
 pub mod dockerd;
 pub mod fixtures;
 pub mod http;
+pub mod registry;
 pub mod run;
 pub mod store;
 pub mod text;
@@ -31,6 +32,7 @@ use std::path::{Path, PathBuf};
 pub use daemon::Daemon;
 pub use dockerd::Dockerd;
 pub use http::Response;
+pub use registry::Registry;
 pub use run::Run;
 pub use store::{StoreState, chain_ids};
 

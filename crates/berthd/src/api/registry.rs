@@ -103,6 +103,15 @@ where
             }
         }
     };
+    let Some(first) = first else {
+        // Every sender is gone without a message: the operation ended.
+        let r = done_rx
+            .await
+            .unwrap_or_else(|_| Err(Error::internal("operation ended unexpectedly")));
+        r?;
+        return Ok(([(header::CONTENT_TYPE, "application/json")], Vec::<u8>::new()).into_response());
+    };
+    let first = Some(first);
     let stream = futures_util::stream::unfold(
         (first, rx, Some(done_rx)),
         |(first, mut rx, done)| async move {

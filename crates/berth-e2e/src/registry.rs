@@ -1,0 +1,207 @@
+//! A real registry for pull/push tests: Debian's `docker-registry` (the
+//! reference distribution registry) on 127.0.0.1 with an ephemeral port,
+//! its own storage and a generated config, optionally with htpasswd basic
+//! auth. Images get into it with skopeo (a real client).
+//!
+//! ```text
+//! /tmp/berth-e2e-reg-XXXXXX/
+//!   config.yml   storage/   htpasswd   registry.log
+//! ```
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::run::Run;
+
+pub const DOCKER_REGISTRY: &str = "/usr/bin/docker-registry";
+pub const SKOPEO: &str = "/usr/bin/skopeo";
+
+/// A running registry; dropping it kills it and removes its directory.
+pub struct Registry {
+    dir: Option<TempDir>,
+    /// `127.0.0.1:<port>`.
+    pub addr: String,
+    pub storage: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    /// Basic-auth credentials, when the registry wants them.
+    pub creds: Option<(String, String)>,
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released for the registry).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+/// One plain HTTP request to `addr`; returns the status code.
+pub fn http_status(addr: &str, method: &str, path: &str, auth: Option<&str>) -> Option<u16> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(a) = auth {
+        req.push_str(&format!("Authorization: {a}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).ok()?;
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    text.split_whitespace().nth(1)?.parse().ok()
+}
+
+impl Registry {
+    /// Starts an open registry; `None` (with a message) when
+    /// docker-registry or skopeo is missing.
+    pub fn start() -> Option<Registry> {
+        Registry::start_with(None)
+    }
+
+    /// Starts a registry that wants basic auth with `user`/`password`.
+    pub fn start_htpasswd(user: &str, password: &str) -> Option<Registry> {
+        Registry::start_with(Some((user, password)))
+    }
+
+    fn start_with(creds: Option<(&str, &str)>) -> Option<Registry> {
+        for bin in [DOCKER_REGISTRY, SKOPEO] {
+            if !Path::new(bin).is_file() {
+                eprintln!("SKIPPED: {bin} is not installed (scripts/install-deps)");
+                return None;
+            }
+        }
+        let dir = crate::short_tempdir("berth-e2e-reg-");
+        let base = dir.path().to_path_buf();
+        let storage = base.join("storage");
+        std::fs::create_dir(&storage).expect("create registry storage");
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut auth = String::new();
+        if let Some((u, p)) = creds {
+            let hash = bcrypt::hash(p, 5).expect("bcrypt");
+            let ht = base.join("htpasswd");
+            std::fs::write(&ht, format!("{u}:{hash}\n")).expect("write htpasswd");
+            auth = format!(
+                "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+                ht.display()
+            );
+        }
+        let config = format!(
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth}",
+            storage.display()
+        );
+        let cfg = base.join("config.yml");
+        std::fs::write(&cfg, config).expect("write registry config");
+        let log = base.join("registry.log");
+        let logf = std::fs::File::create(&log).expect("create registry log");
+        let child = Command::new(DOCKER_REGISTRY)
+            .arg("serve")
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().expect("dup log"))
+            .stderr(logf)
+            .spawn()
+            .expect("spawn docker-registry");
+        let reg = Registry {
+            dir: Some(dir),
+            addr,
+            storage,
+            log,
+            child: Some(child),
+            creds: creds.map(|(u, p)| (u.to_string(), p.to_string())),
+        };
+        let up = crate::wait_for(Duration::from_secs(20), || {
+            http_status(&reg.addr, "GET", "/v2/", None).map(|_| ())
+        });
+        assert!(
+            up.is_some(),
+            "docker-registry did not answer on {}; log:\n{}",
+            reg.addr,
+            reg.log_text()
+        );
+        Some(reg)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `127.0.0.1:<port>/<name>`.
+    pub fn name(&self, repo: &str) -> String {
+        format!("{}/{repo}", self.addr)
+    }
+
+    /// The file the registry serves a blob from.
+    pub fn blob_data(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        self.storage
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
+    /// Runs skopeo with the registry's credentials and no TLS.
+    pub fn skopeo<I, S>(&self, args: I) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut cmd = Command::new(SKOPEO);
+        cmd.arg("--insecure-policy").args(args);
+        Run::exec(cmd, None)
+    }
+
+    fn creds_args(&self, flag: &str) -> Vec<String> {
+        match &self.creds {
+            Some((u, p)) => vec![flag.to_string(), format!("{u}:{p}")],
+            None => vec![],
+        }
+    }
+
+    /// Pushes a docker-save archive's image as `repo:tag` with skopeo.
+    #[track_caller]
+    pub fn push_archive(&self, archive: &Path, repo_tag: &str) {
+        let mut args = vec![
+            "copy".to_string(),
+            "--dest-tls-verify=false".into(),
+            "--retry-times=2".into(),
+        ];
+        args.extend(self.creds_args("--dest-creds"));
+        args.push(format!("docker-archive:{}", archive.display()));
+        args.push(format!("docker://{}/{repo_tag}", self.addr));
+        self.skopeo(&args).ok();
+    }
+
+    /// `skopeo inspect --raw` of `repo:tag`: the manifest bytes.
+    #[track_caller]
+    pub fn raw_manifest(&self, repo_tag: &str) -> Vec<u8> {
+        let mut args = vec!["inspect".to_string(), "--raw".into(), "--tls-verify=false".into()];
+        args.extend(self.creds_args("--creds"));
+        args.push(format!("docker://{}/{repo_tag}", self.addr));
+        self.skopeo(&args).ok().as_bytes().to_vec()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- registry log ----\n{}", self.log_text());
+        }
+        if let Some(dir) = self.dir.take()
+            && crate::keep_tempdirs()
+        {
+            eprintln!("kept {}", dir.keep().display());
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! berthd as a registry client, against the reference registry
+//! (`docker-registry`) started per test on 127.0.0.1: pull with the berth
+//! CLI and the docker CLI from what skopeo pushed, push from berthd and
+//! pull back into a fresh berthd, basic auth and `login`, a tampered blob,
+//! a crash in the middle of a pull.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use berth_e2e::fixtures::{busybox, diff_ids, id_of, legacy_archive, multilayer, short};
+use berth_e2e::{Daemon, Registry, require_root};
+use sha2::{Digest as _, Sha256};
+
+fn sha256(b: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(b)))
+}
+
+/// A registry holding busybox as `busybox:latest`; the manifest's digest.
+fn registry_with_busybox(d: &Daemon, reg: &Registry) -> String {
+    let a = d.write("bb.tar", &legacy_archive(&[(busybox(), &["busybox:latest"])]));
+    reg.push_archive(&a, "busybox:latest");
+    sha256(&reg.raw_manifest("busybox:latest"))
+}
+
+#[test]
+fn berth_pull_shows_docker_progress_and_then_is_up_to_date() {
+    require_root!();
+    let Some(reg) = Registry::start() else { return };
+    let d = Daemon::start();
+    let digest = registry_with_busybox(&d, &reg);
+    let name = reg.name("busybox");
+    let out = d.berth(["pull", &name]);
+    let lines = out.lines();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&reg.raw_manifest("busybox:latest")).unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_string();
+    let l = short(&layer);
+    assert_eq!(
+        lines,
+        vec![
+            "Using default tag: latest".to_string(),
+            "latest: Pulling from busybox".into(),
+            format!("{l}: Pulling fs layer"),
+            format!("{l}: Verifying Checksum"),
+            format!("{l}: Download complete"),
+            format!("{l}: Pull complete"),
+            format!("Digest: {digest}"),
+            format!("Status: Downloaded newer image for {name}:latest"),
+            format!("{name}:latest"),
+        ],
+        "{out}"
+    );
+    let img = d.inspect(&name);
+    assert_eq!(img["Id"], id_of(busybox()));
+    assert_eq!(img["RepoDigests"][0], format!("{name}@{digest}"));
+    assert_eq!(
+        img["RootFS"]["Layers"],
+        serde_json::json!(diff_ids(busybox()))
+    );
+    d.assert_no_garbage();
+
+    let again = d.berth(["pull", "-q", &name]);
+    assert_eq!(again.ok().trim(), format!("{name}:latest"));
+    let again = d.berth(["pull", &name]);
+    assert!(
+        again
+            .ok()
+            .contains(&format!("Status: Image is up to date for {name}:latest")),
+        "{again}"
+    );
+    // by digest, through the API: the same image, recorded under the digest
+    let by_digest = d.berth(["pull", &format!("{name}@{digest}")]);
+    assert!(by_digest.ok().contains(&format!("Digest: {digest}")), "{by_digest}");
+    assert_eq!(d.image_ids(), vec![id_of(busybox())]);
+    d.assert_no_garbage();
+}
+
+#[test]
+fn docker_cli_pulls_and_runs_from_a_registry() {
+    require_root!();
+    let Some(reg) = Registry::start() else { return };
+    let d = Daemon::start();
+    let digest = registry_with_busybox(&d, &reg);
+    let name = reg.name("busybox:latest");
+    let out = d.docker(["pull", &name]);
+    let text = out.ok();
+    assert!(text.contains("latest: Pulling from busybox"), "{out}");
+    assert!(text.contains(&format!("Digest: {digest}")), "{out}");
+    assert!(
+        text.contains(&format!("Status: Downloaded newer image for {name}")),
+        "{out}"
+    );
+    assert_eq!(
+        d.docker(["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"])
+            .ok()
+            .trim(),
+        format!("{name} {}", short(&id_of(busybox())))
+    );
+    let run = d.docker(["run", "--rm", &name, "echo", "pulled-and-ran"]);
+    assert_eq!(run.ok().trim(), "pulled-and-ran");
+    let again = d.docker(["pull", &name]);
+    assert!(
+        again
+            .ok()
+            .contains(&format!("Status: Image is up to date for {name}")),
+        "{again}"
+    );
+    // an unknown tag: the registry's error, as an HTTP error
+    let missing = d.docker(["pull", &reg.name("busybox:nope")]);
+    assert!(
+        missing.fails().contains("manifest unknown"),
+        "{missing}"
+    );
+    d.assert_no_garbage();
+}
+
+#[test]
+fn push_from_berthd_then_pull_into_a_fresh_berthd() {
+    require_root!();
+    let Some(reg) = Registry::start() else { return };
+    let d1 = Daemon::start();
+    let id = d1.load_multilayer();
+    let name = reg.name("team/multilayer:v1");
+    d1.berth(["tag", "multilayer:latest", &name]).ok();
+    let out = d1.berth(["push", &name]);
+    let text = out.ok();
+    assert!(
+        text.starts_with(&format!(
+            "The push refers to repository [{}]",
+            reg.name("team/multilayer")
+        )),
+        "{out}"
+    );
+    let n_layers = multilayer().layers.len();
+    assert_eq!(text.matches(": Pushed").count(), n_layers, "{out}");
+    // the digest printed is what the registry serves
+    let manifest = reg.raw_manifest("team/multilayer:v1");
+    let digest = sha256(&manifest);
+    assert!(
+        text.contains(&format!("v1: digest: {digest} size: {}", manifest.len())),
+        "{out}"
+    );
+    // a second push finds every layer there
+    let again = d1.berth(["push", &name]);
+    assert_eq!(
+        again.ok().matches(": Layer already exists").count(),
+        n_layers,
+        "{again}"
+    );
+    // docker push of the same image to another repository mounts the blobs
+    let other = reg.name("other/ml:v2");
+    d1.berth(["tag", "multilayer:latest", &other]).ok();
+    let mounted = d1.docker(["push", &other]);
+    assert_eq!(
+        mounted.ok().matches(": Mounted from team/multilayer").count(),
+        n_layers,
+        "{mounted}"
+    );
+
+    let d2 = Daemon::start();
+    let pulled = d2.docker(["pull", &name]);
+    assert!(pulled.ok().contains(&format!("Digest: {digest}")), "{pulled}");
+    let img = d2.inspect(&name);
+    assert_eq!(img["Id"], id);
+    assert_eq!(
+        img["RootFS"]["Layers"],
+        serde_json::json!(diff_ids(multilayer()))
+    );
+    d2.assert_no_garbage();
+    d1.assert_no_garbage();
+}
+
+#[test]
+fn basic_auth_login_and_logout() {
+    require_root!();
+    let Some(reg) = Registry::start_htpasswd("alice", "s3cret") else {
+        return;
+    };
+    let d = Daemon::start();
+    registry_with_busybox(&d, &reg);
+    let name = reg.name("busybox:latest");
+    // no credentials: the registry says 401
+    let anon = d.berth(["pull", &name]);
+    assert!(anon.fails().contains("no basic auth credentials"), "{anon}");
+    // wrong password
+    let bad = d.berth_stdin(
+        ["login", "-u", "alice", "--password-stdin", &reg.addr],
+        b"wrong\n",
+    );
+    assert!(bad.fails().contains("401 Unauthorized"), "{bad}");
+    let config = d.path("docker-config/config.json");
+    assert!(!config.exists(), "a failed login stored something");
+    // right password: stored docker's way, mode 0600
+    let good = d.berth_stdin(
+        ["login", "-u", "alice", "--password-stdin", &reg.addr],
+        b"s3cret\n",
+    );
+    assert_eq!(good.ok().trim(), "Login Succeeded", "{good}");
+    let mode = std::fs::metadata(&config).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    assert_eq!(cfg["auths"][&reg.addr]["auth"], "YWxpY2U6czNjcmV0");
+    d.berth(["pull", "-q", &name]).ok();
+    assert_eq!(d.image_ids(), vec![id_of(busybox())]);
+    // the docker CLI logs in through POST /auth and sends X-Registry-Auth
+    d.api_remove_all();
+    let dl = d.docker_stdin(
+        ["login", "-u", "alice", "--password-stdin", &reg.addr],
+        b"s3cret\n",
+    );
+    assert!(dl.ok().contains("Login Succeeded"), "{dl}");
+    d.docker(["pull", "-q", &name]).ok();
+    let bad = d.docker_stdin(
+        ["login", "-u", "alice", "--password-stdin", &reg.addr],
+        b"nope\n",
+    );
+    assert!(bad.fails().contains("401 Unauthorized"), "{bad}");
+    // push needs the credentials too
+    d.berth(["tag", &name, &reg.name("pushed:1")]).ok();
+    d.berth(["push", &reg.name("pushed:1")]).ok();
+    let out = d.berth(["logout", &reg.addr]);
+    assert_eq!(
+        out.ok().trim(),
+        format!("Removing login credentials for {}", reg.addr)
+    );
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    assert!(cfg["auths"].get(&reg.addr).is_none(), "{cfg}");
+    assert!(d.berth(["push", &reg.name("pushed:1")]).fails().contains("no basic auth credentials"));
+}
+
+#[test]
+fn a_tampered_blob_is_refused_and_nothing_is_stored() {
+    require_root!();
+    let Some(reg) = Registry::start() else { return };
+    let d = Daemon::start();
+    registry_with_busybox(&d, &reg);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&reg.raw_manifest("busybox:latest")).unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_string();
+    let data = reg.blob_data(&layer);
+    let mut bytes = std::fs::read(&data).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&data, &bytes).unwrap();
+    let out = d.berth(["pull", &reg.name("busybox")]);
+    let err = out.fails();
+    assert!(
+        err.contains(&format!(
+            "filesystem layer verification failed for digest {layer}"
+        )),
+        "{out}"
+    );
+    assert!(d.image_ids().is_empty());
+    let st = d.store();
+    assert!(st.layers.is_empty(), "{st:?}");
+    assert!(st.tmp.is_empty(), "{st:?}");
+    assert!(
+        !st.blobs.contains(layer.strip_prefix("sha256:").unwrap()),
+        "the tampered blob was stored: {st:?}"
+    );
+    // the docker CLI shows the same error
+    let out = d.docker(["pull", &reg.name("busybox")]);
+    assert!(out.fails().contains("verification failed"), "{out}");
+}
+
+#[test]
+fn a_crash_mid_pull_leaves_a_store_berthd_starts_on() {
+    require_root!();
+    let Some(reg) = Registry::start() else { return };
+    let mut d = Daemon::start();
+    let archive = d.path("big.tar");
+    {
+        let mut f = std::fs::File::create(&archive).unwrap();
+        berth_fixtures::write_big_image_docker_save(&mut f, 48, 3, 7, "big:latest").unwrap();
+    }
+    reg.push_archive(&archive, "big:latest");
+    let name = reg.name("big:latest");
+    let mut child = d
+        .docker_command(["pull", &name])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let tmp = d.root.join("tmp");
+    let busy = berth_e2e::wait_for(Duration::from_secs(60), || {
+        std::fs::read_dir(&tmp).ok().and_then(|rd| {
+            rd.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("unpack-"))
+                .then_some(())
+        })
+    });
+    assert!(busy.is_some(), "the pull never started unpacking");
+    d.kill9();
+    let _ = child.wait();
+    d.start_again();
+    assert!(d.image_ids().is_empty());
+    let st = d.store();
+    assert!(st.tmp.is_empty(), "{st:?}");
+    let out = d.docker(["pull", &name]);
+    assert!(
+        out.ok()
+            .contains(&format!("Status: Downloaded newer image for {name}")),
+        "{out}"
+    );
+    d.assert_no_garbage();
+}
