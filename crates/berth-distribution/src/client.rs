@@ -144,7 +144,10 @@ async fn registry_error(resp: Response, what: &str) -> Error {
                 status_text(status)
             )
         } else {
-            format!("unexpected status from {what} request to {url}: {} ({t})", status_text(status))
+            format!(
+                "unexpected status from {what} request to {url}: {} ({t})",
+                status_text(status)
+            )
         }
     });
     Error::new(kind, text)
@@ -439,26 +442,33 @@ impl Client {
         if !resp.status().is_success() {
             let st = resp.status();
             let e = registry_error(resp, "token").await;
-            return Err(if st == StatusCode::UNAUTHORIZED || st == StatusCode::FORBIDDEN {
-                Error::new(
-                    ErrorKind::PermissionDenied,
-                    format!("{}: {}", "unauthorized", e.message.trim_start_matches("unauthorized: ")),
-                )
-            } else {
-                e
-            });
+            return Err(
+                if st == StatusCode::UNAUTHORIZED || st == StatusCode::FORBIDDEN {
+                    Error::new(
+                        ErrorKind::PermissionDenied,
+                        format!(
+                            "{}: {}",
+                            "unauthorized",
+                            e.message.trim_start_matches("unauthorized: ")
+                        ),
+                    )
+                } else {
+                    e
+                },
+            );
         }
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| transport(e, "read token"))?;
+        let body = resp.bytes().await.map_err(|e| transport(e, "read token"))?;
         let t: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
             Error::new(
                 ErrorKind::PermissionDenied,
                 format!("invalid token response from {realm}: {e}"),
             )
         })?;
-        let tok = if t.token.is_empty() { t.access_token } else { t.token };
+        let tok = if t.token.is_empty() {
+            t.access_token
+        } else {
+            t.token
+        };
         if tok.is_empty() {
             return Err(Error::new(
                 ErrorKind::PermissionDenied,
@@ -551,7 +561,12 @@ impl Repository {
     }
 
     fn auth_key(&self, ep: &Endpoint, scopes: &[String]) -> String {
-        format!("{}|{}|{}", ep.host, scopes.join(" "), self.inner.auth.username)
+        format!(
+            "{}|{}|{}",
+            ep.host,
+            scopes.join(" "),
+            self.inner.auth.username
+        )
     }
 
     /// Send one request to the active endpoint, authorising on a 401 and
@@ -820,7 +835,14 @@ impl Repository {
     pub async fn blob_exists(&self, digest: &Digest) -> Result<Option<u64>> {
         let path = format!("/v2/{}/blobs/{digest}", self.inner.path);
         let r = self
-            .send(Method::HEAD, &path, &[], ReqBody::None, &[self.scope(true)], true)
+            .send(
+                Method::HEAD,
+                &path,
+                &[],
+                ReqBody::None,
+                &[self.scope(true)],
+                true,
+            )
             .await?;
         match r.status() {
             s if s.is_success() => Ok(Some(r.content_length().unwrap_or(0))),
@@ -862,7 +884,14 @@ impl Repository {
     pub async fn start_upload(&self) -> Result<String> {
         let path = format!("/v2/{}/blobs/uploads/", self.inner.path);
         let r = self
-            .send(Method::POST, &path, &[], ReqBody::None, &[self.scope(true)], false)
+            .send(
+                Method::POST,
+                &path,
+                &[],
+                ReqBody::None,
+                &[self.scope(true)],
+                false,
+            )
             .await?;
         if r.status() != StatusCode::ACCEPTED {
             return Err(registry_error(r, "blob upload").await);
@@ -987,7 +1016,12 @@ impl Repository {
             if let Some(h) = client.cached_auth(&key) {
                 rb = rb.header(header::AUTHORIZATION, h);
             }
-            let (h2, s2, p2, f2) = (hasher.clone(), sent.clone(), progress.clone(), failed.clone());
+            let (h2, s2, p2, f2) = (
+                hasher.clone(),
+                sent.clone(),
+                progress.clone(),
+                failed.clone(),
+            );
             let count = move |b: &Bytes| {
                 h2.lock().unwrap().update(b);
                 let n = s2.fetch_add(b.len() as u64, Ordering::Relaxed) + b.len() as u64;
@@ -1082,7 +1116,14 @@ impl Repository {
         let mut next = Some(format!("/v2/{}/tags/list", self.inner.path));
         while let Some(p) = next.take() {
             let r = self
-                .send(Method::GET, &p, &[], ReqBody::None, &[self.scope(false)], true)
+                .send(
+                    Method::GET,
+                    &p,
+                    &[],
+                    ReqBody::None,
+                    &[self.scope(false)],
+                    true,
+                )
                 .await?;
             if !r.status().is_success() {
                 return Err(registry_error(r, "tags").await);
@@ -1096,7 +1137,12 @@ impl Repository {
                 .json_bytes()
                 .await
                 .map_err(|e| transport(e, "read tags"))?;
-            for t in v.get("tags").and_then(|t| t.as_array()).into_iter().flatten() {
+            for t in v
+                .get("tags")
+                .and_then(|t| t.as_array())
+                .into_iter()
+                .flatten()
+            {
                 if let Some(t) = t.as_str() {
                     out.push(t.to_string());
                 }
@@ -1195,11 +1241,11 @@ impl BlobStream {
     /// The next bytes of the blob, `None` at its end.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>> {
         loop {
-            if self.resp.is_none() {
-                if let Err(e) = self.open().await {
-                    self.fail(e).await?;
-                    continue;
-                }
+            if self.resp.is_none()
+                && let Err(e) = self.open().await
+            {
+                self.fail(e).await?;
+                continue;
             }
             let r = self.resp.as_mut().expect("opened");
             match r.chunk().await {
@@ -1256,11 +1302,17 @@ mod tests {
     #[test]
     fn locations() {
         assert_eq!(
-            absolute("http://h:5000/v2/a/blobs/uploads/", "/v2/a/blobs/uploads/x?s=1"),
+            absolute(
+                "http://h:5000/v2/a/blobs/uploads/",
+                "/v2/a/blobs/uploads/x?s=1"
+            ),
             "http://h:5000/v2/a/blobs/uploads/x?s=1"
         );
         assert_eq!(absolute("http://h/x", "https://o/y"), "https://o/y");
-        assert_eq!(with_query("http://h/u?a=1", "digest=x"), "http://h/u?a=1&digest=x");
+        assert_eq!(
+            with_query("http://h/u?a=1", "digest=x"),
+            "http://h/u?a=1&digest=x"
+        );
         assert_eq!(enc("sha256:ab/c d"), "sha256%3Aab%2Fc%20d");
     }
 

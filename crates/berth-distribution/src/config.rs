@@ -109,9 +109,14 @@ fn split_url(url: &str) -> Result<(String, String)> {
     }
     let host = rest.split('/').next().unwrap_or("").to_string();
     if host.is_empty() {
-        return Err(Error::invalid(format!("invalid registry URL {url:?}: no host")));
+        return Err(Error::invalid(format!(
+            "invalid registry URL {url:?}: no host"
+        )));
     }
-    let url = url.trim_end_matches('/').trim_end_matches("/v2").to_string();
+    let url = url
+        .trim_end_matches('/')
+        .trim_end_matches("/v2")
+        .to_string();
     Ok((url, host))
 }
 
@@ -258,9 +263,10 @@ impl RegistryConfig {
         }
         let origin = match &hf.server {
             Some(s) => split_url(s)?,
-            None if domain == DOCKER_HUB => {
-                (format!("https://{DOCKER_HUB_API}"), DOCKER_HUB_API.to_string())
-            }
+            None if domain == DOCKER_HUB => (
+                format!("https://{DOCKER_HUB_API}"),
+                DOCKER_HUB_API.to_string(),
+            ),
             None => (format!("https://{domain}"), domain.to_string()),
         };
         let insecure = self.is_insecure(&origin.1);
@@ -350,7 +356,11 @@ ca = ["/x/ca.crt"]
         let urls: Vec<&str> = eps.iter().map(|e| e.url.as_str()).collect();
         assert_eq!(
             urls,
-            ["http://127.0.0.1:5001", "https://b.example", "https://quay.io"]
+            [
+                "http://127.0.0.1:5001",
+                "https://b.example",
+                "https://quay.io"
+            ]
         );
         assert!(eps[0].pull && !eps[0].push);
         assert!(eps[1].skip_verify && eps[1].push);

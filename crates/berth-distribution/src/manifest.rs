@@ -179,7 +179,7 @@ struct Index {
 /// A document fetched by manifest URL.
 #[derive(Clone, Debug)]
 pub enum ManifestKind {
-    Image(Manifest),
+    Image(Box<Manifest>),
     /// A manifest list or OCI index.
     Index(Vec<Descriptor>),
 }
@@ -231,7 +231,7 @@ pub fn parse_manifest(content_type: &str, body: &[u8]) -> Result<ManifestKind> {
                 )));
             }
         }
-        Ok(ManifestKind::Image(m))
+        Ok(ManifestKind::Image(Box::new(m)))
     } else {
         Err(Error::invalid(format!(
             "unsupported manifest media type {}",
@@ -274,16 +274,17 @@ mod tests {
             ManifestKind::Index(l) => {
                 assert_eq!(l.len(), 1);
                 assert!(select_platform(&l, &Platform::parse("linux/arm64").unwrap()).is_some());
-                assert!(
-                    select_platform(&l, &Platform::parse("linux/arm64/v8").unwrap()).is_some()
-                );
+                assert!(select_platform(&l, &Platform::parse("linux/arm64/v8").unwrap()).is_some());
                 assert!(select_platform(&l, &Platform::parse("linux/amd64").unwrap()).is_none());
             }
             _ => panic!("not an index"),
         }
         let bad_layer = m.replace(media::DOCKER_LAYER, "application/x-foo");
         let e = parse_manifest("", bad_layer.as_bytes()).unwrap_err();
-        assert!(e.message.contains("unsupported media type application/x-foo"));
+        assert!(
+            e.message
+                .contains("unsupported media type application/x-foo")
+        );
         let e = parse_manifest("application/x-other", b"{\"schemaVersion\":2}").unwrap_err();
         assert!(e.message.contains("unsupported manifest media type"), "{e}");
         assert!(parse_manifest("", br#"{"schemaVersion":1,"fsLayers":[]}"#).is_err());

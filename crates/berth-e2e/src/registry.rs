@@ -182,7 +182,11 @@ impl Registry {
     /// `skopeo inspect --raw` of `repo:tag`: the manifest bytes.
     #[track_caller]
     pub fn raw_manifest(&self, repo_tag: &str) -> Vec<u8> {
-        let mut args = vec!["inspect".to_string(), "--raw".into(), "--tls-verify=false".into()];
+        let mut args = vec![
+            "inspect".to_string(),
+            "--raw".into(),
+            "--tls-verify=false".into(),
+        ];
         args.extend(self.creds_args("--creds"));
         args.push(format!("docker://{}/{repo_tag}", self.addr));
         self.skopeo(&args).ok().as_bytes().to_vec()

@@ -17,7 +17,10 @@ fn sha256(b: &[u8]) -> String {
 
 /// A registry holding busybox as `busybox:latest`; the manifest's digest.
 fn registry_with_busybox(d: &Daemon, reg: &Registry) -> String {
-    let a = d.write("bb.tar", &legacy_archive(&[(busybox(), &["busybox:latest"])]));
+    let a = d.write(
+        "bb.tar",
+        &legacy_archive(&[(busybox(), &["busybox:latest"])]),
+    );
     reg.push_archive(&a, "busybox:latest");
     sha256(&reg.raw_manifest("busybox:latest"))
 }
@@ -33,7 +36,10 @@ fn berth_pull_shows_docker_progress_and_then_is_up_to_date() {
     let lines = out.lines();
     let manifest: serde_json::Value =
         serde_json::from_slice(&reg.raw_manifest("busybox:latest")).unwrap();
-    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_string();
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let l = short(&layer);
     assert_eq!(
         lines,
@@ -70,7 +76,10 @@ fn berth_pull_shows_docker_progress_and_then_is_up_to_date() {
     );
     // by digest, through the API: the same image, recorded under the digest
     let by_digest = d.berth(["pull", &format!("{name}@{digest}")]);
-    assert!(by_digest.ok().contains(&format!("Digest: {digest}")), "{by_digest}");
+    assert!(
+        by_digest.ok().contains(&format!("Digest: {digest}")),
+        "{by_digest}"
+    );
     assert_eq!(d.image_ids(), vec![id_of(busybox())]);
     d.assert_no_garbage();
 }
@@ -107,10 +116,7 @@ fn docker_cli_pulls_and_runs_from_a_registry() {
     );
     // an unknown tag: the registry's error, as an HTTP error
     let missing = d.docker(["pull", &reg.name("busybox:nope")]);
-    assert!(
-        missing.fails().contains("manifest unknown"),
-        "{missing}"
-    );
+    assert!(missing.fails().contains("manifest unknown"), "{missing}");
     d.assert_no_garbage();
 }
 
@@ -152,14 +158,20 @@ fn push_from_berthd_then_pull_into_a_fresh_berthd() {
     d1.berth(["tag", "multilayer:latest", &other]).ok();
     let mounted = d1.docker(["push", &other]);
     assert_eq!(
-        mounted.ok().matches(": Mounted from team/multilayer").count(),
+        mounted
+            .ok()
+            .matches(": Mounted from team/multilayer")
+            .count(),
         n_layers,
         "{mounted}"
     );
 
     let d2 = Daemon::start();
     let pulled = d2.docker(["pull", &name]);
-    assert!(pulled.ok().contains(&format!("Digest: {digest}")), "{pulled}");
+    assert!(
+        pulled.ok().contains(&format!("Digest: {digest}")),
+        "{pulled}"
+    );
     let img = d2.inspect(&name);
     assert_eq!(img["Id"], id);
     assert_eq!(
@@ -198,8 +210,7 @@ fn basic_auth_login_and_logout() {
     assert_eq!(good.ok().trim(), "Login Succeeded", "{good}");
     let mode = std::fs::metadata(&config).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    let cfg: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
     assert_eq!(cfg["auths"][&reg.addr]["auth"], "YWxpY2U6czNjcmV0");
     d.berth(["pull", "-q", &name]).ok();
     assert_eq!(d.image_ids(), vec![id_of(busybox())]);
@@ -224,10 +235,13 @@ fn basic_auth_login_and_logout() {
         out.ok().trim(),
         format!("Removing login credentials for {}", reg.addr)
     );
-    let cfg: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
     assert!(cfg["auths"].get(&reg.addr).is_none(), "{cfg}");
-    assert!(d.berth(["push", &reg.name("pushed:1")]).fails().contains("no basic auth credentials"));
+    assert!(
+        d.berth(["push", &reg.name("pushed:1")])
+            .fails()
+            .contains("no basic auth credentials")
+    );
 }
 
 #[test]
@@ -238,7 +252,10 @@ fn a_tampered_blob_is_refused_and_nothing_is_stored() {
     registry_with_busybox(&d, &reg);
     let manifest: serde_json::Value =
         serde_json::from_slice(&reg.raw_manifest("busybox:latest")).unwrap();
-    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_string();
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let data = reg.blob_data(&layer);
     let mut bytes = std::fs::read(&data).unwrap();
     let mid = bytes.len() / 2;

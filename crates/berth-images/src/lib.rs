@@ -27,14 +27,14 @@ use berth_content::ContentStore;
 use berth_metadata::{ImageRecord, MetaRead, MetaStore};
 use berth_types::{ChainId, DiffId, Digest, Error, ErrorKind, Reference, Result};
 
+pub use berth_distribution as distribution;
 pub use config::{History, ImageConfig, now_rfc3339};
 pub use import::ImportOptions;
 pub use layers::LayerStore;
 pub use leases::{Lease, LeaseHandle, Leases};
+pub use load::{LoadProgress, LoadedImage, host_arch};
 pub use pull::{InFlight, Progress, ProgressFn, PullOptions, PullResult};
 pub use push::{PushOptions, PushResult};
-pub use berth_distribution as distribution;
-pub use load::{LoadProgress, LoadedImage, host_arch};
 
 /// Largest JSON document (config, manifest, index) berth reads.
 pub const MAX_JSON: u64 = 4 << 20;

@@ -31,7 +31,7 @@ use berth_metadata::{LayerBlob, LayerRecord, MetaRead};
 use berth_types::{ChainId, DiffId, Digest, Error, ErrorKind, Reference, Result};
 use bytes::Bytes;
 
-use crate::{ImageConfig, ImageService, Lease, MAX_JSON, familiar};
+use crate::{ImageConfig, ImageService, Lease, LeaseHandle, MAX_JSON, familiar};
 
 /// How long what a failed pull verified stays for a retry.
 const KEEP_AFTER_FAILURE: Duration = Duration::from_secs(600);
@@ -179,7 +179,7 @@ impl ImageService {
         };
         let top = repo.get_manifest(&target).await?;
         let manifest = match parse_manifest(&top.media_type, &top.bytes)? {
-            ManifestKind::Image(m) => m,
+            ManifestKind::Image(m) => *m,
             ManifestKind::Index(list) => {
                 let d = select_platform(&list, &want_platform).ok_or_else(|| {
                     Error::not_found(format!(
@@ -189,7 +189,7 @@ impl ImageService {
                 })?;
                 let m = repo.get_manifest(&d.digest.to_string()).await?;
                 match parse_manifest(&m.media_type, &m.bytes)? {
-                    ManifestKind::Image(m) => m,
+                    ManifestKind::Image(m) => *m,
                     ManifestKind::Index(_) => {
                         return Err(Error::invalid(format!(
                             "manifest list entry {} is itself a manifest list",
@@ -319,7 +319,7 @@ impl ImageService {
             let repo = repo.clone();
             let sem = sem.clone();
             let progress = progress.clone();
-            let lease_blobs = lease_holder(lease);
+            let lease_blobs = lease.handle();
             set.spawn(async move {
                 let _permit = sem.acquire_owned().await.expect("semaphore open");
                 svc.pull_layer(repo, job, progress, lease_blobs).await
@@ -328,7 +328,7 @@ impl ImageService {
         for desc in fetch_only {
             let svc = self.clone();
             let repo = repo.clone();
-            let hold = lease_holder(lease);
+            let hold = lease.handle();
             set.spawn(async move {
                 svc.fetch_blob(&repo, &desc, &hold).await?;
                 Ok(Done {
@@ -415,7 +415,7 @@ impl ImageService {
         &self,
         repo: &Repository,
         desc: &berth_distribution::Descriptor,
-        hold: &LeaseHolder,
+        hold: &LeaseHandle,
     ) -> Result<()> {
         let digest = desc.digest;
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
@@ -428,7 +428,7 @@ impl ImageService {
             };
             let mut ingest = content.ingest()?;
             io::copy(&mut reader, &mut ingest)?;
-            ingest.commit_with(Some(&digest), |d| hold2.blob(d))?;
+            ingest.commit_with(Some(&digest), |d| hold2.hold_blob(d))?;
             Ok(())
         });
         let mut stream = repo.blob(&digest, Some(desc.size));
@@ -497,7 +497,7 @@ impl ImageService {
         repo: Repository,
         job: Job,
         progress: ProgressFn,
-        hold: LeaseHolder,
+        hold: LeaseHandle,
     ) -> Result<Done> {
         let digest = job.desc.digest;
         let short = digest.short();
@@ -515,7 +515,12 @@ impl ImageService {
             _ => e.context(format!("layer {short}")),
         })?;
         if !existed {
-            say(&progress, Some(&short), "Extracting", Some((job.desc.size, job.desc.size)));
+            say(
+                &progress,
+                Some(&short),
+                "Extracting",
+                Some((job.desc.size, job.desc.size)),
+            );
         }
         say(&progress, Some(&short), "Pull complete", None);
         Ok(Done {
@@ -536,7 +541,7 @@ impl ImageService {
         repo: Repository,
         job: &Job,
         progress: &ProgressFn,
-        hold: &LeaseHolder,
+        hold: &LeaseHandle,
     ) -> Result<(u64, bool)> {
         let digest = job.desc.digest;
         let short = digest.short();
@@ -571,7 +576,7 @@ impl ImageService {
             let mut ingest = svc.content.ingest()?;
             let staged = svc.layers.stage_tee(reader, &mut ingest)?;
             let (got, _) = ingest
-                .commit_with(Some(&digest), |d| hold2.blob(d))
+                .commit_with(Some(&digest), |d| hold2.hold_blob(d))
                 .map_err(|e| {
                     Error::invalid(format!(
                         "filesystem layer verification failed for digest {digest}: {}",
@@ -579,7 +584,7 @@ impl ImageService {
                     ))
                 })?;
             let staged = staged?;
-            hold2.layer(&chain);
+            hold2.hold_layer(&chain);
             let (_, tar) = svc.commit_layer(staged, got, want, chain, parent)?;
             Ok(tar)
         });
@@ -617,31 +622,6 @@ impl ImageService {
         say(progress, Some(&short), "Download complete", None);
         Ok((tar, false))
     }
-}
-
-/// What the layer tasks hold through the pull's lease.
-#[derive(Clone)]
-struct LeaseHolder(Arc<dyn Fn(Option<&Digest>, Option<&ChainId>) + Send + Sync>);
-
-impl LeaseHolder {
-    fn blob(&self, d: &Digest) {
-        (self.0)(Some(d), None)
-    }
-    fn layer(&self, c: &ChainId) {
-        (self.0)(None, Some(c))
-    }
-}
-
-fn lease_holder(lease: &Lease) -> LeaseHolder {
-    let h = lease.handle();
-    LeaseHolder(Arc::new(move |d, c| {
-        if let Some(d) = d {
-            h.hold_blob(d);
-        }
-        if let Some(c) = c {
-            h.hold_layer(c);
-        }
-    }))
 }
 
 /// `docker.io/library/busybox` → `busybox`.

@@ -59,11 +59,17 @@ impl ImageService {
         progress: ProgressFn,
     ) -> Result<Vec<PushResult>> {
         let rf = Reference::parse(name)?;
-        let tag = opts.tag.clone().filter(|t| !t.is_empty()).or(rf.tag.clone());
+        let tag = opts
+            .tag
+            .clone()
+            .filter(|t| !t.is_empty())
+            .or(rf.tag.clone());
         let targets: Vec<(String, ImageRecord)> = self.meta.read(|r| {
             let mut out = Vec::new();
             for (full, id) in r.tags()? {
-                let Ok(t) = Reference::parse(&full) else { continue };
+                let Ok(t) = Reference::parse(&full) else {
+                    continue;
+                };
                 if t.name != rf.name || t.digest.is_some() {
                     continue;
                 }
@@ -347,9 +353,16 @@ impl ImageService {
             let mut r = BufReader::with_capacity(READ_CHUNK, f);
             let c = detect_compression(&mut r)?;
             let tar = decompress(r, c)?;
-            let mut counted = Counted { inner: tar, n: read2 };
+            let mut counted = Counted {
+                inner: tar,
+                n: read2,
+            };
             let ingest = svc.content.ingest()?;
-            let out = Tee { ingest, tx, buf: Vec::with_capacity(READ_CHUNK) };
+            let out = Tee {
+                ingest,
+                tx,
+                buf: Vec::with_capacity(READ_CHUNK),
+            };
             let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
             std::io::copy(&mut counted, &mut gz)?;
             let mut out = gz.finish()?;
@@ -369,7 +382,9 @@ impl ImageService {
                 say(&p, Some(&pid), "Pushing", Some((n, total)));
             }
         });
-        let up = repo.upload(location, PushSource::Stream(rx), None, cb).await;
+        let up = repo
+            .upload(location, PushSource::Stream(rx), None, cb)
+            .await;
         let made = compressor
             .await
             .map_err(|e| Error::internal(format!("compress task failed: {e}")))?;
@@ -457,9 +472,9 @@ impl Write for Tee {
                 &mut self.buf,
                 Vec::with_capacity(READ_CHUNK),
             ));
-            self.tx
-                .blocking_send(Ok(b))
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "upload stopped"))?;
+            self.tx.blocking_send(Ok(b)).map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "upload stopped")
+            })?;
         }
         self.ingest.flush()
     }

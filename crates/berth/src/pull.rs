@@ -170,7 +170,15 @@ pub async fn pull(c: &Client, a: PullArgs) -> Result<()> {
     }
     let tty = stdout.is_terminal();
     if a.quiet {
-        do_pull(c, &rf, a.all_tags, a.platform.as_deref(), &mut std::io::sink(), false).await?;
+        do_pull(
+            c,
+            &rf,
+            a.all_tags,
+            a.platform.as_deref(),
+            &mut std::io::sink(),
+            false,
+        )
+        .await?;
     } else {
         let mut out = stdout.lock();
         do_pull(c, &rf, a.all_tags, a.platform.as_deref(), &mut out, tty).await?;
@@ -206,11 +214,7 @@ pub async fn push(c: &Client, a: PushArgs) -> Result<()> {
         }
     }
     let tag = rf.tag.clone().unwrap_or_default();
-    let path = format!(
-        "/images/{}/push?tag={}",
-        rf.familiar_name(),
-        enc(&tag)
-    );
+    let path = format!("/images/{}/push?tag={}", rf.familiar_name(), enc(&tag));
     let auth = registry::header_for(rf.domain())?;
     let resp = c
         .request_with_headers(Method::POST, &path, empty(), &[("X-Registry-Auth", &auth)])

@@ -242,9 +242,7 @@ fn store(key: &str, c: &Creds) -> Result<()> {
     };
     entry.insert(
         "auth".into(),
-        json!(
-            base64::engine::general_purpose::STANDARD.encode(format!("{}:{pass}", c.username))
-        ),
+        json!(base64::engine::general_purpose::STANDARD.encode(format!("{}:{pass}", c.username))),
     );
     if !c.identity_token.is_empty() {
         entry.insert("identitytoken".into(), json!(c.identity_token));
@@ -373,7 +371,11 @@ pub async fn login(c: &Client, a: LoginArgs) -> Result<()> {
     let token = resp["IdentityToken"].as_str().unwrap_or("").to_string();
     let creds = Creds {
         username,
-        password: if token.is_empty() { password } else { String::new() },
+        password: if token.is_empty() {
+            password
+        } else {
+            String::new()
+        },
         identity_token: token,
     };
     store(&key, &creds)?;
@@ -383,10 +385,7 @@ pub async fn login(c: &Client, a: LoginArgs) -> Result<()> {
             config_path().display()
         );
     }
-    println!(
-        "{}",
-        resp["Status"].as_str().unwrap_or("Login Succeeded")
-    );
+    println!("{}", resp["Status"].as_str().unwrap_or("Login Succeeded"));
     Ok(())
 }
 

@@ -109,7 +109,11 @@ where
             .await
             .unwrap_or_else(|_| Err(Error::internal("operation ended unexpectedly")));
         r?;
-        return Ok(([(header::CONTENT_TYPE, "application/json")], Vec::<u8>::new()).into_response());
+        return Ok((
+            [(header::CONTENT_TYPE, "application/json")],
+            Vec::<u8>::new(),
+        )
+            .into_response());
     };
     let first = Some(first);
     let stream = futures_util::stream::unfold(
@@ -147,7 +151,10 @@ fn attrs(name: &str) -> BTreeMap<String, String> {
 pub async fn pull(st: AppState, q: Query, headers: HeaderMap) -> ApiResult<Response> {
     let from = q.get("fromImage").unwrap_or("").to_string();
     let tag = q.get("tag").unwrap_or("").to_string();
-    let platform = q.get("platform").map(str::to_string).filter(|p| !p.is_empty());
+    let platform = q
+        .get("platform")
+        .map(str::to_string)
+        .filter(|p| !p.is_empty());
     if let Some(p) = &platform {
         Platform::parse(p)?;
     }
