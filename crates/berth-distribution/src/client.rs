@@ -153,6 +153,24 @@ async fn registry_error(resp: Response, what: &str) -> Error {
     Error::new(kind, text)
 }
 
+/// A TLS handshake that failed on the protocol level (a plain HTTP server,
+/// a bad certificate): retrying cannot help, the next endpoint might.
+fn tls_failure(e: &reqwest::Error) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = src {
+        if s.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::InvalidData
+        {
+            return true;
+        }
+        src = s.source();
+    }
+    false
+}
+
 fn status_text(s: StatusCode) -> String {
     format!("{} {}", s.as_u16(), s.canonical_reason().unwrap_or(""))
 }
@@ -618,7 +636,11 @@ impl Repository {
             let res = rb.send().await;
             let max = if idempotent { client.retry.attempts } else { 1 };
             match res {
-                Err(e) if attempt < max && (e.is_connect() || e.is_timeout() || e.is_request()) => {
+                Err(e)
+                    if attempt < max
+                        && !tls_failure(&e)
+                        && (e.is_connect() || e.is_timeout() || e.is_request()) =>
+                {
                     tracing::debug!(error = %e, attempt, "{what}: retrying");
                     tokio::time::sleep(client.retry.delay(attempt)).await;
                 }
@@ -1190,6 +1212,7 @@ impl BlobStream {
         if self.offset > 0 {
             headers.push(("Range", format!("bytes={}-", self.offset)));
         }
+        // One attempt: this stream's own retry loop resumes from `offset`.
         let r = self
             .repo
             .send(
@@ -1198,7 +1221,7 @@ impl BlobStream {
                 &headers,
                 ReqBody::None,
                 &[self.repo.scope(false)],
-                true,
+                false,
             )
             .await?;
         match r.status() {

@@ -209,3 +209,170 @@ impl Drop for Registry {
         }
     }
 }
+
+/// A fault-injecting HTTP proxy in front of a registry, for one blob:
+/// every request is forwarded on its own upstream connection (with
+/// `Connection: close`, so one response per connection); a `GET` of the
+/// target blob without `Range` is cut after `cut_after` bytes of the
+/// response (`cut_after = 0`: the connection is dropped before any), while
+/// the fault is armed. Requests seen are recorded.
+pub struct FaultProxy {
+    /// `127.0.0.1:<port>`, to use instead of the registry's address.
+    pub addr: String,
+    state: std::sync::Arc<ProxyState>,
+}
+
+struct ProxyState {
+    upstream: String,
+    target: std::sync::Mutex<String>,
+    cut_after: usize,
+    /// Faults left to inject (`usize::MAX`: until healed).
+    faults: std::sync::atomic::AtomicUsize,
+    requests: std::sync::Mutex<Vec<String>>,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+impl FaultProxy {
+    /// Cuts the first `faults` un-ranged downloads of blob `target`.
+    pub fn start(upstream: &str, target: &str, cut_after: usize, faults: usize) -> FaultProxy {
+        use std::sync::Arc;
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let addr = l.local_addr().expect("proxy address").to_string();
+        let state = Arc::new(ProxyState {
+            upstream: upstream.to_string(),
+            target: std::sync::Mutex::new(target.to_string()),
+            cut_after,
+            faults: std::sync::atomic::AtomicUsize::new(faults),
+            requests: std::sync::Mutex::new(Vec::new()),
+            stop: std::sync::atomic::AtomicBool::new(false),
+        });
+        let st = state.clone();
+        l.set_nonblocking(true).expect("nonblocking listener");
+        std::thread::spawn(move || {
+            while !st.stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((c, _)) => {
+                        let st = st.clone();
+                        let _ = c.set_nonblocking(false);
+                        std::thread::spawn(move || proxy_conn(c, &st));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        FaultProxy { addr, state }
+    }
+
+    /// Stop injecting faults.
+    pub fn heal(&self) {
+        self.state
+            .faults
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Request lines (and a `Range` header, if any) seen so far.
+    pub fn requests(&self) -> Vec<String> {
+        self.state.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.state
+            .stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn read_head(c: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match c.read(&mut b) {
+            Ok(1) => head.push(b[0]),
+            _ => return None,
+        }
+        if head == [0x16] {
+            // A TLS ClientHello: answer as Go's HTTP server does.
+            let _ = c.write_all(
+                b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n",
+            );
+            return None;
+        }
+        if head.len() > 64 << 10 {
+            return None;
+        }
+    }
+    Some(head)
+}
+
+fn proxy_conn(mut client: TcpStream, st: &ProxyState) {
+    use std::sync::atomic::Ordering;
+    let _ = client.set_read_timeout(Some(Duration::from_secs(60)));
+    while let Some(head) = read_head(&mut client) {
+        let text = String::from_utf8_lossy(&head).into_owned();
+        let mut lines = text.split("\r\n");
+        let request_line = lines.next().unwrap_or("").to_string();
+        let mut out = format!("{request_line}\r\n");
+        let mut range = None;
+        let mut body_len = 0usize;
+        for h in lines.filter(|l| !l.is_empty()) {
+            let lower = h.to_ascii_lowercase();
+            if lower.starts_with("connection:") {
+                continue;
+            }
+            if lower.starts_with("range:") {
+                range = Some(h.to_string());
+            }
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                body_len = v.trim().parse().unwrap_or(0);
+            }
+            out.push_str(h);
+            out.push_str("\r\n");
+        }
+        out.push_str("Connection: close\r\n\r\n");
+        let mut body = vec![0u8; body_len];
+        if client.read_exact(&mut body).is_err() {
+            return;
+        }
+        st.requests.lock().unwrap().push(match &range {
+            Some(r) => format!("{request_line} [{r}]"),
+            None => request_line.clone(),
+        });
+        let target = st.target.lock().unwrap().clone();
+        let faulty = request_line.starts_with("GET ")
+            && request_line.contains(&format!("/blobs/{target}"))
+            && range.is_none()
+            && st
+                .faults
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        let Ok(mut up) = TcpStream::connect(&st.upstream) else {
+            return;
+        };
+        if up.write_all(out.as_bytes()).is_err() || up.write_all(&body).is_err() {
+            return;
+        }
+        let mut sent = 0usize;
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = match up.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let n = if faulty {
+                n.min(st.cut_after.saturating_sub(sent))
+            } else {
+                n
+            };
+            if n > 0 && client.write_all(&buf[..n]).is_err() {
+                return;
+            }
+            sent += n;
+            if faulty && sent >= st.cut_after {
+                let _ = client.shutdown(std::net::Shutdown::Both);
+                return;
+            }
+        }
+    }
+}

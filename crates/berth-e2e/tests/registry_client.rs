@@ -8,6 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use berth_e2e::fixtures::{busybox, diff_ids, id_of, legacy_archive, multilayer, short};
+use berth_e2e::registry::FaultProxy;
 use berth_e2e::{Daemon, Registry, require_root};
 use sha2::{Digest as _, Sha256};
 
@@ -321,5 +322,83 @@ fn a_crash_mid_pull_leaves_a_store_berthd_starts_on() {
             .contains(&format!("Status: Downloaded newer image for {name}")),
         "{out}"
     );
+    d.assert_no_garbage();
+}
+
+fn layer_digests(reg: &Registry, repo_tag: &str) -> Vec<String> {
+    let m: serde_json::Value = serde_json::from_slice(&reg.raw_manifest(repo_tag)).unwrap();
+    m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn an_interrupted_blob_download_resumes_with_range() {
+    require_root!();
+    let Some(reg) = Registry::start() else { return };
+    let d = Daemon::start();
+    registry_with_busybox(&d, &reg);
+    let layer = layer_digests(&reg, "busybox:latest").remove(0);
+    let proxy = FaultProxy::start(&reg.addr, &layer, 100_000, 1);
+    let name = format!("{}/busybox:latest", proxy.addr);
+    let out = d.berth(["pull", &name]);
+    assert!(
+        out.ok()
+            .contains(&format!("Status: Downloaded newer image for {name}")),
+        "{out}"
+    );
+    let gets: Vec<String> = proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("GET ") && r.contains(&layer))
+        .collect();
+    assert_eq!(gets.len(), 2, "{gets:?}");
+    assert!(!gets[0].contains("Range"), "{gets:?}");
+    let start: u64 = gets[1]
+        .split("bytes=")
+        .nth(1)
+        .and_then(|r| r.trim_end_matches(['-', ']']).parse().ok())
+        .unwrap_or_else(|| panic!("second request is not a resume: {gets:?}"));
+    assert!(start > 0 && start < 100_000, "{gets:?}");
+    assert_eq!(d.inspect(&name)["Id"], id_of(busybox()));
+    d.assert_no_garbage();
+}
+
+#[test]
+fn a_registry_failing_mid_pull_fails_cleanly_and_the_retry_reuses_what_was_verified() {
+    require_root!();
+    let Some(reg) = Registry::start() else { return };
+    let d = Daemon::start();
+    let a = d.write(
+        "ml.tar",
+        &legacy_archive(&[(multilayer(), &["multilayer:latest"])]),
+    );
+    reg.push_archive(&a, "multilayer:latest");
+    let layers = layer_digests(&reg, "multilayer:latest");
+    let target = layers.last().unwrap().clone();
+    let proxy = FaultProxy::start(&reg.addr, &target, 0, usize::MAX);
+    let name = format!("{}/multilayer:latest", proxy.addr);
+    let out = d.berth(["pull", &name]);
+    let err = out.fails();
+    assert!(err.contains(&format!("download blob {target}")), "{out}");
+    assert!(d.image_ids().is_empty());
+    assert!(d.store().tmp.is_empty());
+    proxy.heal();
+    let out = d.berth(["pull", &name]);
+    let text = out.ok();
+    let others = layers.len() - 1;
+    assert_eq!(text.matches(": Already exists").count(), others, "{out}");
+    for l in &layers[..others] {
+        let n = proxy
+            .requests()
+            .iter()
+            .filter(|r| r.starts_with("GET ") && r.contains(l.as_str()))
+            .count();
+        assert_eq!(n, 1, "layer {l} was downloaded {n} times");
+    }
+    assert_eq!(d.inspect(&name)["Id"], id_of(multilayer()));
     d.assert_no_garbage();
 }
