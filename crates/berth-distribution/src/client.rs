@@ -128,6 +128,11 @@ async fn registry_error(resp: Response, what: &str) -> Error {
                 })
                 .collect();
             (!parts.is_empty()).then(|| parts.join(", "))
+        })
+        .or_else(|| {
+            // token servers (Docker Hub's) answer {"details": "..."}
+            let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+            v.get("details")?.as_str().map(String::from)
         });
     let kind = match status {
         StatusCode::NOT_FOUND => ErrorKind::NotFound,

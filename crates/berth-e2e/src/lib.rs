@@ -26,6 +26,7 @@ pub mod registry;
 pub mod run;
 pub mod store;
 pub mod text;
+pub mod token;
 
 use std::path::{Path, PathBuf};
 

@@ -69,7 +69,21 @@ impl Registry {
         Registry::start_with(Some((user, password)))
     }
 
+    /// Starts a registry whose auth is Docker's token protocol, tokens
+    /// from `tokens`; `user`/`password` are what skopeo pushes with.
+    pub fn start_token(
+        tokens: &crate::token::TokenServer,
+        user: &str,
+        password: &str,
+    ) -> Option<Registry> {
+        Registry::start_config(Some(tokens.registry_auth_yaml()), Some((user, password)))
+    }
+
     fn start_with(creds: Option<(&str, &str)>) -> Option<Registry> {
+        Registry::start_config(None, creds)
+    }
+
+    fn start_config(auth_yaml: Option<String>, creds: Option<(&str, &str)>) -> Option<Registry> {
         for bin in [DOCKER_REGISTRY, SKOPEO] {
             if !Path::new(bin).is_file() {
                 eprintln!("SKIPPED: {bin} is not installed (scripts/install-deps)");
@@ -82,8 +96,8 @@ impl Registry {
         std::fs::create_dir(&storage).expect("create registry storage");
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
-        let mut auth = String::new();
-        if let Some((u, p)) = creds {
+        let mut auth = auth_yaml.clone().unwrap_or_default();
+        if let Some((u, p)) = creds.filter(|_| auth_yaml.is_none()) {
             let hash = bcrypt::hash(p, 5).expect("bcrypt");
             let ht = base.join("htpasswd");
             std::fs::write(&ht, format!("{u}:{hash}\n")).expect("write htpasswd");

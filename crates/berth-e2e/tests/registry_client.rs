@@ -106,6 +106,23 @@ fn docker_cli_pulls_and_runs_from_a_registry() {
             .trim(),
         format!("{name} {}", short(&id_of(busybox())))
     );
+    let until = (berth_e2e::unix_now() + 1).to_string();
+    let ev = d.docker([
+        "events",
+        "--since",
+        "0",
+        "--until",
+        &until,
+        "--filter",
+        "type=image",
+        "--format",
+        "{{.Action}} {{.Actor.ID}} {{.Actor.Attributes.name}}",
+    ]);
+    assert!(
+        ev.ok()
+            .contains(&format!("pull {name} {}", reg.name("busybox"))),
+        "{ev}"
+    );
     let run = d.docker(["run", "--rm", &name, "echo", "pulled-and-ran"]);
     assert_eq!(run.ok().trim(), "pulled-and-ran");
     let again = d.docker(["pull", &name]);
@@ -400,5 +417,154 @@ fn a_registry_failing_mid_pull_fails_cleanly_and_the_retry_reuses_what_was_verif
         assert_eq!(n, 1, "layer {l} was downloaded {n} times");
     }
     assert_eq!(d.inspect(&name)["Id"], id_of(multilayer()));
+    d.assert_no_garbage();
+}
+
+#[test]
+fn bearer_token_flow_with_a_token_server() {
+    require_root!();
+    let d = Daemon::start();
+    let tokens = berth_e2e::token::TokenServer::start(d.dir(), "bob", "hunter2");
+    let Some(reg) = Registry::start_token(&tokens, "bob", "hunter2") else {
+        return;
+    };
+    registry_with_busybox(&d, &reg);
+    let name = reg.name("busybox:latest");
+    // anonymous: the token server refuses
+    let anon = d.berth(["pull", &name]);
+    assert!(anon.fails().contains("authentication required"), "{anon}");
+    let bad = d.berth_stdin(
+        ["login", "-u", "bob", "--password-stdin", &reg.addr],
+        b"wrong\n",
+    );
+    assert!(
+        bad.fails().contains("incorrect username or password"),
+        "{bad}"
+    );
+    let good = d.berth_stdin(
+        ["login", "-u", "bob", "--password-stdin", &reg.addr],
+        b"hunter2\n",
+    );
+    assert_eq!(good.ok().trim(), "Login Succeeded", "{good}");
+    let before = tokens.issued();
+    let out = d.berth(["pull", &name]);
+    assert!(
+        out.ok()
+            .contains(&format!("Status: Downloaded newer image for {name}")),
+        "{out}"
+    );
+    // one token for the pull scope, cached across the manifest, config and layer requests
+    assert_eq!(tokens.issued() - before, 1);
+    assert!(
+        tokens
+            .scopes()
+            .contains(&"repository:busybox:pull".to_string()),
+        "{:?}",
+        tokens.scopes()
+    );
+    // push asks for pull,push
+    d.berth(["tag", &name, &reg.name("mine/bb:1")]).ok();
+    let pushed = d.berth(["push", &reg.name("mine/bb:1")]);
+    assert!(pushed.ok().contains("1: digest: sha256:"), "{pushed}");
+    assert!(
+        tokens
+            .scopes()
+            .contains(&"repository:mine/bb:pull,push".to_string()),
+        "{:?}",
+        tokens.scopes()
+    );
+    d.assert_no_garbage();
+}
+
+/// An OCI layout directory whose `index.json` names (`multi`) an index of
+/// busybox for the host's platform and a small image for linux/arm64/v8.
+fn write_multi_platform_layout(dir: &std::path::Path) -> (String, String) {
+    use berth_e2e::fixtures::small;
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |b: &[u8]| -> String {
+        let d = sha256(b);
+        std::fs::write(blobs.join(&d[7..]), b).unwrap();
+        d
+    };
+    let host = berth_fixtures::host_architecture();
+    let mut entries = Vec::new();
+    for (img, arch, variant) in [(busybox(), host, None), (small(), "arm64", Some("v8"))] {
+        for (_, bytes, _) in &img.blobs {
+            put(bytes);
+        }
+        let md = put(&img.manifest_json);
+        let mut platform = serde_json::json!({"architecture": arch, "os": "linux"});
+        if let Some(v) = variant {
+            platform["variant"] = serde_json::json!(v);
+        }
+        entries.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": md, "size": img.manifest_json.len(), "platform": platform,
+        }));
+    }
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries,
+    }))
+    .unwrap();
+    let ix = put(&index);
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "digest": ix, "size": index.len(),
+                "annotations": {"org.opencontainers.image.ref.name": "multi"},
+            }],
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    (ix, id_of(small()))
+}
+
+#[test]
+fn a_multi_platform_index_resolves_to_the_host_or_the_asked_platform() {
+    require_root!();
+    let Some(reg) = Registry::start() else { return };
+    let d = Daemon::start();
+    let layout = d.path("multi-layout");
+    let (index_digest, arm_id) = write_multi_platform_layout(&layout);
+    reg.skopeo([
+        "copy".to_string(),
+        "--all".into(),
+        "--dest-tls-verify=false".into(),
+        format!("oci:{}:multi", layout.display()),
+        format!("docker://{}/multi:1", reg.addr),
+    ])
+    .ok();
+    assert_eq!(sha256(&reg.raw_manifest("multi:1")), index_digest);
+    let name = reg.name("multi:1");
+    let out = d.berth(["pull", &name]);
+    assert!(
+        out.ok().contains(&format!("Digest: {index_digest}")),
+        "{out}"
+    );
+    assert_eq!(d.inspect(&name)["Id"], id_of(busybox()));
+    let out = d.docker(["pull", "--platform", "linux/arm64", &name]);
+    assert!(
+        out.ok()
+            .contains(&format!("Status: Downloaded newer image for {name}")),
+        "{out}"
+    );
+    assert_eq!(d.inspect(&name)["Id"], arm_id);
+    let none = d.berth(["pull", "--platform", "linux/s390x", &name]);
+    assert!(
+        none.fails()
+            .contains("no matching manifest for linux/s390x in the manifest list entries"),
+        "{none}"
+    );
+    let dist = d.get_json(&format!("/distribution/{name}/json"));
+    assert_eq!(dist["Descriptor"]["digest"], index_digest);
+    assert_eq!(dist["Platforms"].as_array().unwrap().len(), 2, "{dist}");
     d.assert_no_garbage();
 }

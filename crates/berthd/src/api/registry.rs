@@ -143,8 +143,13 @@ where
         .into_response())
 }
 
-fn attrs(name: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([("name".to_string(), name.to_string())])
+/// dockerd's image event attributes: `name` is the familiar repository
+/// name of the reference (`busybox` for `busybox:latest`).
+fn attrs(reference: &str) -> BTreeMap<String, String> {
+    let name = Reference::parse(reference)
+        .map(|r| r.familiar_name())
+        .unwrap_or_else(|_| reference.to_string());
+    BTreeMap::from([("name".to_string(), name)])
 }
 
 /// `POST /images/create?fromImage=…&tag=…&platform=…`.
