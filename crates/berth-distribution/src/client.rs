@@ -623,6 +623,10 @@ impl Repository {
                 m => m,
             }
         );
+        // A connection that cannot be made falls through to the next
+        // endpoint at once (an insecure registry's HTTPS attempt before
+        // HTTP, a mirror that is down) instead of being retried here.
+        let can_fall = self.inner.active.load(Ordering::Relaxed) + 1 < self.inner.endpoints.len();
         let mut authorized_once = false;
         let mut attempt = 0;
         loop {
@@ -644,6 +648,7 @@ impl Repository {
                 Err(e)
                     if attempt < max
                         && !tls_failure(&e)
+                        && !(can_fall && e.is_connect())
                         && (e.is_connect() || e.is_timeout() || e.is_request()) =>
                 {
                     tracing::debug!(error = %e, attempt, "{what}: retrying");
