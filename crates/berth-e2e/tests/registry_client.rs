@@ -568,3 +568,70 @@ fn a_multi_platform_index_resolves_to_the_host_or_the_asked_platform() {
     assert_eq!(dist["Platforms"].as_array().unwrap().len(), 2, "{dist}");
     d.assert_no_garbage();
 }
+
+#[test]
+fn credential_helpers_store_and_supply_credentials() {
+    require_root!();
+    let Some(reg) = Registry::start_htpasswd("carol", "pa55") else {
+        return;
+    };
+    let d = Daemon::start();
+    registry_with_busybox(&d, &reg);
+    // docker-credential-berthtest: a helper keeping secrets in files
+    let bin = d.path("helper-bin");
+    let store = d.path("helper-store");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&store).unwrap();
+    let helper = bin.join("docker-credential-berthtest");
+    std::fs::write(
+        &helper,
+        format!(
+            r#"#!/bin/sh
+s={store}
+case "$1" in
+  store) j=$(cat); k=$(printf %s "$j" | sed 's/.*"ServerURL":"\([^"]*\)".*/\1/' | tr '/:' '__'); printf %s "$j" > "$s/$k" ;;
+  get) k=$(cat | tr '/:' '__'); [ -f "$s/$k" ] || {{ echo "credentials not found in native keychain"; exit 1; }}; cat "$s/$k" ;;
+  erase) k=$(cat | tr '/:' '__'); rm -f "$s/$k" ;;
+esac
+"#,
+            store = store.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = d.path("docker-config/config.json");
+    std::fs::write(
+        &config,
+        format!(r#"{{"credHelpers": {{"{}": "berthtest"}}}}"#, reg.addr),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let berth = |args: &[&str], input: Option<&[u8]>| {
+        let mut cmd = d.berth_command(args);
+        cmd.env("PATH", &path);
+        berth_e2e::Run::exec(cmd, input)
+    };
+    let login = berth(
+        &["login", "-u", "carol", "--password-stdin", &reg.addr],
+        Some(b"pa55\n"),
+    );
+    assert_eq!(login.ok().trim(), "Login Succeeded", "{login}");
+    let kept = std::fs::read_to_string(store.join(reg.addr.replace(':', "_"))).unwrap();
+    assert!(kept.contains(r#""Secret":"pa55""#), "{kept}");
+    let cfg = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        !cfg.contains("pa55"),
+        "the secret went to config.json: {cfg}"
+    );
+    let pulled = berth(&["pull", "-q", &reg.name("busybox:latest")], None);
+    assert_eq!(pulled.ok().trim(), reg.name("busybox:latest"));
+    berth(&["logout", &reg.addr], None).ok();
+    assert!(!store.join(reg.addr.replace(':', "_")).exists());
+    d.api_remove_all();
+    let anon = berth(&["pull", "-q", &reg.name("busybox:latest")], None);
+    assert!(anon.fails().contains("no basic auth credentials"), "{anon}");
+}
