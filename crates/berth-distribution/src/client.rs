@@ -1144,6 +1144,11 @@ impl Repository {
     /// Every tag of the repository (`GET /v2/<name>/tags/list`, following
     /// `Link` pages).
     pub async fn tags(&self) -> Result<Vec<String>> {
+        self.with_fallback(|repo| async move { repo.tags_here().await })
+            .await
+    }
+
+    async fn tags_here(&self) -> Result<Vec<String>> {
         let mut out = Vec::new();
         let mut next = Some(format!("/v2/{}/tags/list", self.inner.path));
         while let Some(p) = next.take() {

@@ -82,6 +82,15 @@ fn berth_pull_shows_docker_progress_and_then_is_up_to_date() {
         "{by_digest}"
     );
     assert_eq!(d.image_ids(), vec![id_of(busybox())]);
+    // --all-tags: every tag of the repository
+    let a = d.path("bb.tar");
+    reg.push_archive(&a, "busybox:second");
+    let all = d.berth(["pull", "-a", &name]);
+    let text = all.ok();
+    assert!(text.contains("second: Pulling from busybox"), "{all}");
+    assert!(text.ends_with(&format!("{name}\n")), "{all}");
+    let tags = d.berth(["images", "--format", "{{.Tag}}", &name]);
+    assert_eq!(tags.lines(), vec!["latest", "second"], "{tags}");
     d.assert_no_garbage();
 }
 
