@@ -238,6 +238,9 @@ pub struct FaultProxy {
 
 struct ProxyState {
     upstream: String,
+    /// (path substring, new body): responses to GETs of matching paths get
+    /// this body instead (headers kept, `Content-Length` fixed).
+    rewrite: std::sync::Mutex<Option<(String, Vec<u8>, bool)>>,
     target: std::sync::Mutex<String>,
     cut_after: usize,
     /// Faults left to inject (`usize::MAX`: until healed).
@@ -254,6 +257,7 @@ impl FaultProxy {
         let addr = l.local_addr().expect("proxy address").to_string();
         let state = Arc::new(ProxyState {
             upstream: upstream.to_string(),
+            rewrite: std::sync::Mutex::new(None),
             target: std::sync::Mutex::new(target.to_string()),
             cut_after,
             faults: std::sync::atomic::AtomicUsize::new(faults),
@@ -277,8 +281,18 @@ impl FaultProxy {
         FaultProxy { addr, state }
     }
 
+    /// Serve `body` for every `GET` whose path contains `path`: a manifest
+    /// swapped on the way. With `fix_digest` the `Docker-Content-Digest`
+    /// header says the new body's digest (a registry serving a bad
+    /// document), else the registry's header stays (a body changed in
+    /// transit).
+    pub fn rewrite(&self, path: &str, body: Vec<u8>, fix_digest: bool) {
+        *self.state.rewrite.lock().unwrap() = Some((path.to_string(), body, fix_digest));
+    }
+
     /// Stop injecting faults.
     pub fn heal(&self) {
+        *self.state.rewrite.lock().unwrap() = None;
         self.state
             .faults
             .store(0, std::sync::atomic::Ordering::Relaxed);
@@ -366,6 +380,40 @@ fn proxy_conn(mut client: TcpStream, st: &ProxyState) {
         };
         if up.write_all(out.as_bytes()).is_err() || up.write_all(&body).is_err() {
             return;
+        }
+        let rewrite = st.rewrite.lock().unwrap().clone().filter(|(p, _, _)| {
+            request_line.starts_with("GET ") && request_line.contains(p.as_str())
+        });
+        if let Some((_, new_body, fix_digest)) = rewrite {
+            let mut resp = Vec::new();
+            let _ = up.read_to_end(&mut resp);
+            let split = resp
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .unwrap_or(resp.len());
+            let head = String::from_utf8_lossy(&resp[..split]).into_owned();
+            let mut out = String::new();
+            for l in head.split("\r\n") {
+                let lower = l.to_ascii_lowercase();
+                if lower.starts_with("content-length:") {
+                    continue;
+                }
+                if fix_digest && lower.starts_with("docker-content-digest:") {
+                    use sha2::Digest as _;
+                    out.push_str(&format!(
+                        "Docker-Content-Digest: sha256:{}\r\n",
+                        hex::encode(sha2::Sha256::digest(&new_body))
+                    ));
+                    continue;
+                }
+                out.push_str(l);
+                out.push_str("\r\n");
+            }
+            out.push_str(&format!("Content-Length: {}\r\n\r\n", new_body.len()));
+            if client.write_all(out.as_bytes()).is_err() || client.write_all(&new_body).is_err() {
+                return;
+            }
+            continue;
         }
         let mut sent = 0usize;
         let mut buf = vec![0u8; 64 << 10];

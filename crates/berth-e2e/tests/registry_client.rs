@@ -644,3 +644,80 @@ esac
     let anon = berth(&["pull", "-q", &reg.name("busybox:latest")], None);
     assert!(anon.fails().contains("no basic auth credentials"), "{anon}");
 }
+
+#[test]
+fn bad_manifests_are_refused_and_leave_nothing() {
+    require_root!();
+    let Some(reg) = Registry::start() else { return };
+    let d = Daemon::start();
+    let digest = registry_with_busybox(&d, &reg);
+    let original = reg.raw_manifest("busybox:latest");
+    let layer = layer_digests(&reg, "busybox:latest").remove(0);
+    // no fault armed: the blob target is one the pulls never reach
+    let proxy = FaultProxy::start(&reg.addr, "sha256:none", 0, 0);
+    let name = format!("{}/busybox", proxy.addr);
+    let check = |what: &str, body: Vec<u8>, fix_digest: bool, pull: &str, want: &str| {
+        proxy.rewrite("/manifests/", body, fix_digest);
+        let out = d.berth(["pull", pull]);
+        assert!(out.fails().contains(want), "{what}: {out}");
+        assert!(d.image_ids().is_empty(), "{what}");
+        let st = d.store();
+        assert!(st.layers.is_empty() && st.tmp.is_empty(), "{what}: {st:?}");
+    };
+    let text = String::from_utf8(original.clone()).unwrap();
+    // an unknown layer media type
+    let unknown = text.replacen(
+        "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        "application/x-berth-unknown",
+        1,
+    );
+    assert_ne!(unknown, text, "the manifest has a gzip layer");
+    check(
+        "unknown media type",
+        unknown.clone().into_bytes(),
+        true,
+        &format!("{name}:latest"),
+        "unsupported media type application/x-berth-unknown",
+    );
+    // the body changed under the registry's Docker-Content-Digest
+    let swapped = text.replacen("\"schemaVersion\": 2", "\"schemaVersion\":2", 1);
+    let swapped = if swapped == text {
+        text.replacen("\"schemaVersion\":2", "\"schemaVersion\": 2", 1)
+    } else {
+        swapped
+    };
+    check(
+        "digest header",
+        swapped.clone().into_bytes(),
+        false,
+        &format!("{name}:latest"),
+        "manifest verification failed",
+    );
+    // fetched by digest: the content must have that digest
+    check(
+        "digest reference",
+        swapped.into_bytes(),
+        true,
+        &format!("{name}@{digest}"),
+        &format!("manifest verification failed for digest {digest}"),
+    );
+    // over 4 MiB
+    let mut big = text.trim_end().trim_end_matches('}').to_string();
+    big.push_str(&format!(
+        ",\"annotations\":{{\"pad\":\"{}\"}}}}",
+        "x".repeat(5 << 20)
+    ));
+    check(
+        "over 4 MiB",
+        big.into_bytes(),
+        true,
+        &format!("{name}:latest"),
+        "over the limit of 4194304 bytes",
+    );
+    // healed: the same pull works, through the proxy
+    proxy.heal();
+    let ok = d.berth(["pull", "-q", &format!("{name}:latest")]);
+    assert_eq!(ok.ok().trim(), format!("{name}:latest"));
+    assert!(proxy.requests().iter().any(|r| r.contains(&layer)));
+    d.assert_no_garbage();
+}
