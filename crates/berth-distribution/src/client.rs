@@ -563,6 +563,10 @@ enum ReqBody {
 }
 
 impl Repository {
+    pub fn client(&self) -> &Arc<Client> {
+        &self.inner.client
+    }
+
     /// `library/busybox`.
     pub fn path(&self) -> &str {
         &self.inner.path

@@ -54,6 +54,9 @@ pub struct RegistryConfig {
     pub max_concurrent_uploads: usize,
     /// Upload chunk size in bytes; 0 streams each blob in one request.
     pub upload_chunk_size: u64,
+    /// How a push compresses layers stored uncompressed: `gzip` (Docker's
+    /// choice, the default) or `zstd`.
+    pub push_compression: String,
 }
 
 impl Default for RegistryConfig {
@@ -65,6 +68,7 @@ impl Default for RegistryConfig {
             max_concurrent_downloads: 3,
             max_concurrent_uploads: 5,
             upload_chunk_size: 0,
+            push_compression: "gzip".into(),
         }
     }
 }

@@ -721,3 +721,53 @@ fn bad_manifests_are_refused_and_leave_nothing() {
     assert!(proxy.requests().iter().any(|r| r.contains(&layer)));
     d.assert_no_garbage();
 }
+
+#[test]
+fn push_compression_zstd_makes_an_oci_manifest_that_pulls_back() {
+    require_root!();
+    let Some(reg) = Registry::start() else { return };
+    let mut d1 = Daemon::start();
+    d1.write("daemon.json", br#"{"push-compression": "zstd"}"#);
+    d1.restart();
+    let id = d1.load_multilayer();
+    let name = reg.name("zstd/ml:1");
+    d1.berth(["tag", "multilayer:latest", &name]).ok();
+    d1.berth(["push", &name]).ok();
+    let m: serde_json::Value = serde_json::from_slice(&reg.raw_manifest("zstd/ml:1")).unwrap();
+    assert_eq!(m["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    for l in m["layers"].as_array().unwrap() {
+        assert_eq!(
+            l["mediaType"], "application/vnd.oci.image.layer.v1.tar+zstd",
+            "{m}"
+        );
+    }
+    let d2 = Daemon::start();
+    d2.docker(["pull", "-q", &name]).ok();
+    assert_eq!(d2.inspect(&name)["Id"], id);
+    d2.assert_no_garbage();
+    d1.assert_no_garbage();
+}
+
+#[test]
+fn chunked_uploads_with_content_range() {
+    require_root!();
+    let Some(reg) = Registry::start() else { return };
+    let mut d = Daemon::start();
+    d.write("daemon.json", br#"{"upload-chunk-size": 65536}"#);
+    d.restart();
+    let id = d.load_busybox();
+    let name = reg.name("chunked:1");
+    d.berth(["tag", "busybox:latest", &name]).ok();
+    let out = d.berth(["push", &name]);
+    assert!(out.ok().contains(": Pushed"), "{out}");
+    // the registry saw several PATCHes for the layer
+    let patches = reg
+        .log_text()
+        .matches("\"PATCH /v2/chunked/blobs/uploads/")
+        .count();
+    assert!(patches > 4, "{patches} PATCH requests:\n{}", reg.log_text());
+    let d2 = Daemon::start();
+    d2.berth(["pull", "-q", &name]).ok();
+    assert_eq!(d2.inspect(&name)["Id"], id);
+    d2.assert_no_garbage();
+}

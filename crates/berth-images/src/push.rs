@@ -339,12 +339,14 @@ impl ImageService {
             say(progress, Some(id), "Pushed", None);
             return Ok(c);
         }
-        // Stored uncompressed: gzip it on the way, keeping the result.
+        // Stored uncompressed: compress it on the way (gzip, or zstd when
+        // configured), keeping the result.
         let src = self.any_blob_for(l)?;
         hold.hold_blob(&src);
         let location = repo.start_upload().await?;
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         let read = Arc::new(AtomicU64::new(0));
+        let zstd = registry_zstd(repo);
         let svc = self.clone();
         let read2 = read.clone();
         let hold2 = hold.clone();
@@ -363,9 +365,15 @@ impl ImageService {
                 tx,
                 buf: Vec::with_capacity(READ_CHUNK),
             };
-            let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
-            std::io::copy(&mut counted, &mut gz)?;
-            let mut out = gz.finish()?;
+            let mut out = if zstd {
+                let mut z = zstd::stream::write::Encoder::new(out, 3)?;
+                std::io::copy(&mut counted, &mut z)?;
+                z.finish()?
+            } else {
+                let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
+                std::io::copy(&mut counted, &mut gz)?;
+                gz.finish()?
+            };
             out.flush()?;
             let Tee { ingest, .. } = out;
             ingest.commit_with(None, |d| hold2.hold_blob(d))
@@ -398,12 +406,21 @@ impl ImageService {
         say(progress, Some(id), "Pushed", None);
         Ok(LayerBlob {
             digest,
-            media_type: layer_media_type(Compression::Gzip).to_string(),
+            media_type: layer_media_type(if zstd {
+                Compression::Zstd
+            } else {
+                Compression::Gzip
+            })
+            .to_string(),
             size,
             diff_id: l.diff_id,
             tar_size: l.tar_size,
         })
     }
+}
+
+fn registry_zstd(repo: &Repository) -> bool {
+    repo.client().config().push_compression == "zstd"
 }
 
 fn is_compressed(t: &str) -> bool {

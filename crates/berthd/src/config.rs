@@ -27,6 +27,10 @@ pub struct DaemonConfig {
     /// berth's own: where per-registry certificates and hosts.toml live
     /// (default `/etc/berth/certs.d`).
     pub registry_certs_dir: Option<PathBuf>,
+    /// berth's own: `gzip` (default) or `zstd` for layers a push compresses.
+    pub push_compression: Option<String>,
+    /// berth's own: upload chunk size in bytes (0: one streamed request per blob).
+    pub upload_chunk_size: Option<u64>,
     /// Keys berth does not know yet are kept, so a Docker daemon.json loads.
     #[serde(flatten)]
     pub other: serde_json::Map<String, serde_json::Value>,
@@ -55,7 +59,13 @@ impl DaemonConfig {
 
 impl DaemonConfig {
     /// The registry client's settings.
-    pub fn registry(&self) -> berth_images::distribution::RegistryConfig {
+    pub fn registry(&self) -> anyhow::Result<berth_images::distribution::RegistryConfig> {
+        if let Some(c) = &self.push_compression
+            && c != "gzip"
+            && c != "zstd"
+        {
+            anyhow::bail!("invalid push-compression {c:?}: gzip or zstd");
+        }
         let mut r = berth_images::distribution::RegistryConfig {
             mirrors: self.registry_mirrors.clone(),
             insecure: self.insecure_registries.clone(),
@@ -70,6 +80,12 @@ impl DaemonConfig {
         if let Some(d) = &self.registry_certs_dir {
             r.certs_dir = d.clone();
         }
-        r
+        if let Some(c) = &self.push_compression {
+            r.push_compression = c.clone();
+        }
+        if let Some(n) = self.upload_chunk_size {
+            r.upload_chunk_size = n;
+        }
+        Ok(r)
     }
 }

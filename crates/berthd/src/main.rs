@@ -99,7 +99,7 @@ fn main() -> anyhow::Result<()> {
         .or(cfg.exec_root.clone())
         .unwrap_or_else(|| "/run/berth".into());
     berth_images::distribution::install_crypto_provider();
-    let registry = Arc::new(berth_images::distribution::Client::new(cfg.registry()));
+    let registry = Arc::new(berth_images::distribution::Client::new(cfg.registry()?));
     let res = rt.block_on(serve(data_root, socket.clone(), exec_root, registry));
     let _ = std::fs::remove_file(&pidfile);
     let _ = std::fs::remove_file(&socket);
