@@ -31,6 +31,8 @@ pub struct Registry {
     child: Option<Child>,
     /// Basic-auth credentials, when the registry wants them.
     pub creds: Option<(String, String)>,
+    /// The TLS files, when it serves HTTPS.
+    pub tls: Option<PathBuf>,
 }
 
 /// A free TCP port on 127.0.0.1 (bound, then released for the registry).
@@ -83,6 +85,19 @@ impl Registry {
         Registry::start_config(None, creds)
     }
 
+    /// Starts a registry serving HTTPS with a certificate for 127.0.0.1
+    /// signed by a test CA, demanding a client certificate signed by it.
+    /// The files are in `certs` (see [`make_tls_certs`]).
+    pub fn start_tls(certs: &Path) -> Option<Registry> {
+        let yaml = format!(
+            "  tls:\n    certificate: {0}/server.crt\n    key: {0}/server.key\n    clientcas:\n      - {0}/ca.crt\n",
+            certs.display()
+        );
+        let mut r = Registry::start_config(Some(format!("#tls\n{yaml}")), None)?;
+        r.tls = Some(certs.to_path_buf());
+        Some(r)
+    }
+
     fn start_config(auth_yaml: Option<String>, creds: Option<(&str, &str)>) -> Option<Registry> {
         for bin in [DOCKER_REGISTRY, SKOPEO] {
             if !Path::new(bin).is_file() {
@@ -96,6 +111,10 @@ impl Registry {
         std::fs::create_dir(&storage).expect("create registry storage");
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
+        let (tls, auth_yaml) = match auth_yaml {
+            Some(y) if y.starts_with("#tls\n") => (y["#tls\n".len()..].to_string(), None),
+            other => (String::new(), other),
+        };
         let mut auth = auth_yaml.clone().unwrap_or_default();
         if let Some((u, p)) = creds.filter(|_| auth_yaml.is_none()) {
             let hash = bcrypt::hash(p, 5).expect("bcrypt");
@@ -107,7 +126,7 @@ impl Registry {
             );
         }
         let config = format!(
-            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth}",
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{tls}{auth}",
             storage.display()
         );
         let cfg = base.join("config.yml");
@@ -129,6 +148,7 @@ impl Registry {
             log,
             child: Some(child),
             creds: creds.map(|(u, p)| (u.to_string(), p.to_string())),
+            tls: None,
         };
         let up = crate::wait_for(Duration::from_secs(20), || {
             http_status(&reg.addr, "GET", "/v2/", None).map(|_| ())
@@ -173,10 +193,20 @@ impl Registry {
     }
 
     fn creds_args(&self, flag: &str) -> Vec<String> {
-        match &self.creds {
+        let mut v = match &self.creds {
             Some((u, p)) => vec![flag.to_string(), format!("{u}:{p}")],
             None => vec![],
+        };
+        if let Some(dir) = &self.tls {
+            let which = if flag == "--dest-creds" {
+                "--dest-cert-dir"
+            } else {
+                "--cert-dir"
+            };
+            v.push(which.to_string());
+            v.push(dir.join("skopeo").display().to_string());
         }
+        v
     }
 
     /// Pushes a docker-save archive's image as `repo:tag` with skopeo.
@@ -436,5 +466,104 @@ fn proxy_conn(mut client: TcpStream, st: &ProxyState) {
                 return;
             }
         }
+    }
+}
+
+/// A test CA, a server certificate for 127.0.0.1 and a client certificate,
+/// made with `openssl` in `dir`: `ca.crt`, `server.{crt,key}`,
+/// `client.{cert,key}`, and `skopeo/` (the same as skopeo's cert dir).
+pub fn make_tls_certs(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::create_dir_all(dir).expect("create cert dir");
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=berth-test-ca",
+    ]);
+    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n").expect("ext");
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "client.key",
+        "-out",
+        "client.csr",
+        "-subj",
+        "/CN=berth-test-client",
+    ]);
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").expect("ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "client.cert",
+        "-days",
+        "2",
+        "-extfile",
+        "client.ext",
+    ]);
+    let sk = dir.join("skopeo");
+    std::fs::create_dir_all(&sk).expect("skopeo cert dir");
+    for f in ["ca.crt", "client.cert", "client.key"] {
+        std::fs::copy(dir.join(f), sk.join(f)).expect("copy cert");
     }
 }

@@ -771,3 +771,47 @@ fn chunked_uploads_with_content_range() {
     assert_eq!(d2.inspect(&name)["Id"], id);
     d2.assert_no_garbage();
 }
+
+#[test]
+fn https_registry_with_a_client_certificate_from_certs_d() {
+    require_root!();
+    let mut d = Daemon::start();
+    let tls = d.path("tls");
+    berth_e2e::registry::make_tls_certs(&tls);
+    let Some(reg) = Registry::start_tls(&tls) else {
+        return;
+    };
+    let host_dir = d.path("certs.d").join(&reg.addr);
+    std::fs::create_dir_all(&host_dir).unwrap();
+    for f in ["ca.crt", "client.cert", "client.key"] {
+        std::fs::copy(tls.join(f), host_dir.join(f)).unwrap();
+    }
+    d.write(
+        "daemon.json",
+        format!(
+            r#"{{"registry-certs-dir": "{}"}}"#,
+            d.path("certs.d").display()
+        )
+        .as_bytes(),
+    );
+    d.restart();
+    registry_with_busybox(&d, &reg);
+    let name = reg.name("busybox:latest");
+    let out = d.berth(["pull", &name]);
+    assert!(
+        out.ok()
+            .contains(&format!("Status: Downloaded newer image for {name}")),
+        "{out}"
+    );
+    d.berth(["tag", &name, &reg.name("back:1")]).ok();
+    d.berth(["push", &reg.name("back:1")]).ok();
+    // without the client certificate the registry refuses the handshake
+    std::fs::remove_file(host_dir.join("client.cert")).unwrap();
+    std::fs::remove_file(host_dir.join("client.key")).unwrap();
+    d.restart();
+    d.api_remove_all();
+    let refused = d.berth(["pull", &name]);
+    refused.fails();
+    assert!(d.image_ids().is_empty());
+    d.assert_no_garbage();
+}
