@@ -187,15 +187,62 @@ pub async fn pull(c: &Client, a: PullArgs) -> Result<()> {
     Ok(())
 }
 
-/// Pull a missing image for `run`/`create`, showing progress on stderr as
-/// docker does. `image` is the name the user gave.
-#[allow(dead_code)] // the hook in containers.rs (run/create) calls it
+/// docker's `--pull` policy for `run`/`create`.
+#[allow(dead_code)] // used by containers.rs once the hook is wired
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PullPolicy {
+    /// Pull when the image is not here (the default)
+    Missing,
+    /// Pull before creating, always
+    Always,
+    /// Never pull
+    Never,
+}
+
+/// Pull an image for `run`/`create`, progress on stderr as docker shows it.
 pub async fn pull_image(c: &Client, image: &str, platform: Option<&str>) -> Result<()> {
     let rf = berth_types::Reference::parse(image)?.with_default_tag();
     let stderr = std::io::stderr();
     let tty = stderr.is_terminal();
     let mut out = stderr.lock();
     do_pull(c, &rf, false, platform, &mut out, tty).await
+}
+
+/// `create` as docker's run/create do it: with `Missing`, try `create`; on
+/// the daemon's 404 "No such image", print "Unable to find image '…'
+/// locally", pull (progress on stderr) and `create` once more. `Always`
+/// pulls first; `Never` only creates.
+#[allow(dead_code)] // used by containers.rs once the hook is wired
+pub async fn create_or_pull<T, F, Fut>(
+    c: &Client,
+    image: &str,
+    platform: Option<&str>,
+    policy: PullPolicy,
+    create: F,
+) -> Result<T>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    if policy == PullPolicy::Always {
+        pull_image(c, image, platform).await?;
+        return create().await;
+    }
+    match create().await {
+        Err(e)
+            if policy == PullPolicy::Missing
+                && crate::client::daemon_status(&e) == Some(hyper::StatusCode::NOT_FOUND)
+                && e.to_string().contains("No such image") =>
+        {
+            let shown = berth_types::Reference::parse(image)
+                .map(|r| r.with_default_tag().familiar())
+                .unwrap_or_else(|_| image.to_string());
+            eprintln!("Unable to find image '{shown}' locally");
+            pull_image(c, image, platform).await?;
+            create().await
+        }
+        r => r,
+    }
 }
 
 pub async fn push(c: &Client, a: PushArgs) -> Result<()> {
