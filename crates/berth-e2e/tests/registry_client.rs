@@ -141,6 +141,15 @@ fn docker_cli_pulls_and_runs_from_a_registry() {
             .contains(&format!("Status: Image is up to date for {name}")),
         "{again}"
     );
+    // docker run of a missing image pulls it through berthd first
+    d.api_remove_all();
+    let run = d.docker(["run", "--rm", &name, "echo", "pulled-by-run"]);
+    assert_eq!(run.ok().trim(), "pulled-by-run");
+    assert!(
+        run.stderr
+            .contains(&format!("Unable to find image '{name}' locally")),
+        "{run}"
+    );
     // an unknown tag: the registry's error, as an HTTP error
     let missing = d.docker(["pull", &reg.name("busybox:nope")]);
     assert!(missing.fails().contains("manifest unknown"), "{missing}");
