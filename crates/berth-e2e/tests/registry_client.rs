@@ -824,3 +824,51 @@ fn https_registry_with_a_client_certificate_from_certs_d() {
     assert!(d.image_ids().is_empty());
     d.assert_no_garbage();
 }
+
+#[test]
+fn hosts_toml_mirrors_for_any_registry() {
+    require_root!();
+    let Some(reg) = Registry::start() else { return };
+    let mut d = Daemon::start();
+    registry_with_busybox(&d, &reg);
+    let certs = d.path("certs.d");
+    d.write(
+        "daemon.json",
+        format!(r#"{{"registry-certs-dir": "{}"}}"#, certs.display()).as_bytes(),
+    );
+    d.restart();
+    // A registry name whose server is down, mirrored by the running registry.
+    let dead = format!("127.0.0.1:{}", berth_e2e::registry::free_port());
+    std::fs::create_dir_all(certs.join(&dead)).unwrap();
+    std::fs::write(
+        certs.join(&dead).join("hosts.toml"),
+        format!(
+            "server = \"http://{dead}\"\n[host.\"http://{}\"]\ncapabilities = [\"pull\", \"resolve\"]\n",
+            reg.addr
+        ),
+    )
+    .unwrap();
+    let name = format!("{dead}/busybox:latest");
+    let out = d.berth(["pull", &name]);
+    assert!(
+        out.ok()
+            .contains(&format!("Status: Downloaded newer image for {name}")),
+        "{out}"
+    );
+    assert_eq!(d.inspect(&name)["Id"], id_of(busybox()));
+    // a mirror only pulls: a push goes to the server, which is down
+    assert!(d.berth(["push", &name]).fails().contains(&dead));
+    // the other way round: a dead mirror falls through to the server
+    d.api_remove_all();
+    let alive = reg.addr.clone();
+    std::fs::create_dir_all(certs.join(&alive)).unwrap();
+    std::fs::write(
+        certs.join(&alive).join("hosts.toml"),
+        format!("[host.\"http://{dead}\"]\ncapabilities = [\"pull\", \"resolve\"]\n"),
+    )
+    .unwrap();
+    let name = reg.name("busybox:latest");
+    d.berth(["pull", "-q", &name]).ok();
+    assert_eq!(d.inspect(&name)["Id"], id_of(busybox()));
+    d.assert_no_garbage();
+}
