@@ -872,3 +872,41 @@ fn hosts_toml_mirrors_for_any_registry() {
     assert_eq!(d.inspect(&name)["Id"], id_of(busybox()));
     d.assert_no_garbage();
 }
+
+#[test]
+fn concurrent_pulls_of_one_layer_download_it_once() {
+    require_root!();
+    let Some(reg) = Registry::start() else { return };
+    let d = Daemon::start();
+    let a = d.write(
+        "ml.tar",
+        &legacy_archive(&[(multilayer(), &["multilayer:latest"])]),
+    );
+    reg.push_archive(&a, "ml:1");
+    reg.push_archive(&a, "ml:2");
+    let layers = layer_digests(&reg, "ml:1");
+    let before = reg.log_text();
+    let pulls: Vec<std::process::Child> = ["ml:1", "ml:2"]
+        .iter()
+        .map(|t| {
+            d.docker_command(["pull", "-q", &reg.name(t)])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut p in pulls {
+        assert!(p.wait().unwrap().success());
+    }
+    let log = reg.log_text();
+    let new = &log[before.len()..];
+    for l in &layers {
+        let gets = new
+            .lines()
+            .filter(|x| x.contains(&format!("\"GET /v2/ml/blobs/{l} ")))
+            .count();
+        assert_eq!(gets, 1, "layer {l} was downloaded {gets} times");
+    }
+    assert_eq!(d.inspect(&reg.name("ml:2"))["Id"], id_of(multilayer()));
+    d.assert_no_garbage();
+}
