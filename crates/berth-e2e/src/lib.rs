@@ -22,16 +22,19 @@ pub mod daemon;
 pub mod dockerd;
 pub mod fixtures;
 pub mod http;
+pub mod registry;
 pub mod run;
 pub mod store;
 pub mod term;
 pub mod text;
+pub mod token;
 
 use std::path::{Path, PathBuf};
 
 pub use daemon::Daemon;
 pub use dockerd::Dockerd;
 pub use http::Response;
+pub use registry::Registry;
 pub use run::Run;
 pub use store::{StoreState, chain_ids};
 pub use term::Term;

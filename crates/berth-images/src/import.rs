@@ -95,7 +95,7 @@ impl ImageService {
         lease.hold_layer(&chain);
         self.layers.commit(staged, &chain)?;
         let tags: Vec<String> = tag.into_iter().collect();
-        self.commit_image(id, &config, vec![layer], vec![record], &tags)
+        self.commit_image(id, &config, vec![layer], vec![record], &tags, None)
     }
 }
 

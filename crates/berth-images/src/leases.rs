@@ -28,6 +28,8 @@ pub struct Lease {
     id: u64,
     ttl: Duration,
     leases: Leases,
+    /// Left to expire instead of released on drop.
+    expiring: bool,
 }
 
 impl Leases {
@@ -35,6 +37,8 @@ impl Leases {
         let mut g = self.inner.lock().unwrap();
         g.0 += 1;
         let id = g.0;
+        let now = Instant::now();
+        g.1.retain(|_, h| h.expires.is_none_or(|e| e > now));
         g.1.insert(
             id,
             Held {
@@ -46,6 +50,7 @@ impl Leases {
             id,
             ttl,
             leases: self.clone(),
+            expiring: false,
         }
     }
 
@@ -63,7 +68,16 @@ impl Leases {
     }
 }
 
-impl Lease {
+/// A second handle on a lease, for tasks of the operation that holds it;
+/// dropping it releases nothing.
+#[derive(Clone)]
+pub struct LeaseHandle {
+    id: u64,
+    ttl: Duration,
+    leases: Leases,
+}
+
+impl LeaseHandle {
     fn with(&self, f: impl FnOnce(&mut Held)) {
         let mut g = self.leases.inner.lock().unwrap();
         if let Some(h) = g.1.get_mut(&self.id) {
@@ -83,8 +97,50 @@ impl Lease {
     }
 }
 
+impl Lease {
+    pub fn handle(&self) -> LeaseHandle {
+        LeaseHandle {
+            id: self.id,
+            ttl: self.ttl,
+            leases: self.leases.clone(),
+        }
+    }
+    fn with(&self, f: impl FnOnce(&mut Held)) {
+        let mut g = self.leases.inner.lock().unwrap();
+        if let Some(h) = g.1.get_mut(&self.id) {
+            h.expires = Some(Instant::now() + self.ttl);
+            f(h);
+        }
+    }
+    pub fn hold_blob(&self, d: &Digest) {
+        self.with(|h| {
+            h.blobs.insert(*d);
+        })
+    }
+    pub fn hold_layer(&self, c: &ChainId) {
+        self.with(|h| {
+            h.layers.insert(*c);
+        })
+    }
+}
+
+impl Lease {
+    /// Keep what the lease holds for `after` more, then let it go: an
+    /// operation that failed leaves what it verified for a retry to reuse.
+    pub fn release_after(mut self, after: Duration) {
+        let mut g = self.leases.inner.lock().unwrap();
+        if let Some(h) = g.1.get_mut(&self.id) {
+            h.expires = Some(Instant::now() + after);
+        }
+        self.expiring = true;
+    }
+}
+
 impl Drop for Lease {
     fn drop(&mut self) {
+        if self.expiring {
+            return;
+        }
         self.leases.inner.lock().unwrap().1.remove(&self.id);
     }
 }

@@ -15,6 +15,8 @@ mod import;
 mod layers;
 mod leases;
 mod load;
+mod pull;
+mod push;
 mod save;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -25,11 +27,14 @@ use berth_content::ContentStore;
 use berth_metadata::{ImageRecord, MetaRead, MetaStore};
 use berth_types::{ChainId, DiffId, Digest, Error, ErrorKind, Reference, Result};
 
+pub use berth_distribution as distribution;
 pub use config::{History, ImageConfig, now_rfc3339};
 pub use import::ImportOptions;
 pub use layers::LayerStore;
-pub use leases::{Lease, Leases};
+pub use leases::{Lease, LeaseHandle, Leases};
 pub use load::{LoadProgress, LoadedImage, host_arch};
+pub use pull::{InFlight, Progress, ProgressFn, PullOptions, PullResult};
+pub use push::{PushOptions, PushResult};
 
 /// Largest JSON document (config, manifest, index) berth reads.
 pub const MAX_JSON: u64 = 4 << 20;
@@ -40,6 +45,7 @@ pub struct ImageService {
     meta: Arc<MetaStore>,
     leases: Leases,
     gc_lock: Mutex<()>,
+    in_flight: InFlight,
 }
 
 /// One image as listings show it.
@@ -110,6 +116,7 @@ impl ImageService {
             meta,
             leases: Leases::default(),
             gc_lock: Mutex::new(()),
+            in_flight: InFlight::default(),
         })
     }
 

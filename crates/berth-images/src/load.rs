@@ -445,7 +445,7 @@ impl ImageService {
             lease.hold_layer(&chain);
             self.layers.commit(staged, &chain)?;
         }
-        self.commit_image(id, &config, layers, records, &plan.tags)
+        self.commit_image(id, &config, layers, records, &plan.tags, None)
     }
 
     /// The one metadata transaction that makes an image visible.
@@ -456,6 +456,7 @@ impl ImageService {
         layers: Vec<LayerBlob>,
         records: Vec<LayerRecord>,
         tags: &[String],
+        repo_digest: Option<&str>,
     ) -> Result<LoadedImage> {
         let now = now_rfc3339();
         self.meta.write(|w| {
@@ -478,10 +479,16 @@ impl ImageService {
                 size,
                 created: config.created_unix(),
                 labels: config.labels(),
-                repo_digests: prev
-                    .as_ref()
-                    .map(|p| p.repo_digests.clone())
-                    .unwrap_or_default(),
+                repo_digests: {
+                    let mut rd = prev
+                        .as_ref()
+                        .map(|p| p.repo_digests.clone())
+                        .unwrap_or_default();
+                    if let Some(d) = repo_digest {
+                        add_repo_digest(&mut rd, d);
+                    }
+                    rd
+                },
                 parent: prev.as_ref().and_then(|p| p.parent),
                 last_tag_time: if tags.is_empty() {
                     prev.and_then(|p| p.last_tag_time)
@@ -505,4 +512,13 @@ impl ImageService {
             })
         })
     }
+}
+
+/// Record `name@digest` among an image's repo digests: one per repository,
+/// the newest replacing an older one, as Docker keeps them.
+pub(crate) fn add_repo_digest(list: &mut Vec<String>, rd: &str) {
+    let repo = rd.split('@').next().unwrap_or(rd);
+    list.retain(|x| x.split('@').next() != Some(repo));
+    list.push(rd.to_string());
+    list.sort();
 }

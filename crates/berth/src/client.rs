@@ -111,6 +111,33 @@ impl Client {
         Ok(resp)
     }
 
+    /// A request with extra headers (`X-Registry-Auth`).
+    pub async fn request_with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body,
+        headers: &[(&str, &str)],
+    ) -> Result<Response<Incoming>> {
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(self.connect().await?).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut req = Self::builder(method, path);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = sender
+            .send_request(req.body(body)?)
+            .await
+            .context("request to berthd")?;
+        if resp.status().is_client_error() || resp.status().is_server_error() {
+            return Err(daemon_error(resp).await);
+        }
+        Ok(resp)
+    }
+
     /// POST `path` (with a JSON body, if any) asking to take over the
     /// connection (`Connection: Upgrade`, `Upgrade: tcp`), as docker's attach
     /// and exec start do. On `101 Switching Protocols` the connection is a raw

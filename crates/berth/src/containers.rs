@@ -358,6 +358,12 @@ pub struct CreateOpts {
     /// Run an init inside the container that forwards signals and reaps processes
     #[arg(long)]
     init: bool,
+    /// Pull image before running ("always", "missing", "never")
+    #[arg(long = "pull", value_enum, default_value = "missing")]
+    pull: crate::pull::PullPolicy,
+    /// Set platform if server is multi-platform capable
+    #[arg(long = "platform")]
+    platform: Option<String>,
     /// Keep STDIN open even if not attached
     #[arg(short = 'i', long)]
     interactive: bool,
@@ -567,20 +573,11 @@ async fn create_container(c: &Client, o: &CreateOpts, cfg: &Value) -> Result<Str
         Some(n) => format!("/containers/create?name={}", enc(n)),
         None => "/containers/create".to_string(),
     };
-    let resp: Value = match c.post_json(&path, cfg).await {
-        Ok(v) => v,
-        Err(e) => {
-            if daemon_status(&e) == Some(StatusCode::NOT_FOUND)
-                && err_text(&e).contains("No such image")
-            {
-                let image = berth_types::Reference::parse(o.image())
-                    .map(|r| r.with_default_tag().familiar())
-                    .unwrap_or_else(|_| o.image().to_string());
-                eprintln!("Unable to find image '{image}' locally");
-            }
-            return Err(e);
-        }
-    };
+    let resp: Value =
+        crate::pull::create_or_pull(c, o.image(), o.platform.as_deref(), o.pull, || {
+            c.post_json(&path, cfg)
+        })
+        .await?;
     for w in resp["Warnings"].as_array().into_iter().flatten() {
         if let Some(w) = w.as_str() {
             eprintln!("WARNING: {w}");

@@ -7,6 +7,8 @@ mod client;
 mod containers;
 mod hijack;
 mod images;
+mod pull;
+mod registry;
 mod system;
 mod tty;
 
@@ -91,6 +93,14 @@ enum Cmd {
     Load(images::LoadArgs),
     /// Import the contents from a tarball to create a filesystem image
     Import(images::ImportArgs),
+    /// Download an image from a registry
+    Pull(pull::PullArgs),
+    /// Upload an image to a registry
+    Push(pull::PushArgs),
+    /// Authenticate to a registry
+    Login(registry::LoginArgs),
+    /// Log out from a registry
+    Logout(registry::LogoutArgs),
     /// Return low-level information on berth objects
     Inspect(containers::InspectArgs),
     /// Manage berth
@@ -157,6 +167,10 @@ fn main() -> ExitCode {
             Cmd::Save(a) => images::save(&client, a).await,
             Cmd::Load(a) => images::load(&client, a).await,
             Cmd::Import(a) => images::import(&client, a).await,
+            Cmd::Pull(a) => pull::pull(&client, a).await,
+            Cmd::Push(a) => pull::push(&client, a).await,
+            Cmd::Login(a) => registry::login(&client, a).await,
+            Cmd::Logout(a) => registry::logout(a).await,
             Cmd::Inspect(a) => containers::inspect(&client, a).await,
             Cmd::System(c) => system::system(&client, c).await,
             Cmd::Events(a) => system::events(&client, a).await,

@@ -23,6 +23,21 @@ pub struct DaemonConfig {
     /// Run `--init` in every container that does not say otherwise.
     #[serde(default)]
     pub init: bool,
+    /// Docker Hub mirrors.
+    #[serde(default)]
+    pub registry_mirrors: Vec<String>,
+    /// Registries reached without verified TLS (`host[:port]` or CIDR).
+    #[serde(default)]
+    pub insecure_registries: Vec<String>,
+    pub max_concurrent_downloads: Option<usize>,
+    pub max_concurrent_uploads: Option<usize>,
+    /// berth's own: where per-registry certificates and hosts.toml live
+    /// (default `/etc/berth/certs.d`).
+    pub registry_certs_dir: Option<PathBuf>,
+    /// berth's own: `gzip` (default) or `zstd` for layers a push compresses.
+    pub push_compression: Option<String>,
+    /// berth's own: upload chunk size in bytes (0: one streamed request per blob).
+    pub upload_chunk_size: Option<u64>,
     /// Keys berth does not know yet are kept, so a Docker daemon.json loads.
     #[serde(flatten)]
     pub other: serde_json::Map<String, serde_json::Value>,
@@ -46,5 +61,38 @@ impl DaemonConfig {
             tracing::warn!(key = %k, "daemon.json: key not supported by berth yet, ignored");
         }
         Ok(cfg)
+    }
+}
+
+impl DaemonConfig {
+    /// The registry client's settings.
+    pub fn registry(&self) -> anyhow::Result<berth_images::distribution::RegistryConfig> {
+        if let Some(c) = &self.push_compression
+            && c != "gzip"
+            && c != "zstd"
+        {
+            anyhow::bail!("invalid push-compression {c:?}: gzip or zstd");
+        }
+        let mut r = berth_images::distribution::RegistryConfig {
+            mirrors: self.registry_mirrors.clone(),
+            insecure: self.insecure_registries.clone(),
+            ..Default::default()
+        };
+        if let Some(n) = self.max_concurrent_downloads.filter(|n| *n > 0) {
+            r.max_concurrent_downloads = n;
+        }
+        if let Some(n) = self.max_concurrent_uploads.filter(|n| *n > 0) {
+            r.max_concurrent_uploads = n;
+        }
+        if let Some(d) = &self.registry_certs_dir {
+            r.certs_dir = d.clone();
+        }
+        if let Some(c) = &self.push_compression {
+            r.push_compression = c.clone();
+        }
+        if let Some(n) = self.upload_chunk_size {
+            r.upload_chunk_size = n;
+        }
+        Ok(r)
     }
 }

@@ -101,7 +101,9 @@ fn main() -> anyhow::Result<()> {
         .exec_root
         .or(cfg.exec_root.clone())
         .unwrap_or_else(|| "/run/berth".into());
-    let res = rt.block_on(serve(&cfg, data_root, socket.clone(), exec_root));
+    berth_images::distribution::install_crypto_provider();
+    let registry = Arc::new(berth_images::distribution::Client::new(cfg.registry()?));
+    let res = rt.block_on(serve(&cfg, data_root, socket.clone(), exec_root, registry));
     let _ = std::fs::remove_file(&pidfile);
     let _ = std::fs::remove_file(&socket);
     res
@@ -192,6 +194,7 @@ async fn serve(
     data_root: PathBuf,
     socket: PathBuf,
     exec_root: PathBuf,
+    registry: Arc<berth_images::distribution::Client>,
 ) -> anyhow::Result<()> {
     let meta = Arc::new(berth_metadata::MetaStore::open(
         &data_root.join("meta.redb"),
@@ -228,6 +231,7 @@ async fn serve(
     containers.restore().await?;
     let state = api::AppState {
         images,
+        registry,
         containers,
         events,
         daemon: Arc::new(api::DaemonInfo {

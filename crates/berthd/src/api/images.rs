@@ -1,5 +1,6 @@
 //! Image endpoints: list, inspect, history, tag, delete, load, save,
-//! import (`/images/create?fromSrc=-`), prune.
+//! import (`/images/create?fromSrc=-`), prune; pull and push are in
+//! registry.rs.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -110,13 +111,12 @@ async fn image_post(
     State(st): State<AppState>,
     Path(rest): Path<String>,
     RawQuery(q): RawQuery,
+    headers: axum::http::HeaderMap,
 ) -> ApiResult<Response> {
     let q = Query::parse(q.as_deref())?;
     match split_op(&rest, &["tag", "push"]) {
         Some((name, "tag")) => tag(st, name.to_string(), q).await,
-        Some((_, "push")) => Err(ApiError(Error::not_implemented(
-            "push is not implemented yet",
-        ))),
+        Some((name, "push")) => super::registry::push(st, name.to_string(), q, headers).await,
         _ => Err(ApiError(Error::not_found("page not found"))),
     }
 }
@@ -400,13 +400,12 @@ async fn load(
 async fn create(
     State(st): State<AppState>,
     RawQuery(q): RawQuery,
+    headers: axum::http::HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
     let q = Query::parse(q.as_deref())?;
     if q.get("fromImage").is_some_and(|s| !s.is_empty()) {
-        return Err(ApiError(Error::not_implemented(
-            "pulling images is not implemented yet",
-        )));
+        return super::registry::pull(st, q, headers).await;
     }
     match q.get("fromSrc") {
         Some("-") => {}

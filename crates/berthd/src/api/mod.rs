@@ -3,6 +3,7 @@
 
 mod containers;
 mod images;
+mod registry;
 mod system;
 
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ use crate::events::EventBus;
 #[derive(Clone)]
 pub struct AppState {
     pub images: Arc<ImageService>,
+    pub registry: Arc<berth_images::distribution::Client>,
     pub containers: Arc<berth_containers::ContainerService>,
     pub events: Arc<EventBus>,
     pub daemon: Arc<DaemonInfo>,
@@ -172,6 +174,7 @@ pub fn router(state: AppState) -> Router {
     let inner = Router::new()
         .merge(system::routes())
         .merge(images::routes())
+        .merge(registry::routes())
         .merge(containers::routes())
         .fallback(not_found)
         .with_state(state);

@@ -1,0 +1,498 @@
+//! `docker push`: publish a local image's layers, config and manifest.
+//!
+//! Per layer (`max_concurrent_uploads` at a time): a compressed blob the
+//! content store already has is offered by digest (`HEAD`: skipped when the
+//! registry has it; else mounted from another repository of the same
+//! registry this image came from; else uploaded as a stream). A layer
+//! stored uncompressed (loaded from a `docker save` archive, imported) is
+//! gzip-compressed while it uploads; the compressed blob is kept in the
+//! content store and the image's record points at it from then on, so the
+//! next push offers it by digest. The manifest is Docker's schema 2 unless
+//! a layer is zstd (then OCI).
+
+use std::io::{BufReader, Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use berth_distribution::{AuthConfig, Client, PushSource, Repository, UploadOutcome, media};
+use berth_metadata::{ImageRecord, LayerBlob, MetaRead};
+use berth_snapshots::{Compression, decompress, detect_compression};
+use berth_types::{Digest, Error, Reference, Result};
+use bytes::Bytes;
+use serde_json::json;
+
+use crate::pull::{ProgressFn, layer_media_type};
+use crate::{ImageService, LeaseHandle, MAX_JSON, familiar};
+
+#[derive(Clone, Debug, Default)]
+pub struct PushOptions {
+    pub auth: Option<AuthConfig>,
+    /// The tag to push; every tag of the repository when `None`.
+    pub tag: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct PushResult {
+    pub tag: String,
+    pub digest: Digest,
+    pub size: usize,
+}
+
+fn say(p: &ProgressFn, id: Option<&str>, status: &str, bytes: Option<(u64, u64)>) {
+    p(crate::Progress {
+        id: id.map(String::from),
+        status: status.to_string(),
+        bytes,
+    });
+}
+
+/// Bytes per chunk read from a stored blob for upload.
+const READ_CHUNK: usize = 1 << 20;
+
+impl ImageService {
+    pub async fn push(
+        self: Arc<Self>,
+        registry: &Arc<Client>,
+        name: &str,
+        opts: &PushOptions,
+        progress: ProgressFn,
+    ) -> Result<Vec<PushResult>> {
+        let rf = Reference::parse(name)?;
+        let tag = opts
+            .tag
+            .clone()
+            .filter(|t| !t.is_empty())
+            .or(rf.tag.clone());
+        let targets: Vec<(String, ImageRecord)> = self.meta.read(|r| {
+            let mut out = Vec::new();
+            for (full, id) in r.tags()? {
+                let Ok(t) = Reference::parse(&full) else {
+                    continue;
+                };
+                if t.name != rf.name || t.digest.is_some() {
+                    continue;
+                }
+                let Some(tg) = t.tag else { continue };
+                if tag.as_ref().is_some_and(|want| *want != tg) {
+                    continue;
+                }
+                if let Some(rec) = r.image(&id)? {
+                    out.push((tg, rec));
+                }
+            }
+            Ok(out)
+        })?;
+        if targets.is_empty() {
+            return Err(Error::not_found(format!(
+                "An image does not exist locally with the tag: {}",
+                match &tag {
+                    Some(t) => format!("{}:{t}", rf.familiar_name()),
+                    None => rf.familiar_name(),
+                }
+            )));
+        }
+        say(
+            &progress,
+            None,
+            &format!("The push refers to repository [{}]", rf.name),
+            None,
+        );
+        let repo = registry.repository(&rf.name, opts.auth.clone(), true)?;
+        repo.ping().await?;
+        let lease = self.leases.create(Duration::from_secs(3600));
+        let mut results = Vec::new();
+        for (tg, rec) in targets {
+            let r = self
+                .clone()
+                .push_one(registry, &repo, &tg, rec, &progress, lease.handle())
+                .await?;
+            say(
+                &progress,
+                None,
+                &format!("{tg}: digest: {} size: {}", r.digest, r.size),
+                None,
+            );
+            results.push(r);
+        }
+        Ok(results)
+    }
+
+    async fn push_one(
+        self: Arc<Self>,
+        registry: &Arc<Client>,
+        repo: &Repository,
+        tag: &str,
+        rec: ImageRecord,
+        progress: &ProgressFn,
+        hold: LeaseHandle,
+    ) -> Result<PushResult> {
+        let ids: Vec<String> = rec.layers.iter().map(|l| l.diff_id.0.short()).collect();
+        for id in ids.iter().rev() {
+            say(progress, Some(id), "Preparing", None);
+        }
+        let limit = registry.config().max_concurrent_uploads.max(1);
+        for id in ids.iter().rev().skip(limit) {
+            say(progress, Some(id), "Waiting", None);
+        }
+        // Repositories of the same registry this image is known in: mount sources.
+        let mounts: Vec<String> = rec
+            .repo_digests
+            .iter()
+            .filter_map(|rd| Reference::parse(rd.split('@').next()?).ok())
+            .filter(|r| r.domain() == repo.domain() && r.path() != repo.path())
+            .map(|r| r.path().to_string())
+            .collect();
+        let sem = Arc::new(tokio::sync::Semaphore::new(limit));
+        let mut set = tokio::task::JoinSet::new();
+        for (i, l) in rec.layers.iter().enumerate().rev() {
+            let svc = self.clone();
+            let repo = repo.clone();
+            let sem = sem.clone();
+            let progress = progress.clone();
+            let l = l.clone();
+            let id = ids[i].clone();
+            let mounts = mounts.clone();
+            let hold = hold.clone();
+            set.spawn(async move {
+                let _p = sem.acquire_owned().await.expect("semaphore open");
+                let r = svc
+                    .push_layer(&repo, &l, &id, &mounts, &progress, &hold)
+                    .await;
+                r.map(|b| (i, b))
+            });
+        }
+        let mut layers = rec.layers.clone();
+        let mut first_err = None;
+        while let Some(r) = set.join_next().await {
+            match r {
+                Ok(Ok((i, b))) => layers[i] = b,
+                Ok(Err(e)) => {
+                    if first_err.is_none() {
+                        first_err = Some(e);
+                        set.abort_all();
+                    }
+                }
+                Err(e) if e.is_cancelled() => {}
+                Err(e) => {
+                    first_err.get_or_insert(Error::internal(format!("push task failed: {e}")));
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        // The config.
+        let config = self.content.read(&rec.id, MAX_JSON)?;
+        if repo.blob_exists(&rec.id).await?.is_none() {
+            let loc = repo.start_upload().await?;
+            repo.upload(
+                loc,
+                PushSource::Bytes(Bytes::from(config.clone())),
+                Some(rec.id),
+                Arc::new(|_| {}),
+            )
+            .await?;
+        }
+        let oci = layers.iter().any(|l| l.media_type.contains("zstd"));
+        let layer_type = |t: &str| -> &'static str {
+            match (oci, t) {
+                (_, t) if t.contains("zstd") => media::OCI_LAYER_ZSTD,
+                (true, t) if t.contains("gzip") => media::OCI_LAYER_GZIP,
+                (false, t) if t.contains("gzip") => media::DOCKER_LAYER,
+                (true, _) => media::OCI_LAYER,
+                (false, _) => "application/vnd.docker.image.rootfs.diff.tar",
+            }
+        };
+        let (mt, ct) = if oci {
+            (media::OCI_MANIFEST, media::OCI_CONFIG)
+        } else {
+            (media::DOCKER_MANIFEST, media::DOCKER_CONFIG)
+        };
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": mt,
+            "config": {"mediaType": ct, "size": config.len(), "digest": rec.id.to_string()},
+            "layers": layers.iter().map(|l| json!({
+                "mediaType": layer_type(&l.media_type),
+                "size": l.size,
+                "digest": l.digest.to_string(),
+            })).collect::<Vec<_>>(),
+        });
+        let body = serde_json::to_vec_pretty(&manifest).expect("json");
+        let size = body.len();
+        let digest = repo.put_manifest(tag, mt, Bytes::from(body)).await?;
+        let rd = format!(
+            "{}@{digest}",
+            familiar(&format!("{}/{}", repo.domain(), repo.path()))
+        );
+        let svc = self.clone();
+        let id = rec.id;
+        tokio::task::spawn_blocking(move || {
+            svc.meta.write(|w| {
+                if let Some(mut r) = w.image(&id)? {
+                    crate::load::add_repo_digest(&mut r.repo_digests, &rd);
+                    // Keep the compressed blobs this push made.
+                    for (old, new) in r.layers.iter_mut().zip(&layers) {
+                        if old.diff_id == new.diff_id {
+                            *old = new.clone();
+                        }
+                    }
+                    w.put_image(&r)?;
+                }
+                Ok(())
+            })
+        })
+        .await
+        .map_err(|e| Error::internal(format!("push task failed: {e}")))??;
+        drop(hold);
+        Ok(PushResult {
+            tag: tag.to_string(),
+            digest,
+            size,
+        })
+    }
+
+    /// A compressed blob of this diff ID that the content store has.
+    fn compressed_blob_for(&self, l: &LayerBlob) -> Result<Option<LayerBlob>> {
+        if is_compressed(&l.media_type) && self.content.exists(&l.digest) {
+            return Ok(Some(l.clone()));
+        }
+        let cands: Vec<LayerBlob> = self.meta.read(|r| {
+            Ok(r.images()?
+                .into_iter()
+                .flat_map(|i| i.layers)
+                .filter(|x| x.diff_id == l.diff_id && is_compressed(&x.media_type))
+                .collect())
+        })?;
+        Ok(cands.into_iter().find(|c| self.content.exists(&c.digest)))
+    }
+
+    /// Any stored blob (compressed or not) holding this layer's tar.
+    fn any_blob_for(&self, l: &LayerBlob) -> Result<Digest> {
+        if self.content.exists(&l.digest) {
+            return Ok(l.digest);
+        }
+        let cands: Vec<Digest> = self.meta.read(|r| {
+            Ok(r.images()?
+                .into_iter()
+                .flat_map(|i| i.layers)
+                .filter(|x| x.diff_id == l.diff_id)
+                .map(|x| x.digest)
+                .collect())
+        })?;
+        cands
+            .into_iter()
+            .find(|d| self.content.exists(d))
+            .ok_or_else(|| Error::not_found(format!("no stored blob for layer {}", l.diff_id)))
+    }
+
+    async fn push_layer(
+        self: Arc<Self>,
+        repo: &Repository,
+        l: &LayerBlob,
+        id: &str,
+        mounts: &[String],
+        progress: &ProgressFn,
+        hold: &LeaseHandle,
+    ) -> Result<LayerBlob> {
+        if let Some(c) = self.compressed_blob_for(l)? {
+            hold.hold_blob(&c.digest);
+            if repo.blob_exists(&c.digest).await?.is_some() {
+                say(progress, Some(id), "Layer already exists", None);
+                return Ok(c);
+            }
+            let mut location = None;
+            // Each refused mount opens an upload session: try a few sources
+            // and upload into the last session.
+            for from in mounts.iter().take(3) {
+                match repo.mount_blob(&c.digest, from).await? {
+                    UploadOutcome::Mounted => {
+                        say(progress, Some(id), &format!("Mounted from {from}"), None);
+                        return Ok(c);
+                    }
+                    UploadOutcome::Started(loc) => location = Some(loc),
+                }
+            }
+            let location = match location {
+                Some(l) => l,
+                None => repo.start_upload().await?,
+            };
+            let total = c.size;
+            let (tx, rx) = tokio::sync::mpsc::channel(8);
+            let file = self.content.open_blob(&c.digest)?;
+            let reader = tokio::task::spawn_blocking(move || send_file(file, tx));
+            let p = progress.clone();
+            let pid = id.to_string();
+            let last = AtomicU64::new(0);
+            let cb: Arc<dyn Fn(u64) + Send + Sync> = Arc::new(move |n| {
+                if n == total || n - last.load(Ordering::Relaxed) >= 1 << 20 {
+                    last.store(n, Ordering::Relaxed);
+                    say(&p, Some(&pid), "Pushing", Some((n, total)));
+                }
+            });
+            let up = repo
+                .upload(location, PushSource::Stream(rx), Some(c.digest), cb)
+                .await;
+            let _ = reader.await;
+            up?;
+            say(progress, Some(id), "Pushed", None);
+            return Ok(c);
+        }
+        // Stored uncompressed: compress it on the way (gzip, or zstd when
+        // configured), keeping the result.
+        let src = self.any_blob_for(l)?;
+        hold.hold_blob(&src);
+        let location = repo.start_upload().await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let read = Arc::new(AtomicU64::new(0));
+        let zstd = registry_zstd(repo);
+        let svc = self.clone();
+        let read2 = read.clone();
+        let hold2 = hold.clone();
+        let compressor = tokio::task::spawn_blocking(move || -> Result<(Digest, u64)> {
+            let f = svc.content.open_blob(&src)?;
+            let mut r = BufReader::with_capacity(READ_CHUNK, f);
+            let c = detect_compression(&mut r)?;
+            let tar = decompress(r, c)?;
+            let mut counted = Counted {
+                inner: tar,
+                n: read2,
+            };
+            let ingest = svc.content.ingest()?;
+            let out = Tee {
+                ingest,
+                tx,
+                buf: Vec::with_capacity(READ_CHUNK),
+            };
+            let mut out = if zstd {
+                let mut z = zstd::stream::write::Encoder::new(out, 3)?;
+                std::io::copy(&mut counted, &mut z)?;
+                z.finish()?
+            } else {
+                let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
+                std::io::copy(&mut counted, &mut gz)?;
+                gz.finish()?
+            };
+            out.flush()?;
+            let Tee { ingest, .. } = out;
+            ingest.commit_with(None, |d| hold2.hold_blob(d))
+        });
+        let total = l.tar_size;
+        let p = progress.clone();
+        let pid = id.to_string();
+        let read3 = read.clone();
+        let last = Arc::new(AtomicU64::new(0));
+        let cb: Arc<dyn Fn(u64) + Send + Sync> = Arc::new(move |_| {
+            let n = read3.load(Ordering::Relaxed);
+            if n - last.load(Ordering::Relaxed) >= 1 << 20 {
+                last.store(n, Ordering::Relaxed);
+                say(&p, Some(&pid), "Pushing", Some((n, total)));
+            }
+        });
+        let up = repo
+            .upload(location, PushSource::Stream(rx), None, cb)
+            .await;
+        let made = compressor
+            .await
+            .map_err(|e| Error::internal(format!("compress task failed: {e}")))?;
+        let (digest, size) = up?;
+        let (stored, _) = made?;
+        if stored != digest {
+            return Err(Error::internal(format!(
+                "layer {id}: pushed {digest} but stored {stored}"
+            )));
+        }
+        say(progress, Some(id), "Pushed", None);
+        Ok(LayerBlob {
+            digest,
+            media_type: layer_media_type(if zstd {
+                Compression::Zstd
+            } else {
+                Compression::Gzip
+            })
+            .to_string(),
+            size,
+            diff_id: l.diff_id,
+            tar_size: l.tar_size,
+        })
+    }
+}
+
+fn registry_zstd(repo: &Repository) -> bool {
+    repo.client().config().push_compression == "zstd"
+}
+
+fn is_compressed(t: &str) -> bool {
+    t.contains("gzip") || t.contains("zstd")
+}
+
+fn send_file(
+    mut f: std::fs::File,
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+) -> Result<()> {
+    loop {
+        let mut buf = vec![0u8; READ_CHUNK];
+        let mut n = 0;
+        while n < buf.len() {
+            match f.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(std::io::Error::new(e.kind(), e.to_string())));
+                    return Err(e.into());
+                }
+            }
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        buf.truncate(n);
+        if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+            return Ok(());
+        }
+    }
+}
+
+struct Counted<R> {
+    inner: R,
+    n: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let k = self.inner.read(buf)?;
+        self.n.fetch_add(k as u64, Ordering::Relaxed);
+        Ok(k)
+    }
+}
+
+/// Writes to the content store and, in 1 MiB chunks, to the upload.
+struct Tee {
+    ingest: berth_content::Ingest,
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl Write for Tee {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.ingest.write_all(data)?;
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= READ_CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            let b = Bytes::from(std::mem::replace(
+                &mut self.buf,
+                Vec::with_capacity(READ_CHUNK),
+            ));
+            self.tx.blocking_send(Ok(b)).map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "upload stopped")
+            })?;
+        }
+        self.ingest.flush()
+    }
+}
