@@ -409,6 +409,12 @@ impl VolumeService {
         );
     }
 
+    /// Publishes a volume event on behalf of a user of the volume (the
+    /// container service's `mount`).
+    pub fn event_for(&self, action: &str, id: &str, attributes: BTreeMap<String, String>) {
+        self.events.volume_event(action, id, attributes);
+    }
+
     /// A volume by name.
     pub fn get(&self, name: &str) -> Result<Volume> {
         self.meta

@@ -164,6 +164,70 @@ impl berth_containers::ImageSource for Images {
     }
 }
 
+impl berth_volumes::VolumeEvents for events::EventBus {
+    fn volume_event(
+        &self,
+        action: &str,
+        id: &str,
+        attributes: std::collections::BTreeMap<String, String>,
+    ) {
+        self.publish("volume", action, id, attributes);
+    }
+}
+
+/// The volume driver as containers see it.
+struct Volumes(Arc<berth_volumes::VolumeService>);
+
+impl berth_containers::VolumeProvider for Volumes {
+    fn ensure(
+        &self,
+        name: Option<&str>,
+        driver: &str,
+        options: Option<std::collections::BTreeMap<String, String>>,
+        labels: Option<std::collections::BTreeMap<String, String>>,
+        container: &str,
+    ) -> berth_types::Result<berth_containers::ProvidedVolume> {
+        let v = self.0.create(name, driver, options, labels, Some(container))?;
+        Ok(berth_containers::ProvidedVolume {
+            name: v.name,
+            driver: v.driver,
+            mountpoint: v.mountpoint,
+        })
+    }
+    fn reference(
+        &self,
+        name: &str,
+        container: &str,
+    ) -> berth_types::Result<berth_containers::ProvidedVolume> {
+        let v = self.0.reference(name, container)?;
+        Ok(berth_containers::ProvidedVolume {
+            name: v.name,
+            driver: v.driver,
+            mountpoint: v.mountpoint,
+        })
+    }
+    fn release(&self, container: &str) {
+        self.0.release(container)
+    }
+    fn mount(&self, name: &str, container: &str) -> berth_types::Result<PathBuf> {
+        self.0.mount(name, container)
+    }
+    fn unmount(&self, name: &str, container: &str) -> berth_types::Result<()> {
+        self.0.unmount(name, container)
+    }
+    fn remove(&self, name: &str, users: berth_containers::VolumeUsers) -> berth_types::Result<()> {
+        self.0.remove(name, false, users)
+    }
+    fn event(
+        &self,
+        action: &str,
+        name: &str,
+        attributes: std::collections::BTreeMap<String, String>,
+    ) {
+        self.0.event_for(action, name, attributes)
+    }
+}
+
 impl berth_containers::EventSink for events::EventBus {
     fn container_event(
         &self,
@@ -211,6 +275,11 @@ async fn serve(
     }
     let id = daemon_id(&data_root)?;
     let events = Arc::new(events::EventBus::default());
+    let volumes = Arc::new(berth_volumes::VolumeService::open(
+        &data_root,
+        meta.clone(),
+        events.clone(),
+    )?);
     let containers = Arc::new(berth_containers::ContainerService::new(
         berth_containers::Config {
             data_root: data_root.clone(),
@@ -224,11 +293,14 @@ async fn serve(
         meta.clone(),
         Arc::new(Images(images.clone())),
         events.clone(),
-    )?);
+    )?
+    .with_volumes(Arc::new(Volumes(volumes.clone()))));
     containers.restore().await?;
+    volumes.sweep_mounts()?;
     let state = api::AppState {
         images,
         containers,
+        volumes,
         events,
         daemon: Arc::new(api::DaemonInfo {
             id,

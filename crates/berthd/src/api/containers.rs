@@ -193,7 +193,9 @@ async fn remove(
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     let q = Query::parse(q.as_deref())?;
-    svc(&st).remove(&id, q.bool("force")).await?;
+    svc(&st)
+        .remove_with_volumes(&id, q.bool("force"), q.bool("v"))
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -269,7 +271,7 @@ fn summary(rec: &Value) -> Value {
         "Status": status_text(&rec["State"]),
         "HostConfig": {"NetworkMode": rec["HostConfig"]["NetworkMode"]},
         "NetworkSettings": {"Networks": {}},
-        "Mounts": []
+        "Mounts": rec["Mounts"].as_array().cloned().unwrap_or_default()
     })
 }
 

@@ -4,6 +4,7 @@
 mod containers;
 mod images;
 mod system;
+mod volumes;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use crate::events::EventBus;
 pub struct AppState {
     pub images: Arc<ImageService>,
     pub containers: Arc<berth_containers::ContainerService>,
+    pub volumes: Arc<berth_volumes::VolumeService>,
     pub events: Arc<EventBus>,
     pub daemon: Arc<DaemonInfo>,
 }
@@ -173,6 +175,7 @@ pub fn router(state: AppState) -> Router {
         .merge(system::routes())
         .merge(images::routes())
         .merge(containers::routes())
+        .merge(volumes::routes())
         .fallback(not_found)
         .with_state(state);
     // Routing happens in `inner`, after `versioned` has rewritten the path.
