@@ -608,14 +608,16 @@ impl ContainerService {
         let rootfs = dir.join("rootfs");
         let lowers = self.images.layer_dirs(&row.image_id)?;
         mount_rootfs(&lowers, &dir, &rootfs)?;
-        let prepared = match self.setup_mounts(&row, &rootfs) {
-            Ok(p) => p,
+        let res = match self.setup_mounts(&row, &rootfs) {
+            Ok(prepared) => self
+                .launch(&row, &dir, &rootfs, &prepared)
+                .await
+                .map_err(|(msg, code)| runtime_error(msg, code)),
             Err(e) => {
-                let _ = berth_snapshots::unmount(&rootfs);
-                return Err(e);
+                let msg = e.message.clone();
+                Err((e, msg, 125))
             }
         };
-        let res = self.launch(&row, &dir, &rootfs, &prepared).await;
         match res {
             Ok(pid) => {
                 let rec = self.update(&id, |r| {
@@ -636,8 +638,7 @@ impl ContainerService {
                 self.clone().monitor(id);
                 Ok(true)
             }
-            Err((msg, code)) => {
-                let (msg, code) = mounts::start_error_hint(msg, code);
+            Err((err, msg, code)) => {
                 self.teardown_mounts(&id, &row.record);
                 let _ = berth_snapshots::unmount(&rootfs);
                 let rec = self.update(&id, |r| {
@@ -658,17 +659,7 @@ impl ContainerService {
                         }
                     });
                 }
-                let kind = if code == 126 || code == 127 {
-                    ErrorKind::InvalidArgument
-                } else {
-                    ErrorKind::Internal
-                };
-                Err(Error::new(
-                    kind,
-                    format!(
-                        "failed to create task for container: OCI runtime create failed: unable to start container process: {msg}: unknown"
-                    ),
-                ))
+                Err(err)
             }
         }
     }
@@ -1410,6 +1401,22 @@ impl ContainerService {
         }
         Ok(row.record["State"]["Pid"].as_i64().unwrap_or(0))
     }
+}
+
+/// A runtime's failure to start a container as the API reports it, with
+/// the message and exit code its state records.
+fn runtime_error(msg: String, code: i32) -> (Error, String, i32) {
+    let hint = mounts::start_error_hint(&msg);
+    let code = if hint.is_empty() { code } else { 127 };
+    let kind = if code == 126 || code == 127 {
+        ErrorKind::InvalidArgument
+    } else {
+        ErrorKind::Internal
+    };
+    let text = format!(
+        "failed to create task for container: OCI runtime create failed: unable to start container process: {msg}: unknown{hint}"
+    );
+    (Error::new(kind, text), format!("{msg}{hint}"), code)
 }
 
 fn mount_rootfs(lowers: &[PathBuf], dir: &Path, rootfs: &Path) -> Result<()> {

@@ -1380,17 +1380,14 @@ impl PreparedMounts {
 }
 
 /// Docker's hint for a bind whose source and destination are of different
-/// kinds; returns the message and exit code a failed start records.
-pub fn start_error_hint(msg: String, code: i32) -> (String, i32) {
+/// kinds, to append to the runtime's error (such a start records exit
+/// code 127); empty for other errors.
+pub fn start_error_hint(msg: &str) -> &'static str {
     if msg.to_lowercase().contains("not a directory") {
-        return (
-            format!(
-                "{msg}: Are you trying to mount a directory onto a file (or vice-versa)? Check if the specified host path exists and is the expected type"
-            ),
-            127,
-        );
+        ": Are you trying to mount a directory onto a file (or vice-versa)? Check if the specified host path exists and is the expected type"
+    } else {
+        ""
     }
-    (msg, code)
 }
 
 #[cfg(test)]
@@ -1587,10 +1584,9 @@ mod tests {
 
     #[test]
     fn mount_type_errors_get_dockers_hint() {
-        let (m, c) = start_error_hint("mount /etc: Not a directory (os error 20)".into(), 125);
-        assert!(m.ends_with("Check if the specified host path exists and is the expected type"));
-        assert_eq!(c, 127);
-        assert_eq!(start_error_hint("other".into(), 125), ("other".into(), 125));
+        let h = start_error_hint("mount /etc: Not a directory (os error 20)");
+        assert!(h.ends_with("Check if the specified host path exists and is the expected type"));
+        assert_eq!(start_error_hint("other"), "");
     }
 
     #[test]

@@ -304,6 +304,8 @@ mod tests {
                 0,
             )
             .unwrap();
+            std::fs::set_permissions(src.join("fifo"), std::fs::Permissions::from_mode(0o620))
+                .unwrap();
         }
         let old = Timestamps {
             last_access: Timespec {

@@ -126,7 +126,7 @@ fn status_error(e: &anyhow::Error, cmd: &str, code: u8) -> anyhow::Error {
 
 /// A bad flag value, reported as docker's flag parser does.
 #[derive(Debug)]
-struct FlagError(String);
+pub(crate) struct FlagError(pub(crate) String);
 impl std::fmt::Display for FlagError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
@@ -409,6 +409,21 @@ pub struct CreateOpts {
     /// Username or UID (format: <name|uid>[:<group|gid>])
     #[arg(short = 'u', long)]
     user: Option<String>,
+    /// Bind mount a volume
+    #[arg(short = 'v', long = "volume")]
+    volume: Vec<String>,
+    /// Attach a filesystem mount to the container
+    #[arg(long = "mount")]
+    mount: Vec<String>,
+    /// Mount a tmpfs directory
+    #[arg(long = "tmpfs")]
+    tmpfs: Vec<String>,
+    /// Mount volumes from the specified container(s)
+    #[arg(long = "volumes-from")]
+    volumes_from: Vec<String>,
+    /// Optional volume driver for the container
+    #[arg(long = "volume-driver")]
+    volume_driver: Option<String>,
     /// Working directory inside the container
     #[arg(short = 'w', long)]
     workdir: Option<String>,
@@ -525,6 +540,17 @@ impl CreateOpts {
         }
         if let Some(n) = &self.network {
             hc["NetworkMode"] = json!(n);
+        }
+        crate::volumes::apply_mount_flags(
+            &mut cfg,
+            &mut hc,
+            &self.volume,
+            &self.mount,
+            &self.tmpfs,
+            &self.volumes_from,
+        )?;
+        if let Some(d) = &self.volume_driver {
+            hc["VolumeDriver"] = json!(d);
         }
         if self.tty
             && tty::stdout_is_terminal()
