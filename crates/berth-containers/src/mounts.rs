@@ -262,7 +262,9 @@ pub fn clean_path(p: &str) -> String {
     }
 }
 
-const PROPAGATIONS: &[&str] = &["private", "rprivate", "slave", "rslave", "shared", "rshared"];
+const PROPAGATIONS: &[&str] = &[
+    "private", "rprivate", "slave", "rslave", "shared", "rshared",
+];
 
 fn is_propagation(o: &str) -> bool {
     PROPAGATIONS.contains(&o)
@@ -362,10 +364,7 @@ fn validate_spec(m: &MountSpec, bind_source_must_exist: bool) -> std::result::Re
                     Ok(_) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                         if !create {
-                            return Err(format!(
-                                "bind source path does not exist: {}",
-                                m.source
-                            ));
+                            return Err(format!("bind source path does not exist: {}", m.source));
                         }
                     }
                     Err(e) => return Err(format!("stat {}: {e}", m.source)),
@@ -424,7 +423,10 @@ pub fn validate_mounts(mounts: &[MountSpec]) -> Result<()> {
 }
 
 /// dockerd's `parseMountSpec`: a mount point from a validated spec.
-fn mount_point_of(spec: &MountSpec, bind_source_must_exist: bool) -> std::result::Result<MountPoint, String> {
+fn mount_point_of(
+    spec: &MountSpec,
+    bind_source_must_exist: bool,
+) -> std::result::Result<MountPoint, String> {
     validate_spec(spec, bind_source_must_exist).map_err(|e| config_error(spec, e))?;
     let mut mp = MountPoint {
         typ: spec.typ.clone(),
@@ -504,7 +506,9 @@ pub fn parse_bind(raw: &str, volume_driver: &str) -> Result<MountPoint> {
         });
     }
     if mode.split(',').any(|o| o == "nocopy") {
-        spec.volume_options.get_or_insert_with(Default::default).no_copy = true;
+        spec.volume_options
+            .get_or_insert_with(Default::default)
+            .no_copy = true;
     }
     if let Some(p) = mode.split(',').find(|o| is_propagation(o)) {
         spec.bind_options = Some(BindOptions {
@@ -616,7 +620,16 @@ pub fn merge_tmpfs_options(options: &[String]) -> std::result::Result<Vec<String
             continue;
         }
         let kv: Vec<&str> = o.splitn(2, '=').collect();
-        let valid = ["", "size", "mode", "uid", "gid", "nr_inodes", "nr_blocks", "mpol"];
+        let valid = [
+            "",
+            "size",
+            "mode",
+            "uid",
+            "gid",
+            "nr_inodes",
+            "nr_blocks",
+            "mpol",
+        ];
         if kv.len() != 2 || !valid.contains(&kv[0]) {
             let quoted: Vec<String> = kv.iter().map(|s| format!("{s:?}")).collect();
             return Err(format!("invalid tmpfs option [{}]", quoted.join(" ")));
@@ -771,9 +784,7 @@ impl ContainerService {
             || hc["Binds"].as_array().is_some_and(|b| !b.is_empty())
             || hc["VolumesFrom"].as_array().is_some_and(|b| !b.is_empty())
             || req.volumes.as_object().is_some_and(|v| !v.is_empty());
-        if !needs_volumes
-            && hc["Tmpfs"].as_object().is_none_or(|t| t.is_empty())
-        {
+        if !needs_volumes && hc["Tmpfs"].as_object().is_none_or(|t| t.is_empty()) {
             return Ok(vec![]);
         }
         // Checked before anything is created (dockerd's verifyContainerSettings).
@@ -801,7 +812,6 @@ impl ContainerService {
         anonymous: &mut Vec<String>,
     ) -> Result<Vec<MountPoint>> {
         let hc = req.host_config;
-        let vols = self.volumes()?;
         let volume_driver = hc["VolumeDriver"].as_str().unwrap_or("");
         let mut points: BTreeMap<String, MountPoint> = BTreeMap::new();
         let mut binds: BTreeSet<String> = BTreeSet::new();
@@ -820,7 +830,7 @@ impl ContainerService {
                     ..m.clone()
                 };
                 if cp.typ == "volume" {
-                    let pv = vols.reference(&cp.name, req.id)?;
+                    let pv = self.volumes()?.reference(&cp.name, req.id)?;
                     cp.source = pv.mountpoint.display().to_string();
                 }
                 points.insert(cp.destination.clone(), cp);
@@ -837,7 +847,9 @@ impl ContainerService {
             }
             if mp.typ == "volume" {
                 let name = (!mp.name.is_empty()).then_some(mp.name.as_str());
-                let pv = vols.ensure(name, &mp.driver, None, None, req.id)?;
+                let pv = self
+                    .volumes()?
+                    .ensure(name, &mp.driver, None, None, req.id)?;
                 if name.is_none() {
                     anonymous.push(pv.name.clone());
                 }
@@ -869,7 +881,9 @@ impl ContainerService {
                         None => (None, None),
                     };
                     let name = (!mp.name.is_empty()).then_some(mp.name.as_str());
-                    let pv = vols.ensure(name, &mp.driver, opts, labels, req.id)?;
+                    let pv = self
+                        .volumes()?
+                        .ensure(name, &mp.driver, opts, labels, req.id)?;
                     if name.is_none() {
                         anonymous.push(pv.name.clone());
                     }
@@ -908,10 +922,15 @@ impl ContainerService {
             if image_entry(req.layer_dirs, &dest).is_some_and(|t| !t.is_dir()) {
                 return Err(internal(format!(
                     "cannot mount volume over existing file, file exists {}",
-                    self.dir(req.id).join("rootfs").join(dest.trim_start_matches('/')).display()
+                    self.dir(req.id)
+                        .join("rootfs")
+                        .join(dest.trim_start_matches('/'))
+                        .display()
                 )));
             }
-            let pv = vols.ensure(None, volume_driver, None, None, req.id)?;
+            let pv = self
+                .volumes()?
+                .ensure(None, volume_driver, None, None, req.id)?;
             anonymous.push(pv.name.clone());
             points.insert(
                 dest.clone(),
@@ -1164,7 +1183,12 @@ fn copy_up(rootfs: &Path, dest: &str, volume: &Path) -> Result<()> {
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|e| Error::internal(format!("failed to populate volume: open {}: {e}", volume.display())))?;
+    .map_err(|e| {
+        Error::internal(format!(
+            "failed to populate volume: open {}: {e}",
+            volume.display()
+        ))
+    })?;
     if std::fs::read_dir(volume)?.next().is_some() {
         return Ok(());
     }
@@ -1202,8 +1226,7 @@ fn depth(dest: &str) -> usize {
 /// The mount a path lives on: (mount point, optional fields) of the
 /// longest matching entry of /proc/self/mountinfo.
 fn source_mount(path: &str) -> Result<(String, String)> {
-    let real = std::fs::canonicalize(path)
-        .map_err(|e| Error::internal(format!("{path}: {e}")))?;
+    let real = std::fs::canonicalize(path).map_err(|e| Error::internal(format!("{path}: {e}")))?;
     let info = std::fs::read_to_string("/proc/self/mountinfo")?;
     let mut best: Option<(String, String)> = None;
     for l in info.lines() {
@@ -1245,9 +1268,7 @@ fn oci_mounts(p: &PreparedMounts) -> Result<Vec<Value>> {
                 .as_ref()
                 .is_some_and(|b| b.read_only_force_recursive)
             {
-                return Err(Error::internal(
-                    "rro is not supported by runtime \"berth\"",
-                ));
+                return Err(Error::internal("rro is not supported by runtime \"berth\""));
             }
             // berth-runtime has no recursive read-only (rro): like dockerd
             // on a runtime without it, a plain read-only bind.
@@ -1355,7 +1376,7 @@ impl PreparedMounts {
             .into_iter()
             .filter(|m| {
                 let d = m["destination"].as_str().unwrap_or("");
-                !user.contains(d) && !(over_dev && d.starts_with("/dev/"))
+                !(user.contains(d) || over_dev && d.starts_with("/dev/"))
             })
             .collect();
         if me.readonly_rootfs {
@@ -1418,12 +1439,23 @@ mod tests {
     fn binds_parse_as_dockerd() {
         let b = parse_bind("/host:/ctr:ro", "").unwrap();
         assert_eq!(
-            (b.typ.as_str(), b.source.as_str(), b.destination.as_str(), b.rw),
+            (
+                b.typ.as_str(),
+                b.source.as_str(),
+                b.destination.as_str(),
+                b.rw
+            ),
             ("bind", "/host", "/ctr", false)
         );
-        assert_eq!((b.mode.as_str(), b.propagation.as_str()), ("ro", "rprivate"));
+        assert_eq!(
+            (b.mode.as_str(), b.propagation.as_str()),
+            ("ro", "rprivate")
+        );
         let v = parse_bind("data:/d:nocopy", "").unwrap();
-        assert_eq!((v.typ.as_str(), v.name.as_str(), v.copy_data), ("volume", "data", false));
+        assert_eq!(
+            (v.typ.as_str(), v.name.as_str(), v.copy_data),
+            ("volume", "data", false)
+        );
         let a = parse_bind("/anon", "").unwrap();
         assert_eq!((a.typ.as_str(), a.name.as_str()), ("volume", ""));
         assert!(a.is_anonymous_volume());
@@ -1432,8 +1464,14 @@ mod tests {
         let msg = |raw: &str| parse_bind(raw, "").unwrap_err();
         assert_eq!(msg("/tmp:/x:bad").message, "invalid mode: bad");
         assert_eq!(msg("/tmp:/x:bad").kind, ErrorKind::Internal);
-        assert_eq!(msg("/x:rw").message, "invalid volume specification: '/x:rw'");
-        assert_eq!(msg("a:b:c:d:e").message, "invalid volume specification: 'a:b:c:d:e'");
+        assert_eq!(
+            msg("/x:rw").message,
+            "invalid volume specification: '/x:rw'"
+        );
+        assert_eq!(
+            msg("a:b:c:d:e").message,
+            "invalid volume specification: 'a:b:c:d:e'"
+        );
         assert_eq!(
             msg("/tmp:/").message,
             "invalid volume specification: '/tmp:/': invalid mount config for type \"bind\": invalid specification: destination can't be '/'"
@@ -1474,7 +1512,9 @@ mod tests {
             "invalid mount config for type \"tmpfs\": field Source must not be specified"
         );
         assert_eq!(
-            err(json!({"Type": "bind", "Source": "/tmp", "Target": "/x", "BindOptions": {"Propagation": "foo"}})),
+            err(
+                json!({"Type": "bind", "Source": "/tmp", "Target": "/x", "BindOptions": {"Propagation": "foo"}})
+            ),
             "invalid mount config for type \"bind\": invalid propagation mode: foo"
         );
         assert_eq!(
@@ -1482,10 +1522,15 @@ mod tests {
             "invalid mount config for type \"volume\": field Target must not be empty"
         );
         assert_eq!(
-            err(json!({"Type": "volume", "Source": "x", "Target": "/x", "VolumeOptions": {"Subpath": "../up"}})),
+            err(
+                json!({"Type": "volume", "Source": "x", "Target": "/x", "VolumeOptions": {"Subpath": "../up"}})
+            ),
             "invalid mount config for type \"volume\": subpath must be a relative path within the volume"
         );
-        validate_mounts(&[spec(json!({"Type": "bind", "Source": "/tmp", "Target": "/x"}))]).unwrap();
+        validate_mounts(&[spec(
+            json!({"Type": "bind", "Source": "/tmp", "Target": "/x"}),
+        )])
+        .unwrap();
         // What the docker CLI sends for `--mount type=volume,dst=/x` round-trips.
         let sent = json!({"Type": "volume", "Target": "/x", "VolumeOptions": {"DriverConfig": {}}});
         assert_eq!(serde_json::to_value(spec(sent.clone())).unwrap(), sent);
@@ -1495,8 +1540,10 @@ mod tests {
     fn tmpfs_options_merge_as_moby() {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         assert_eq!(
-            merge_tmpfs_options(&s(&["noexec", "nosuid", "nodev", "rprivate", "size=2m", "exec"]))
-                .unwrap(),
+            merge_tmpfs_options(&s(&[
+                "noexec", "nosuid", "nodev", "rprivate", "size=2m", "exec"
+            ]))
+            .unwrap(),
             s(&["nosuid", "nodev", "rprivate", "size=2m", "exec"])
         );
         assert_eq!(
@@ -1520,8 +1567,14 @@ mod tests {
             "ro,mode=1777,size=1m,exec"
         );
         assert_eq!(
-            convert_tmpfs_options(Some(&TmpfsOptions { size_bytes: 1000, ..Default::default() }), false)
-                .unwrap(),
+            convert_tmpfs_options(
+                Some(&TmpfsOptions {
+                    size_bytes: 1000,
+                    ..Default::default()
+                }),
+                false
+            )
+            .unwrap(),
             "size=1000"
         );
     }
@@ -1529,8 +1582,14 @@ mod tests {
     #[test]
     fn volumes_from_modes() {
         assert_eq!(parse_volumes_from("c").unwrap(), ("c".into(), "rw".into()));
-        assert_eq!(parse_volumes_from("c:ro").unwrap(), ("c".into(), "ro".into()));
-        assert_eq!(parse_volumes_from("c:bad").unwrap_err().message, "invalid mode: bad");
+        assert_eq!(
+            parse_volumes_from("c:ro").unwrap(),
+            ("c".into(), "ro".into())
+        );
+        assert_eq!(
+            parse_volumes_from("c:bad").unwrap_err().message,
+            "invalid mode: bad"
+        );
         assert!(parse_volumes_from("c:rshared").is_err());
         assert!(parse_volumes_from("c:nocopy").is_err());
     }
@@ -1570,15 +1629,38 @@ mod tests {
             readonly_rootfs: true,
             ..Default::default()
         };
-        let p = PreparedMounts { oci: oci_mounts(&p).unwrap(), ..p };
+        let p = PreparedMounts {
+            oci: oci_mounts(&p).unwrap(),
+            ..p
+        };
         p.apply(&mut spec);
         let m = spec["mounts"].as_array().unwrap();
-        let dests: Vec<&str> = m.iter().map(|x| x["destination"].as_str().unwrap()).collect();
-        assert_eq!(dests, ["/proc", "/dev/shm", "/etc/hostname", "/run", "/etc/hosts", "/a/b/c"]);
+        let dests: Vec<&str> = m
+            .iter()
+            .map(|x| x["destination"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            dests,
+            [
+                "/proc",
+                "/dev/shm",
+                "/etc/hostname",
+                "/run",
+                "/etc/hosts",
+                "/a/b/c"
+            ]
+        );
         assert_eq!(m[0]["options"], json!(["nosuid"]), "/proc stays writable");
         assert_eq!(m[2]["options"], json!(["rbind", "rprivate", "ro"]));
-        assert_eq!(m[3]["options"], json!(["noexec", "nosuid", "nodev", "rprivate", "size=1m"]));
-        assert_eq!(m[4]["options"], json!(["rbind"]), "user mounts keep their mode");
+        assert_eq!(
+            m[3]["options"],
+            json!(["noexec", "nosuid", "nodev", "rprivate", "size=1m"])
+        );
+        assert_eq!(
+            m[4]["options"],
+            json!(["rbind"]),
+            "user mounts keep their mode"
+        );
         assert_eq!(m[5]["options"], json!(["rbind", "ro", "rprivate"]));
     }
 

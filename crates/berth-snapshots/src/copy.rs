@@ -151,7 +151,12 @@ impl Copier<'_> {
         drop(dir);
         names.sort();
         for name in &names {
-            self.copy_entry(src, dst, name, &rel.join(OsStr::from_bytes(name.to_bytes())))?;
+            self.copy_entry(
+                src,
+                dst,
+                name,
+                &rel.join(OsStr::from_bytes(name.to_bytes())),
+            )?;
         }
         Ok(())
     }
@@ -210,7 +215,11 @@ impl Copier<'_> {
                 let d = rfs::openat(
                     ddir,
                     name,
-                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 )
                 .map_err(|e| os_err(rel, "create", e))?;

@@ -205,9 +205,7 @@ pub fn validate_options(opts: &BTreeMap<String, String>) -> Result<()> {
         if size > 0 {
             // Quotas need project quotas on the backing filesystem (xfs);
             // berth has no quota control, like dockerd on ext4.
-            return Err(Error::invalid(
-                "quota size requested but no quota support",
-            ));
+            return Err(Error::invalid("quota size requested but no quota support"));
         }
     }
     for (opt, required) in [
@@ -260,9 +258,9 @@ fn match_kv(wanted: &[String], labels: Option<&BTreeMap<String, String>>) -> boo
 /// Docker's `Args.Match`: exact, or an (unanchored) regular expression.
 fn match_name(wanted: &[String], name: &str) -> bool {
     wanted.is_empty()
-        || wanted.iter().any(|w| {
-            w == name || regex::Regex::new(w).is_ok_and(|r| r.is_match(name))
-        })
+        || wanted
+            .iter()
+            .any(|w| w == name || regex::Regex::new(w).is_ok_and(|r| r.is_match(name)))
 }
 
 fn check_filters(filters: &Filters, accepted: &[&str]) -> Result<()> {
@@ -358,8 +356,7 @@ impl VolumeService {
         for e in std::fs::read_dir(&self.dir)? {
             let e = e?;
             let name = e.file_name().to_string_lossy().into_owned();
-            if known.contains(&name) || !e.file_type()?.is_dir() || validate_name(&name).is_err()
-            {
+            if known.contains(&name) || !e.file_type()?.is_dir() || validate_name(&name).is_err() {
                 continue;
             }
             let data = e.path().join("_data");
@@ -464,9 +461,10 @@ impl VolumeService {
         if let Some(o) = &options {
             validate_options(o).map_err(ctx)?;
         }
-        let staging = self
-            .tmp
-            .join(format!("volume-new-{}", hex::encode(rand::random::<[u8; 8]>())));
+        let staging = self.tmp.join(format!(
+            "volume-new-{}",
+            hex::encode(rand::random::<[u8; 8]>())
+        ));
         let made = (|| -> std::io::Result<()> {
             std::fs::DirBuilder::new().mode(0o701).create(&staging)?;
             std::fs::DirBuilder::new()
@@ -481,7 +479,9 @@ impl VolumeService {
         })();
         if let Err(e) = made {
             let _ = std::fs::remove_dir_all(&staging);
-            return Err(ctx(Error::from(e).context("error while creating volume root path")));
+            return Err(ctx(
+                Error::from(e).context("error while creating volume root path")
+            ));
         }
         let row = VolumeRow {
             v: 1,
@@ -877,15 +877,29 @@ mod tests {
         };
         let msg = |kv: &[(&str, &str)]| validate_options(&o(kv)).unwrap_err().message;
         assert_eq!(msg(&[("foo", "bar")]), r#"invalid option: "foo""#);
-        assert_eq!(msg(&[("type", "tmpfs")]), r#"missing required option: "device""#);
-        assert_eq!(msg(&[("o", "size=1m")]), r#"missing required option: "device""#);
-        assert_eq!(msg(&[("device", "x")]), r#"missing required option: "type""#);
+        assert_eq!(
+            msg(&[("type", "tmpfs")]),
+            r#"missing required option: "device""#
+        );
+        assert_eq!(
+            msg(&[("o", "size=1m")]),
+            r#"missing required option: "device""#
+        );
+        assert_eq!(
+            msg(&[("device", "x")]),
+            r#"missing required option: "type""#
+        );
         assert_eq!(
             msg(&[("size", "1m")]),
             "quota size requested but no quota support"
         );
         assert_eq!(msg(&[("size", "x")]), "invalid size: 'x'");
-        validate_options(&o(&[("type", "tmpfs"), ("device", "tmpfs"), ("o", "size=1m")])).unwrap();
+        validate_options(&o(&[
+            ("type", "tmpfs"),
+            ("device", "tmpfs"),
+            ("o", "size=1m"),
+        ]))
+        .unwrap();
     }
 
     #[test]
@@ -926,7 +940,12 @@ mod tests {
         assert_eq!(names.len(), 2);
         assert!(names.contains(&"data".to_string()));
 
-        let used = || Ok(BTreeMap::from([("data".to_string(), vec!["c1".to_string()])]));
+        let used = || {
+            Ok(BTreeMap::from([(
+                "data".to_string(),
+                vec!["c1".to_string()],
+            )]))
+        };
         let e = s.remove("data", true, &used).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Conflict);
         assert_eq!(e.message, "remove data: volume is in use - [c1]");
@@ -959,7 +978,10 @@ mod tests {
         );
         assert!(ev.contains(&("destroy".into(), "data".into())));
         assert!(
-            std::fs::read_dir(d.path().join("tmp")).unwrap().next().is_none(),
+            std::fs::read_dir(d.path().join("tmp"))
+                .unwrap()
+                .next()
+                .is_none(),
             "tmp/ is left empty"
         );
     }
@@ -1006,7 +1028,12 @@ mod tests {
             .map(|v| v.name)
             .collect();
         assert_eq!(left.len(), 2, "{left:?}");
-        assert!(sink.0.lock().unwrap().contains(&("prune".into(), "".into())));
+        assert!(
+            sink.0
+                .lock()
+                .unwrap()
+                .contains(&("prune".into(), "".into()))
+        );
         assert_eq!(
             s.prune(&filters(&[("all", "maybe")]), &nobody)
                 .unwrap_err()

@@ -1941,6 +1941,7 @@ fn image_path(n: &str) -> String {
 enum Kind {
     Container,
     Image,
+    Volume,
 }
 
 async fn find_object(c: &Client, name: &str, kinds: &[Kind], size: bool) -> Result<Value> {
@@ -1952,6 +1953,7 @@ async fn find_object(c: &Client, name: &str, kinds: &[Kind], size: bool) -> Resu
                 if size { "?size=1" } else { "" }
             ),
             Kind::Image => format!("/images/{}/json", image_path(name)),
+            Kind::Volume => format!("/volumes/{}", enc(name)),
         };
         match c.get_value(&path).await {
             Ok(v) => return Ok(v),
@@ -1991,12 +1993,14 @@ pub async fn container_inspect(c: &Client, a: ContainerInspectArgs) -> Result<()
     inspect_objects(c, &a.names, &[Kind::Container], a.format.as_deref(), a.size).await
 }
 
-/// `inspect`: a container if there is one by that name, else an image.
+/// `inspect`: a container if there is one by that name, else an image,
+/// else a volume.
 pub async fn inspect(c: &Client, a: InspectArgs) -> Result<()> {
     let kinds: &[Kind] = match a.typ.as_deref() {
-        None | Some("") => &[Kind::Container, Kind::Image],
+        None | Some("") => &[Kind::Container, Kind::Image, Kind::Volume],
         Some("container") => &[Kind::Container],
         Some("image") => &[Kind::Image],
+        Some("volume") => &[Kind::Volume],
         Some(t) => bail!("\"{t}\" is not a valid value for --type"),
     };
     inspect_objects(c, &a.names, kinds, a.format.as_deref(), a.size).await

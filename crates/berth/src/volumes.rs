@@ -197,7 +197,10 @@ async fn list(c: &Client, a: ListArgs) -> Result<()> {
     let resp: Value = c.get_json(&path).await?;
     let mut vols: Vec<Value> = resp["Volumes"].as_array().cloned().unwrap_or_default();
     vols.sort_by(|x, y| {
-        let (x, y) = (x["Name"].as_str().unwrap_or(""), y["Name"].as_str().unwrap_or(""));
+        let (x, y) = (
+            x["Name"].as_str().unwrap_or(""),
+            y["Name"].as_str().unwrap_or(""),
+        );
         if natural_less(x, y) {
             std::cmp::Ordering::Less
         } else if natural_less(y, x) {
@@ -287,7 +290,10 @@ pub struct PruneArgs {
 async fn prune(c: &Client, a: PruneArgs) -> Result<()> {
     let mut filters = a.filter.clone();
     let warning = if a.all {
-        if filters.iter().any(|f| f.split_once('=').is_some_and(|(k, _)| k.trim() == "all")) {
+        if filters
+            .iter()
+            .any(|f| f.split_once('=').is_some_and(|(k, _)| k.trim() == "all"))
+        {
             bail!("conflicting options: cannot specify both --all and --filter all=1");
         }
         filters.push("all=true".into());
@@ -304,7 +310,10 @@ async fn prune(c: &Client, a: PruneArgs) -> Result<()> {
     }
     let report: Value = c.send_json(Method::POST, &path).await?;
     let mut reclaimed = 0.0;
-    if let Some(names) = report["VolumesDeleted"].as_array().filter(|d| !d.is_empty()) {
+    if let Some(names) = report["VolumesDeleted"]
+        .as_array()
+        .filter(|d| !d.is_empty())
+    {
         println!("Deleted Volumes:");
         for n in names {
             println!("{}", n.as_str().unwrap_or(""));
@@ -317,6 +326,55 @@ async fn prune(c: &Client, a: PruneArgs) -> Result<()> {
         human_size_with_precision(reclaimed, 4)
     );
     Ok(())
+}
+
+/// The `Local Volumes` row of `system df` (the CLI's diskUsageVolumesContext).
+pub fn df_row(du: &Value) -> Value {
+    let vols = du["Volumes"].as_array().cloned().unwrap_or_default();
+    let usage = |v: &Value| {
+        (
+            v["UsageData"]["RefCount"].as_i64().unwrap_or(0),
+            v["UsageData"]["Size"].as_i64().unwrap_or(-1),
+        )
+    };
+    let active = vols.iter().filter(|v| usage(v).0 > 0).count();
+    let (mut total, mut reclaimable) = (0i64, 0i64);
+    for v in &vols {
+        let (refs, size) = usage(v);
+        if size != -1 {
+            total += size;
+            if refs == 0 {
+                reclaimable += size;
+            }
+        }
+    }
+    let size = |n: i64| human_size_with_precision(n as f64, 4);
+    let reclaim = if total > 0 {
+        format!("{} ({}%)", size(reclaimable), reclaimable * 100 / total)
+    } else {
+        size(reclaimable)
+    };
+    json!({"Active": active.to_string(), "Reclaimable": reclaim, "Size": size(total),
+           "TotalCount": vols.len().to_string(), "Type": "Local Volumes"})
+}
+
+/// The volumes table of `system df -v`.
+pub fn df_table(du: &Value) -> Result<String> {
+    let rows: Vec<Value> = du["Volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|v| {
+            json!({
+                "Name": v["Name"],
+                "Links": v["UsageData"]["RefCount"].as_i64().unwrap_or(0).to_string(),
+                "Size": human_size_with_precision(v["UsageData"]["Size"].as_f64().unwrap_or(0.0), 4),
+            })
+        })
+        .collect();
+    let header = json!({"Name": "VOLUME NAME", "Links": "LINKS", "Size": "SIZE"});
+    format::render_list("table {{.Name}}\t{{.Links}}\t{{.Size}}", &header, &rows)
+        .map_err(|e| anyhow::anyhow!("template parsing error: {e}"))
 }
 
 // ---------------------------------------------------------------- run/create flags
@@ -336,8 +394,7 @@ fn parse_volume(spec: &str) -> std::result::Result<(String, String, bool), Strin
     let wrap = |e: &str| format!("invalid spec: {spec}: {e}");
     for i in 0..=chars.len() {
         let c = chars.get(i).copied();
-        let windows_drive =
-            c == Some(':') && buffer.len() == 1 && buffer[0].is_alphabetic();
+        let windows_drive = c == Some(':') && buffer.len() == 1 && buffer[0].is_alphabetic();
         if windows_drive {
             buffer.push(':');
             continue;
@@ -410,7 +467,9 @@ fn csv_fields(s: &str) -> std::result::Result<Vec<String>, String> {
                 quoted = true;
                 at_start = false;
             }
-            '"' => return Err("parse error on line 1, column 1: bare \" in non-quoted-field".into()),
+            '"' => {
+                return Err("parse error on line 1, column 1: bare \" in non-quoted-field".into());
+            }
             ',' => {
                 out.push(std::mem::take(&mut cur));
                 at_start = true;
@@ -422,7 +481,9 @@ fn csv_fields(s: &str) -> std::result::Result<Vec<String>, String> {
         }
     }
     if quoted {
-        return Err("parse error on line 1, column 1: extraneous or missing \" in quoted-field".into());
+        return Err(
+            "parse error on line 1, column 1: extraneous or missing \" in quoted-field".into(),
+        );
     }
     out.push(cur);
     Ok(out)
@@ -514,7 +575,10 @@ pub fn parse_mount(value: &str) -> std::result::Result<Value, String> {
                 m.insert("Target".into(), json!(val));
             }
             "readonly" | "ro" => {
-                m.insert("ReadOnly".into(), json!(parse_go_bool(val).ok_or_else(bad)?));
+                m.insert(
+                    "ReadOnly".into(),
+                    json!(parse_go_bool(val).ok_or_else(bad)?),
+                );
             }
             "consistency" => {
                 m.insert("Consistency".into(), json!(val.to_lowercase()));
@@ -684,9 +748,11 @@ pub fn apply_mount_flags(
 ) -> Result<()> {
     let mut specs = Vec::new();
     for m in mounts {
-        specs.push(parse_mount(m).map_err(|e| {
-            FlagError(format!("invalid argument {m:?} for \"--mount\" flag: {e}"))
-        })?);
+        specs.push(
+            parse_mount(m).map_err(|e| {
+                FlagError(format!("invalid argument {m:?} for \"--mount\" flag: {e}"))
+            })?,
+        );
     }
     let mut anonymous = Map::new();
     let mut binds: Vec<String> = Vec::new();
@@ -828,7 +894,12 @@ mod tests {
         apply_mount_flags(
             &mut cfg,
             &mut hc,
-            &["/anon".into(), "named:/n:ro".into(), "/h:/c".into(), "/anon".into()],
+            &[
+                "/anon".into(),
+                "named:/n:ro".into(),
+                "/h:/c".into(),
+                "/anon".into(),
+            ],
             &["type=tmpfs,dst=/t".into()],
             &["/run:size=1m".into(), "/x".into()],
             &["other:ro".into()],

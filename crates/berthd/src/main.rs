@@ -187,7 +187,9 @@ impl berth_containers::VolumeProvider for Volumes {
         labels: Option<std::collections::BTreeMap<String, String>>,
         container: &str,
     ) -> berth_types::Result<berth_containers::ProvidedVolume> {
-        let v = self.0.create(name, driver, options, labels, Some(container))?;
+        let v = self
+            .0
+            .create(name, driver, options, labels, Some(container))?;
         Ok(berth_containers::ProvidedVolume {
             name: v.name,
             driver: v.driver,
@@ -280,21 +282,23 @@ async fn serve(
         meta.clone(),
         events.clone(),
     )?);
-    let containers = Arc::new(berth_containers::ContainerService::new(
-        berth_containers::Config {
-            data_root: data_root.clone(),
-            run_dir: exec_root,
-            shim_binary: shim_binary(),
-            cgroup_parent: "/berth".into(),
-            log_driver: cfg.log_driver.clone().unwrap_or_else(|| "json-file".into()),
-            log_opts: cfg.log_opts.clone(),
-            init: cfg.init,
-        },
-        meta.clone(),
-        Arc::new(Images(images.clone())),
-        events.clone(),
-    )?
-    .with_volumes(Arc::new(Volumes(volumes.clone()))));
+    let containers = Arc::new(
+        berth_containers::ContainerService::new(
+            berth_containers::Config {
+                data_root: data_root.clone(),
+                run_dir: exec_root,
+                shim_binary: shim_binary(),
+                cgroup_parent: "/berth".into(),
+                log_driver: cfg.log_driver.clone().unwrap_or_else(|| "json-file".into()),
+                log_opts: cfg.log_opts.clone(),
+                init: cfg.init,
+            },
+            meta.clone(),
+            Arc::new(Images(images.clone())),
+            events.clone(),
+        )?
+        .with_volumes(Arc::new(Volumes(volumes.clone()))),
+    );
     containers.restore().await?;
     volumes.sweep_mounts()?;
     let state = api::AppState {

@@ -297,6 +297,12 @@ fn matches(
                 None => rec["Config"]["Labels"].get(v).is_some(),
             },
             "status" => rec["State"]["Status"].as_str() == Some(v.as_str()),
+            // A volume name, bind source or destination (dockerd's list filter).
+            "volume" => rec["Mounts"].as_array().into_iter().flatten().any(|m| {
+                m["Destination"] == v.as_str()
+                    || m["Name"] == v.as_str()
+                    || (m.get("Name").is_none() && m["Source"] == v.as_str())
+            }),
             "exited" => {
                 rec["State"]["Status"] == "exited"
                     && v.parse::<i64>().ok() == rec["State"]["ExitCode"].as_i64()
@@ -322,7 +328,7 @@ fn matches(
             _ => false,
         });
         if ![
-            "id", "name", "label", "status", "exited", "ancestor", "before", "since",
+            "id", "name", "label", "status", "exited", "ancestor", "before", "since", "volume",
         ]
         .contains(&k.as_str())
         {

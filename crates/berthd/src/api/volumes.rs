@@ -21,10 +21,7 @@ pub fn routes() -> Router<AppState> {
         .route("/volumes", get(list))
         .route("/volumes/create", post(create))
         .route("/volumes/prune", post(prune))
-        .route(
-            "/volumes/{name}",
-            get(inspect).delete(remove).put(update),
-        )
+        .route("/volumes/{name}", get(inspect).delete(remove).put(update))
 }
 
 /// Volume name → the containers whose records name it.
