@@ -627,6 +627,39 @@ fn bind_mounts_create_a_missing_v_source_but_not_a_mount_source() {
     assert_eq!(d.docker(["volume", "rm", "bv"]).ok(), "bv\n");
     assert!(device.join("keep").exists() && device.join("new").exists());
 
+    // A volume's subpath; one that leaves the volume through a symlink is refused.
+    d.docker([
+        "run",
+        "--rm",
+        "-v",
+        "sv:/sv",
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir -p /sv/sub/in && ln -s /etc /sv/esc",
+    ])
+    .ok();
+    let out = d.docker([
+        "run",
+        "--rm",
+        "--mount",
+        "type=volume,src=sv,dst=/s,volume-subpath=sub",
+        "busybox",
+        "ls",
+        "/s",
+    ]);
+    assert_eq!(out.ok(), "in\n");
+    let out = d.docker([
+        "run",
+        "--rm",
+        "--mount",
+        "type=volume,src=sv,dst=/s,volume-subpath=esc",
+        "busybox",
+        "ls",
+        "/s",
+    ]);
+    assert!(out.fails_with(125).contains("cannot access path"), "{out}");
+
     // --volumes-from takes binds and volumes, read-only with :ro.
     d.docker([
         "create",
