@@ -19,6 +19,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod mounts;
 mod names;
 pub mod shim;
 pub mod spec;
@@ -32,6 +33,7 @@ use berth_metadata::{ContainerRow, MetaRead, MetaStore};
 use berth_types::{Digest, Error, ErrorKind, Result};
 use serde_json::{Value, json};
 
+pub use mounts::{ProvidedVolume, VolumeProvider, VolumeUsers};
 pub use names::validate as validate_name;
 pub use shim::ShimConn;
 
@@ -157,6 +159,8 @@ pub struct ContainerService {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Attach streams opened before a container started, for its shim.
     pending_attach: Mutex<HashMap<String, (std::os::unix::net::UnixStream, [bool; 3])>>,
+    /// The volume driver (see `mounts.rs`); without it, volume mounts are refused.
+    volumes: Option<Arc<dyn VolumeProvider>>,
 }
 
 /// An exec instance (Docker keeps them in memory too).
@@ -286,7 +290,14 @@ impl ContainerService {
             removed: Mutex::new(VecDeque::new()),
             locks: Mutex::new(HashMap::new()),
             pending_attach: Mutex::new(HashMap::new()),
+            volumes: None,
         })
+    }
+
+    /// Gives containers their volume driver.
+    pub fn with_volumes(mut self, volumes: Arc<dyn VolumeProvider>) -> Self {
+        self.volumes = Some(volumes);
+        self
     }
 
     fn dir(&self, id: &str) -> PathBuf {
@@ -452,6 +463,14 @@ impl ContainerService {
         {
             return Err(Error::invalid(format!("invalid restart policy '{rp}'")));
         }
+        let config_volumes = mounts::config_volumes(&config["Volumes"], &ic["Volumes"]);
+        let mount_points = self.register_mounts(&mounts::MountRequest {
+            id: &id,
+            host_config: &host_config,
+            volumes: &config_volumes,
+            layer_dirs: &img.layer_dirs,
+            data_root: &self.cfg.data_root,
+        })?;
         let dir = self.dir(&id);
         let mut cfg_out = json!({
             "Hostname": hostname,
@@ -466,7 +485,7 @@ impl ContainerService {
             "Env": env,
             "Cmd": if cmd.is_empty() { Value::Null } else { json!(cmd) },
             "Image": image_name,
-            "Volumes": config["Volumes"].clone(),
+            "Volumes": config_volumes,
             "WorkingDir": config["WorkingDir"].as_str().filter(|w| !w.is_empty()).or(ic["WorkingDir"].as_str()).unwrap_or(""),
             "Entrypoint": if entrypoint.is_empty() { Value::Null } else { json!(entrypoint) },
             "OnBuild": null,
@@ -484,7 +503,7 @@ impl ContainerService {
                 cfg_out[k] = ic[k].clone();
             }
         }
-        let record = json!({
+        let mut record = json!({
             "Id": id,
             "Created": now(),
             "Path": argv[0],
@@ -517,7 +536,7 @@ impl ContainerService {
                 },
                 "Name": "overlay2"
             },
-            "Mounts": [],
+            "Mounts": mounts::docker_mounts(&mount_points),
             "Config": cfg_out,
             "NetworkSettings": {
                 "Bridge": "", "SandboxID": "", "SandboxKey": "", "Ports": {},
@@ -528,6 +547,7 @@ impl ContainerService {
                 "Networks": {}
             }
         });
+        record[mounts::RECORD_KEY] = json!(mount_points);
         for d in ["upper", "work", "rootfs"] {
             std::fs::create_dir_all(dir.join(d))?;
         }
@@ -539,8 +559,15 @@ impl ContainerService {
         };
         if let Err(e) = self.meta.write(|w| w.put_container(&row)) {
             let _ = std::fs::remove_dir_all(&dir);
+            let anonymous: Vec<String> = mount_points
+                .iter()
+                .filter(|m| m.is_anonymous_volume())
+                .map(|m| m.name.clone())
+                .collect();
+            self.end_create(&id, &anonymous);
             return Err(e);
         }
+        self.end_create(&id, &[]);
         self.notify();
         self.event("create", &row.record);
         Ok((id, vec![]))
@@ -581,7 +608,16 @@ impl ContainerService {
         let rootfs = dir.join("rootfs");
         let lowers = self.images.layer_dirs(&row.image_id)?;
         mount_rootfs(&lowers, &dir, &rootfs)?;
-        let res = self.launch(&row, &dir, &rootfs).await;
+        let res = match self.setup_mounts(&row, &rootfs) {
+            Ok(prepared) => self
+                .launch(&row, &dir, &rootfs, &prepared)
+                .await
+                .map_err(|(msg, code)| runtime_error(msg, code)),
+            Err(e) => {
+                let msg = e.message.clone();
+                Err((e, msg, 125))
+            }
+        };
         match res {
             Ok(pid) => {
                 let rec = self.update(&id, |r| {
@@ -602,7 +638,8 @@ impl ContainerService {
                 self.clone().monitor(id);
                 Ok(true)
             }
-            Err((msg, code)) => {
+            Err((err, msg, code)) => {
+                self.teardown_mounts(&id, &row.record);
                 let _ = berth_snapshots::unmount(&rootfs);
                 let rec = self.update(&id, |r| {
                     let never_ran = r["State"]["StartedAt"] == ZERO_TIME;
@@ -617,22 +654,12 @@ impl ContainerService {
                     let this = self.clone();
                     let id = id.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = this.remove(&id, true).await {
+                        if let Err(e) = this.remove_with_volumes(&id, true, true).await {
                             tracing::warn!(container = %id, error = %e, "auto-remove after a failed start");
                         }
                     });
                 }
-                let kind = if code == 126 || code == 127 {
-                    ErrorKind::InvalidArgument
-                } else {
-                    ErrorKind::Internal
-                };
-                Err(Error::new(
-                    kind,
-                    format!(
-                        "failed to create task for container: OCI runtime create failed: unable to start container process: {msg}: unknown"
-                    ),
-                ))
+                Err(err)
             }
         }
     }
@@ -642,6 +669,7 @@ impl ContainerService {
         row: &ContainerRow,
         dir: &Path,
         rootfs: &Path,
+        prepared: &mounts::PreparedMounts,
     ) -> std::result::Result<i32, (String, i32)> {
         let rec = &row.record;
         let internal = |e: Error| (e.message, 125);
@@ -653,7 +681,7 @@ impl ContainerService {
         args.extend(str_list(&rec["Args"]).unwrap_or_default());
         let env = str_list(&c["Env"]).unwrap_or_default();
         let tty = c["Tty"].as_bool().unwrap_or(false);
-        let oci = spec::runtime_spec(&spec::SpecInput {
+        let mut oci = spec::runtime_spec(&spec::SpecInput {
             id: &row.id,
             rootfs,
             dir,
@@ -668,6 +696,7 @@ impl ContainerService {
             init: (rec["HostConfig"]["Init"].as_bool() == Some(true))
                 .then_some(self.cfg.shim_binary.as_path()),
         });
+        prepared.apply(&mut oci);
         let tmp = dir.join("config.json.tmp");
         std::fs::write(&tmp, serde_json::to_vec_pretty(&oci).expect("json"))
             .map_err(|e| (e.to_string(), 125))?;
@@ -716,6 +745,9 @@ impl ContainerService {
     async fn exited(self: &Arc<Self>, id: &str, exit: &Value) {
         let dir = self.dir(id);
         let _ = berth_snapshots::unmount(&dir.join("rootfs"));
+        if let Ok(Some(row)) = self.meta.read(|r| r.container(id)) {
+            self.teardown_mounts(id, &row.record);
+        }
         let _ = shim::call(&self.socket(id), json!({"op": "shutdown"})).await;
         let rec = match self.update(id, |r| {
             let s = &mut r["State"];
@@ -740,7 +772,7 @@ impl ContainerService {
         };
         self.event("die", &rec);
         if rec["HostConfig"]["AutoRemove"].as_bool() == Some(true) {
-            if let Err(e) = self.remove(id, true).await {
+            if let Err(e) = self.remove_with_volumes(id, true, true).await {
                 tracing::warn!(container = %id, error = %e, "auto-remove failed");
             }
             return;
@@ -816,6 +848,7 @@ impl ContainerService {
             match shim::call(&self.socket(&row.id), json!({"op": "state"})).await {
                 Ok(st) if st["running"].as_bool() == Some(true) => {
                     tracing::info!(container = %row.id, "re-adopted running container");
+                    self.readopt_mounts(&row.id, &row.record);
                     self.clone().monitor(row.id.clone());
                 }
                 Ok(st) => self.exited(&row.id, &st).await,
@@ -942,6 +975,12 @@ impl ContainerService {
     }
 
     pub async fn remove(&self, name: &str, force: bool) -> Result<()> {
+        self.remove_with_volumes(name, force, false).await
+    }
+
+    /// `DELETE /containers/{id}?v=1`: also its anonymous volumes (unless
+    /// another container still uses them).
+    pub async fn remove_with_volumes(&self, name: &str, force: bool, volumes: bool) -> Result<()> {
         let row = self.find(name)?;
         if row.record["State"]["Running"].as_bool() == Some(true) {
             if !force {
@@ -973,6 +1012,10 @@ impl ContainerService {
         }
         self.meta.write(|w| w.delete_container(&row.id))?;
         self.notify();
+        self.teardown_mounts(&row.id, &row.record);
+        if volumes {
+            self.remove_anonymous_volumes(&row.record);
+        }
         self.event("destroy", &row.record);
         // One rename takes the directory (the read-write layer, logs,
         // bundle) out of sight; deleting its files, which can take tens of
@@ -1005,6 +1048,7 @@ impl ContainerService {
         // Internal state, not part of Docker's inspect shape.
         if let Some(o) = rec.as_object_mut() {
             o.remove("HasBeenManuallyStopped");
+            o.remove(mounts::RECORD_KEY);
         }
         let ids: Vec<String> = self
             .execs
@@ -1357,6 +1401,22 @@ impl ContainerService {
         }
         Ok(row.record["State"]["Pid"].as_i64().unwrap_or(0))
     }
+}
+
+/// A runtime's failure to start a container as the API reports it, with
+/// the message and exit code its state records.
+fn runtime_error(msg: String, code: i32) -> (Error, String, i32) {
+    let hint = mounts::start_error_hint(&msg);
+    let code = if hint.is_empty() { code } else { 127 };
+    let kind = if code == 126 || code == 127 {
+        ErrorKind::InvalidArgument
+    } else {
+        ErrorKind::Internal
+    };
+    let text = format!(
+        "failed to create task for container: OCI runtime create failed: unable to start container process: {msg}: unknown{hint}"
+    );
+    (Error::new(kind, text), format!("{msg}{hint}"), code)
 }
 
 fn mount_rootfs(lowers: &[PathBuf], dir: &Path, rootfs: &Path) -> Result<()> {

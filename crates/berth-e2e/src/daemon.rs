@@ -494,6 +494,9 @@ impl Daemon {
             }
             let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup/berth").join(&id));
         }
+        // Volumes with driver options (a tmpfs) mounted for containers
+        // that a failed test left behind.
+        crate::dockerd::unmount_under(&self.root.join("volumes"));
     }
 }
 

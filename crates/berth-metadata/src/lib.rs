@@ -15,8 +15,11 @@
 //!   layers   <chain id hex>       -> LayerRecord
 //!   containers <container id>     -> ContainerRow (the record is the containers service's JSON)
 //!   names    <container name>     -> <container id>
+//!   volumes  <volume name>        -> VolumeRow (see volumes.rs)
 //! ```
 #![forbid(unsafe_code)]
+
+mod volumes;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -24,6 +27,8 @@ use std::path::Path;
 use berth_types::{ChainId, DiffId, Digest, Error, Result};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+pub use volumes::{VolumeRead, VolumeRow};
 
 const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
 const TAGS: TableDefinition<&str, &str> = TableDefinition::new("tags");
@@ -121,6 +126,7 @@ impl MetaStore {
             tx.open_table(LAYERS).map_err(db_err)?;
             tx.open_table(CONTAINERS).map_err(db_err)?;
             tx.open_table(NAMES).map_err(db_err)?;
+            tx.open_table(volumes::VOLUMES).map_err(db_err)?;
         }
         tx.commit().map_err(db_err)?;
         Ok(MetaStore { db })

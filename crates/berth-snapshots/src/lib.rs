@@ -42,6 +42,7 @@
 
 mod apply;
 mod compress;
+mod copy;
 mod overlay;
 #[cfg(test)]
 mod testutil;
@@ -49,4 +50,5 @@ mod testutil;
 pub use apply::{ApplyOptions, ApplyStats, apply_tar};
 pub use berth_types::{Error, ErrorKind, Result};
 pub use compress::{Compression, decompress, detect_compression};
+pub use copy::{CopyStats, copy_tree};
 pub use overlay::{mount_overlay, mount_overlay_readonly, unmount};

@@ -126,7 +126,7 @@ fn status_error(e: &anyhow::Error, cmd: &str, code: u8) -> anyhow::Error {
 
 /// A bad flag value, reported as docker's flag parser does.
 #[derive(Debug)]
-struct FlagError(String);
+pub(crate) struct FlagError(pub(crate) String);
 impl std::fmt::Display for FlagError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
@@ -415,6 +415,21 @@ pub struct CreateOpts {
     /// Username or UID (format: <name|uid>[:<group|gid>])
     #[arg(short = 'u', long)]
     user: Option<String>,
+    /// Bind mount a volume
+    #[arg(short = 'v', long = "volume")]
+    volume: Vec<String>,
+    /// Attach a filesystem mount to the container
+    #[arg(long = "mount")]
+    mount: Vec<String>,
+    /// Mount a tmpfs directory
+    #[arg(long = "tmpfs")]
+    tmpfs: Vec<String>,
+    /// Mount volumes from the specified container(s)
+    #[arg(long = "volumes-from")]
+    volumes_from: Vec<String>,
+    /// Optional volume driver for the container
+    #[arg(long = "volume-driver")]
+    volume_driver: Option<String>,
     /// Working directory inside the container
     #[arg(short = 'w', long)]
     workdir: Option<String>,
@@ -531,6 +546,17 @@ impl CreateOpts {
         }
         if let Some(n) = &self.network {
             hc["NetworkMode"] = json!(n);
+        }
+        crate::volumes::apply_mount_flags(
+            &mut cfg,
+            &mut hc,
+            &self.volume,
+            &self.mount,
+            &self.tmpfs,
+            &self.volumes_from,
+        )?;
+        if let Some(d) = &self.volume_driver {
+            hc["VolumeDriver"] = json!(d);
         }
         if self.tty
             && tty::stdout_is_terminal()
@@ -1912,6 +1938,7 @@ fn image_path(n: &str) -> String {
 enum Kind {
     Container,
     Image,
+    Volume,
 }
 
 async fn find_object(c: &Client, name: &str, kinds: &[Kind], size: bool) -> Result<Value> {
@@ -1923,6 +1950,7 @@ async fn find_object(c: &Client, name: &str, kinds: &[Kind], size: bool) -> Resu
                 if size { "?size=1" } else { "" }
             ),
             Kind::Image => format!("/images/{}/json", image_path(name)),
+            Kind::Volume => format!("/volumes/{}", enc(name)),
         };
         match c.get_value(&path).await {
             Ok(v) => return Ok(v),
@@ -1962,12 +1990,14 @@ pub async fn container_inspect(c: &Client, a: ContainerInspectArgs) -> Result<()
     inspect_objects(c, &a.names, &[Kind::Container], a.format.as_deref(), a.size).await
 }
 
-/// `inspect`: a container if there is one by that name, else an image.
+/// `inspect`: a container if there is one by that name, else an image,
+/// else a volume.
 pub async fn inspect(c: &Client, a: InspectArgs) -> Result<()> {
     let kinds: &[Kind] = match a.typ.as_deref() {
-        None | Some("") => &[Kind::Container, Kind::Image],
+        None | Some("") => &[Kind::Container, Kind::Image, Kind::Volume],
         Some("container") => &[Kind::Container],
         Some("image") => &[Kind::Image],
+        Some("volume") => &[Kind::Volume],
         Some(t) => bail!("\"{t}\" is not a valid value for --type"),
     };
     inspect_objects(c, &a.names, kinds, a.format.as_deref(), a.size).await

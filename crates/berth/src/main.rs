@@ -11,6 +11,7 @@ mod pull;
 mod registry;
 mod system;
 mod tty;
+mod volumes;
 
 use std::process::ExitCode;
 
@@ -108,6 +109,9 @@ enum Cmd {
     System(system::SystemCmd),
     /// Get real time events from the server
     Events(system::EventsArgs),
+    /// Manage volumes
+    #[command(subcommand)]
+    Volume(volumes::VolumeCmd),
 }
 
 /// An exit status chosen by a command (docker's codes), not an error to print.
@@ -174,6 +178,7 @@ fn main() -> ExitCode {
             Cmd::Inspect(a) => containers::inspect(&client, a).await,
             Cmd::System(c) => system::system(&client, c).await,
             Cmd::Events(a) => system::events(&client, a).await,
+            Cmd::Volume(c) => volumes::volume(&client, c).await,
         }
     });
     match res {

@@ -223,7 +223,7 @@ pub async fn df(c: &Client, a: DfArgs) -> Result<()> {
     let rows = vec![
         json!({"Active": active.to_string(), "Reclaimable": format!("{}{pct}", size(reclaim)), "Size": size(total), "TotalCount": images.len().to_string(), "Type": "Images"}),
         json!({"Active": "0", "Reclaimable": "0B", "Size": "0B", "TotalCount": "0", "Type": "Containers"}),
-        json!({"Active": "0", "Reclaimable": "0B", "Size": "0B", "TotalCount": "0", "Type": "Local Volumes"}),
+        crate::volumes::df_row(&du),
         json!({"Active": "0", "Reclaimable": "0B", "Size": "0B", "TotalCount": "0", "Type": "Build Cache"}),
     ];
     if a.verbose {
@@ -250,7 +250,8 @@ pub async fn df(c: &Client, a: DfArgs) -> Result<()> {
                 .map_err(|e| anyhow::anyhow!("template parsing error: {e}"))?
         );
         println!(
-            "\nContainers space usage:\n\nCONTAINER ID   IMAGE     COMMAND   LOCAL VOLUMES   SIZE      CREATED   STATUS    NAMES\n\nLocal Volumes space usage:\n\nVOLUME NAME   LINKS     SIZE\n\nBuild cache usage: 0B\n\nCACHE ID   CACHE TYPE   SIZE      CREATED   LAST USED   USAGE     SHARED"
+            "\nContainers space usage:\n\nCONTAINER ID   IMAGE     COMMAND   LOCAL VOLUMES   SIZE      CREATED   STATUS    NAMES\n\nLocal Volumes space usage:\n\n{}\nBuild cache usage: 0B\n\nCACHE ID   CACHE TYPE   SIZE      CREATED   LAST USED   USAGE     SHARED",
+            crate::volumes::df_table(&du)?
         );
         return Ok(());
     }

@@ -30,9 +30,11 @@ impl EventBus {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
+        // dockerd fills the deprecated status/id only for containers and images.
+        let legacy = typ == "container" || typ == "image";
         let ev = Event {
-            status: Some(action.to_string()),
-            id: Some(id.to_string()),
+            status: legacy.then(|| action.to_string()),
+            id: legacy.then(|| id.to_string()),
             from: None,
             typ: typ.to_string(),
             action: action.to_string(),
@@ -100,6 +102,7 @@ pub fn matches(ev: &Event, filters: &HashMap<String, Vec<String>>) -> bool {
                     && (ev.actor.id.starts_with(v.as_str())
                         || ev.actor.attributes.get("name") == Some(v))
             }
+            "volume" => ev.typ == "volume" && ev.actor.id == *v,
             "label" => match v.split_once('=') {
                 Some((lk, lv)) => ev.actor.attributes.get(lk).is_some_and(|x| x == lv),
                 None => ev.actor.attributes.contains_key(v),

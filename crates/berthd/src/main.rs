@@ -166,6 +166,72 @@ impl berth_containers::ImageSource for Images {
     }
 }
 
+impl berth_volumes::VolumeEvents for events::EventBus {
+    fn volume_event(
+        &self,
+        action: &str,
+        id: &str,
+        attributes: std::collections::BTreeMap<String, String>,
+    ) {
+        self.publish("volume", action, id, attributes);
+    }
+}
+
+/// The volume driver as containers see it.
+struct Volumes(Arc<berth_volumes::VolumeService>);
+
+impl berth_containers::VolumeProvider for Volumes {
+    fn ensure(
+        &self,
+        name: Option<&str>,
+        driver: &str,
+        options: Option<std::collections::BTreeMap<String, String>>,
+        labels: Option<std::collections::BTreeMap<String, String>>,
+        container: &str,
+    ) -> berth_types::Result<berth_containers::ProvidedVolume> {
+        let v = self
+            .0
+            .create(name, driver, options, labels, Some(container))?;
+        Ok(berth_containers::ProvidedVolume {
+            name: v.name,
+            driver: v.driver,
+            mountpoint: v.mountpoint,
+        })
+    }
+    fn reference(
+        &self,
+        name: &str,
+        container: &str,
+    ) -> berth_types::Result<berth_containers::ProvidedVolume> {
+        let v = self.0.reference(name, container)?;
+        Ok(berth_containers::ProvidedVolume {
+            name: v.name,
+            driver: v.driver,
+            mountpoint: v.mountpoint,
+        })
+    }
+    fn release(&self, container: &str) {
+        self.0.release(container)
+    }
+    fn mount(&self, name: &str, container: &str) -> berth_types::Result<PathBuf> {
+        self.0.mount(name, container)
+    }
+    fn unmount(&self, name: &str, container: &str) -> berth_types::Result<()> {
+        self.0.unmount(name, container)
+    }
+    fn remove(&self, name: &str, users: berth_containers::VolumeUsers) -> berth_types::Result<()> {
+        self.0.remove(name, false, users)
+    }
+    fn event(
+        &self,
+        action: &str,
+        name: &str,
+        attributes: std::collections::BTreeMap<String, String>,
+    ) {
+        self.0.event_for(action, name, attributes)
+    }
+}
+
 impl berth_containers::EventSink for events::EventBus {
     fn container_event(
         &self,
@@ -214,25 +280,35 @@ async fn serve(
     }
     let id = daemon_id(&data_root)?;
     let events = Arc::new(events::EventBus::default());
-    let containers = Arc::new(berth_containers::ContainerService::new(
-        berth_containers::Config {
-            data_root: data_root.clone(),
-            run_dir: exec_root,
-            shim_binary: shim_binary(),
-            cgroup_parent: "/berth".into(),
-            log_driver: cfg.log_driver.clone().unwrap_or_else(|| "json-file".into()),
-            log_opts: cfg.log_opts.clone(),
-            init: cfg.init,
-        },
+    let volumes = Arc::new(berth_volumes::VolumeService::open(
+        &data_root,
         meta.clone(),
-        Arc::new(Images(images.clone())),
         events.clone(),
     )?);
+    let containers = Arc::new(
+        berth_containers::ContainerService::new(
+            berth_containers::Config {
+                data_root: data_root.clone(),
+                run_dir: exec_root,
+                shim_binary: shim_binary(),
+                cgroup_parent: "/berth".into(),
+                log_driver: cfg.log_driver.clone().unwrap_or_else(|| "json-file".into()),
+                log_opts: cfg.log_opts.clone(),
+                init: cfg.init,
+            },
+            meta.clone(),
+            Arc::new(Images(images.clone())),
+            events.clone(),
+        )?
+        .with_volumes(Arc::new(Volumes(volumes.clone()))),
+    );
     containers.restore().await?;
+    volumes.sweep_mounts()?;
     let state = api::AppState {
         images,
         registry,
         containers,
+        volumes,
         events,
         daemon: Arc::new(api::DaemonInfo {
             id,

@@ -193,7 +193,9 @@ async fn remove(
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     let q = Query::parse(q.as_deref())?;
-    svc(&st).remove(&id, q.bool("force")).await?;
+    svc(&st)
+        .remove_with_volumes(&id, q.bool("force"), q.bool("v"))
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -269,7 +271,7 @@ fn summary(rec: &Value) -> Value {
         "Status": status_text(&rec["State"]),
         "HostConfig": {"NetworkMode": rec["HostConfig"]["NetworkMode"]},
         "NetworkSettings": {"Networks": {}},
-        "Mounts": []
+        "Mounts": rec["Mounts"].as_array().cloned().unwrap_or_default()
     })
 }
 
@@ -295,6 +297,12 @@ fn matches(
                 None => rec["Config"]["Labels"].get(v).is_some(),
             },
             "status" => rec["State"]["Status"].as_str() == Some(v.as_str()),
+            // A volume name, bind source or destination (dockerd's list filter).
+            "volume" => rec["Mounts"].as_array().into_iter().flatten().any(|m| {
+                m["Destination"] == v.as_str()
+                    || m["Name"] == v.as_str()
+                    || (m.get("Name").is_none() && m["Source"] == v.as_str())
+            }),
             "exited" => {
                 rec["State"]["Status"] == "exited"
                     && v.parse::<i64>().ok() == rec["State"]["ExitCode"].as_i64()
@@ -320,7 +328,7 @@ fn matches(
             _ => false,
         });
         if ![
-            "id", "name", "label", "status", "exited", "ancestor", "before", "since",
+            "id", "name", "label", "status", "exited", "ancestor", "before", "since", "volume",
         ]
         .contains(&k.as_str())
         {

@@ -5,6 +5,7 @@ mod containers;
 mod images;
 mod registry;
 mod system;
+mod volumes;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ pub struct AppState {
     pub images: Arc<ImageService>,
     pub registry: Arc<berth_images::distribution::Client>,
     pub containers: Arc<berth_containers::ContainerService>,
+    pub volumes: Arc<berth_volumes::VolumeService>,
     pub events: Arc<EventBus>,
     pub daemon: Arc<DaemonInfo>,
 }
@@ -176,6 +178,7 @@ pub fn router(state: AppState) -> Router {
         .merge(images::routes())
         .merge(registry::routes())
         .merge(containers::routes())
+        .merge(volumes::routes())
         .fallback(not_found)
         .with_state(state);
     // Routing happens in `inner`, after `versioned` has rewritten the path.

@@ -280,6 +280,7 @@ async fn events(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResult<
 }
 
 async fn df(State(st): State<AppState>) -> ApiResult<axum::Json<DiskUsage>> {
+    let volumes = super::volumes::disk_usage(&st).await?;
     let images = st.images.clone();
     let du = blocking(move || images.disk_usage()).await?;
     Ok(axum::Json(DiskUsage {
@@ -295,7 +296,7 @@ async fn df(State(st): State<AppState>) -> ApiResult<axum::Json<DiskUsage>> {
             })
             .collect(),
         containers: vec![],
-        volumes: vec![],
+        volumes,
         build_cache: vec![],
     }))
 }
