@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 pub const USAGE: &str = "usage: berth-runc [--root DIR] [--log FILE] [--log-format text|json] [--debug] COMMAND [FLAGS] ID [ARGS]
-commands: create, start, run, state, kill, delete, exec, list, ps, pause, resume, update, features; --version";
+commands: create, start, run, state, kill, delete, exec, list, ps, pause, resume, update, events --stats, features; --version";
 
 /// Global flags: (name, takes a value).
 const GLOBAL: &[(&str, bool)] = &[

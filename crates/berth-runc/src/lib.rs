@@ -157,6 +157,18 @@ fn run(p: &Parsed) -> Res<i32> {
             Ok(0)
         }
         "update" => update(p, &root).map(|_| 0),
+        "events" => {
+            if !p.flag("stats") {
+                return Err(Fail(
+                    "events without --stats (a stream of OOM notifications) is not supported"
+                        .into(),
+                ));
+            }
+            let st = State::load(&root, p.id()?)?;
+            let s = berth_runtime::cgroup_stats(&st.spec()?)?;
+            say!("{}", serde_json::to_string(&stats_event(&st.id, &s))?);
+            Ok(0)
+        }
         "features" => {
             say!("{}", serde_json::to_string_pretty(&features())?);
             Ok(0)
@@ -602,6 +614,28 @@ fn update(p: &Parsed, root: &Path) -> Res<()> {
         }
     };
     berth_runtime::update_resources(&st.spec()?, &resources).map_err(|e| Fail(e.message))
+}
+
+/// runc's `events --stats` record.
+fn stats_event(id: &str, s: &berth_runtime::CgroupStats) -> serde_json::Value {
+    serde_json::json!({
+        "type": "stats",
+        "id": id,
+        "data": {
+            "cpu": {"usage": {
+                "total": s.cpu_usage_ns.unwrap_or(0),
+                "user": s.cpu_user_ns.unwrap_or(0),
+                "kernel": s.cpu_kernel_ns.unwrap_or(0),
+            }},
+            "memory": {"usage": {
+                "usage": s.memory_usage.unwrap_or(0),
+                "max": s.memory_max_usage.unwrap_or(0),
+                "limit": s.memory_limit.unwrap_or(0),
+                "failcnt": s.memory_failcnt.unwrap_or(0),
+            }},
+            "pids": {"current": s.pids_current.unwrap_or(0), "limit": s.pids_limit.unwrap_or(0)},
+        }
+    })
 }
 
 /// `features`: what this runtime supports, in the OCI features format.

@@ -233,6 +233,14 @@ fn create_start_state_kill_delete() {
     let pids: Vec<i64> = serde_json::from_str(&env.ok(&["ps", "--format", "json", "c1"])).unwrap();
     assert_eq!(pids, vec![pid]);
 
+    let ev: Value = serde_json::from_str(&env.ok(&["events", "--stats", "c1"])).unwrap();
+    assert_eq!(ev["type"], "stats");
+    assert_eq!(ev["data"]["pids"]["current"], 1, "{ev}");
+    assert!(
+        ev["data"]["memory"]["usage"]["usage"].as_u64().unwrap() > 0,
+        "{ev}"
+    );
+
     // A running container cannot be deleted without --force.
     let out = env.runc(&["delete", "c1"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("that is not stopped: running"));

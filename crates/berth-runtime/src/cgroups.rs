@@ -731,6 +731,45 @@ impl Cgroup {
         })
     }
 
+    /// Usage figures from the cgroup files, v1 or v2 (what each controller
+    /// offers; missing ones are None).
+    pub(crate) fn stats(&self) -> crate::CgroupStats {
+        let num = |p: PathBuf| read_trimmed(&p).and_then(|s| s.parse::<u64>().ok());
+        let field = |p: PathBuf, key: &str| -> Option<u64> {
+            fs::read_to_string(p).ok()?.lines().find_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                (k == key).then(|| v.trim().parse().ok()).flatten()
+            })
+        };
+        let mut s = crate::CgroupStats::default();
+        if let Some(d) = self.v1("memory") {
+            s.memory_usage = num(d.join("memory.usage_in_bytes"));
+            s.memory_max_usage = num(d.join("memory.max_usage_in_bytes"));
+            s.memory_limit = num(d.join("memory.limit_in_bytes"));
+            s.memory_failcnt = num(d.join("memory.failcnt"));
+        } else if let Some(d) = self.v2_with("memory") {
+            s.memory_usage = num(d.join("memory.current"));
+            s.memory_max_usage = num(d.join("memory.peak"));
+            s.memory_limit = num(d.join("memory.max"));
+            s.memory_failcnt = field(d.join("memory.events"), "max");
+        }
+        if let Some(d) = self.v1("cpuacct") {
+            s.cpu_usage_ns = num(d.join("cpuacct.usage"));
+            s.cpu_user_ns = field(d.join("cpuacct.stat"), "user").map(|t| t * 10_000_000);
+            s.cpu_kernel_ns = field(d.join("cpuacct.stat"), "system").map(|t| t * 10_000_000);
+        } else if let Some(d) = self.v2_dir() {
+            let stat = d.join("cpu.stat");
+            s.cpu_usage_ns = field(stat.clone(), "usage_usec").map(|u| u * 1000);
+            s.cpu_user_ns = field(stat.clone(), "user_usec").map(|u| u * 1000);
+            s.cpu_kernel_ns = field(stat, "system_usec").map(|u| u * 1000);
+        }
+        if let Some(d) = self.v1("pids").or_else(|| self.v2_with("pids")) {
+            s.pids_current = num(d.join("pids.current"));
+            s.pids_limit = num(d.join("pids.max"));
+        }
+        s
+    }
+
     /// The processes in the cgroup (from the first hierarchy that has it).
     pub(crate) fn pids(&self) -> Vec<i32> {
         for (_, d) in &self.dirs {

@@ -173,6 +173,28 @@ pub fn is_frozen(spec: &Spec) -> bool {
     spec_cgroup(spec).map(|c| c.is_frozen()).unwrap_or(false)
 }
 
+/// A container's resource usage from its cgroup (None where the host's
+/// cgroups do not say).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CgroupStats {
+    pub cpu_usage_ns: Option<u64>,
+    pub cpu_user_ns: Option<u64>,
+    pub cpu_kernel_ns: Option<u64>,
+    pub memory_usage: Option<u64>,
+    pub memory_max_usage: Option<u64>,
+    /// None when unlimited.
+    pub memory_limit: Option<u64>,
+    pub memory_failcnt: Option<u64>,
+    pub pids_current: Option<u64>,
+    /// None when unlimited.
+    pub pids_limit: Option<u64>,
+}
+
+/// The container's resource usage, read from its cgroup.
+pub fn cgroup_stats(spec: &Spec) -> Result<CgroupStats, RuntimeError> {
+    Ok(spec_cgroup(spec)?.stats())
+}
+
 /// The host PIDs of every process in the container's cgroup.
 pub fn cgroup_pids(spec: &Spec) -> Result<Vec<i32>, RuntimeError> {
     Ok(spec_cgroup(spec)?.pids())
