@@ -162,6 +162,43 @@ impl Registry {
         Some(reg)
     }
 
+    /// Starts berth's own registry server (`berth-registry serve`, open,
+    /// on a free loopback port).
+    pub fn start_berth() -> Registry {
+        let dir = crate::short_tempdir("berth-e2e-breg-");
+        let base = dir.path().to_path_buf();
+        let storage = base.join("storage");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let log = base.join("registry.log");
+        let logf = std::fs::File::create(&log).expect("create registry log");
+        let child = Command::new(crate::bin("berth-registry"))
+            .args(["serve", "--addr", &addr, "--root"])
+            .arg(&storage)
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().expect("dup log"))
+            .stderr(logf)
+            .spawn()
+            .expect("spawn berth-registry");
+        let reg = Registry {
+            dir: Some(dir),
+            addr,
+            storage,
+            log,
+            child: Some(child),
+            creds: None,
+            tls: None,
+        };
+        let up = crate::wait_for(Duration::from_secs(20), || {
+            http_status(&reg.addr, "GET", "/v2/", None).map(|_| ())
+        });
+        assert!(
+            up.is_some(),
+            "berth-registry did not answer; log:\n{}",
+            reg.log_text()
+        );
+        reg
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
