@@ -3,6 +3,7 @@
 
 mod containers;
 mod images;
+mod networks;
 mod system;
 
 use std::collections::HashMap;
@@ -25,6 +26,7 @@ use crate::events::EventBus;
 pub struct AppState {
     pub images: Arc<ImageService>,
     pub containers: Arc<berth_containers::ContainerService>,
+    pub networks: Arc<berth_network::NetworkService>,
     pub events: Arc<EventBus>,
     pub daemon: Arc<DaemonInfo>,
 }
@@ -173,6 +175,7 @@ pub fn router(state: AppState) -> Router {
         .merge(system::routes())
         .merge(images::routes())
         .merge(containers::routes())
+        .merge(networks::routes())
         .fallback(not_found)
         .with_state(state);
     // Routing happens in `inner`, after `versioned` has rewritten the path.
