@@ -920,35 +920,53 @@ impl NetworkService {
             rec["NetworkSettings"]["Networks"] = json!({});
             return Ok(());
         }
-        let first = self.find(&mode)?;
+        // As dockerd: a network that does not exist fails the start, not
+        // the create.
+        let lookup = |name: &str| match self.find(name) {
+            Ok(r) => Ok(Some(r)),
+            Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        };
+        let first = lookup(&mode)?;
+        let first_name = first
+            .as_ref()
+            .map(|r| r.name.clone())
+            .unwrap_or(mode.clone());
         let mut wanted = vec![(
-            first.clone(),
+            first_name.clone(),
+            first,
             given
                 .get(&mode)
-                .or(given.get(&first.name))
+                .or(given.get(&first_name))
                 .or(given.get(&asked))
                 .cloned(),
         )];
         for (k, v) in &given {
-            if *k == mode || *k == first.name || *k == asked {
+            if *k == mode || *k == first_name || *k == asked {
                 continue;
             }
-            let row = self.find(k)?;
-            if !is_bridge(&row.record) || !is_bridge(&first.record) {
-                return Err(Error::invalid(format!(
-                    "container cannot be connected to network {} and {} at once",
-                    first.name, row.name
-                )));
-            }
-            wanted.push((row, Some(v.clone())));
+            let row = lookup(k)?;
+            let name = row.as_ref().map(|r| r.name.clone()).unwrap_or(k.clone());
+            wanted.push((name, row, Some(v.clone())));
         }
-        for (row, cfg) in wanted {
+        if wanted.len() > 1
+            && wanted
+                .iter()
+                .any(|(_, r, _)| r.as_ref().is_some_and(|r| !is_bridge(&r.record)))
+        {
+            return Err(Error::invalid(
+                "Container cannot be connected to network endpoints: host or none networks cannot be combined with others",
+            ));
+        }
+        for (name, row, cfg) in wanted {
             let cfg = cfg.unwrap_or(Value::Null);
-            self.check_endpoint(&row, &cfg)?;
+            if let Some(row) = &row {
+                self.check_endpoint(row, &cfg)?;
+            }
             networks.insert(
-                row.name.clone(),
+                name,
                 endpoint_json(&Ep {
-                    network_id: &row.id,
+                    network_id: row.as_ref().map(|r| r.id.as_str()).unwrap_or(""),
                     ipam_config: cfg["IPAMConfig"].clone(),
                     aliases: cfg["Aliases"].clone(),
                     endpoint_id: String::new(),
@@ -1068,7 +1086,10 @@ impl NetworkService {
                 Ok(r) => r,
                 Err(e) => {
                     release(&leased);
-                    return Err(e);
+                    return Err(Error::new(
+                        e.kind,
+                        format!("failed to set up container networking: {}", e.message),
+                    ));
                 }
             };
             match self.lease(&row, &id, cfg) {
