@@ -7,6 +7,7 @@ mod client;
 mod containers;
 mod hijack;
 mod images;
+mod network;
 mod system;
 mod tty;
 
@@ -91,6 +92,11 @@ enum Cmd {
     Load(images::LoadArgs),
     /// Import the contents from a tarball to create a filesystem image
     Import(images::ImportArgs),
+    /// Manage networks
+    #[command(subcommand)]
+    Network(network::NetworkCmd),
+    /// List port mappings or a specific mapping for the container
+    Port(network::PortArgs),
     /// Return low-level information on berth objects
     Inspect(containers::InspectArgs),
     /// Manage berth
@@ -157,6 +163,8 @@ fn main() -> ExitCode {
             Cmd::Save(a) => images::save(&client, a).await,
             Cmd::Load(a) => images::load(&client, a).await,
             Cmd::Import(a) => images::import(&client, a).await,
+            Cmd::Network(c) => network::network(&client, c).await,
+            Cmd::Port(a) => network::port(&client, a).await,
             Cmd::Inspect(a) => containers::inspect(&client, a).await,
             Cmd::System(c) => system::system(&client, c).await,
             Cmd::Events(a) => system::events(&client, a).await,
