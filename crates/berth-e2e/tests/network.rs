@@ -708,3 +708,63 @@ fn nothing_of_berth_is_left_after_teardown() {
         d.netns.nft_tables()
     );
 }
+
+/// `iptables -S FORWARD` in the daemon's namespace.
+fn forward_chain(d: &Daemon) -> String {
+    let out = d
+        .netns
+        .command("iptables")
+        .args(["-S", "FORWARD"])
+        .output()
+        .expect("iptables");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn outbound_access_survives_a_forward_policy_of_drop() {
+    require_root!();
+    let mut d = daemon();
+    let out = outside(&d);
+    // What dockerd does to the FORWARD chain when it starts.
+    let st = d
+        .netns
+        .command("iptables")
+        .args(["-P", "FORWARD", "DROP"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let added = berth_e2e::wait_for(Duration::from_secs(10), || {
+        forward_chain(&d)
+            .contains("-i berth0 -m comment --comment berth -j ACCEPT")
+            .then_some(())
+    });
+    assert!(
+        added.is_some(),
+        "no accept for berth0: {}",
+        forward_chain(&d)
+    );
+    let listener = out.run(|| TcpListener::bind("10.99.0.2:9001").expect("bind"));
+    let server = std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().expect("accept");
+        c.write_all(b"through\n").unwrap();
+    });
+    let run = d.docker([
+        "run",
+        "--rm",
+        "busybox",
+        "nc",
+        "-w",
+        "5",
+        "10.99.0.2",
+        "9001",
+    ]);
+    assert_eq!(run.ok(), "through\n");
+    server.join().unwrap();
+    d.stop();
+    let chain = forward_chain(&d);
+    assert!(chain.contains("-P FORWARD DROP"), "{chain}");
+    assert!(
+        !chain.contains("berth"),
+        "berth's accepts were left behind: {chain}"
+    );
+}

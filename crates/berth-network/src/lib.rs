@@ -21,6 +21,7 @@
 pub mod dns;
 pub mod etc;
 pub mod ipam;
+pub mod iptables;
 pub mod netlink;
 pub mod nft;
 pub mod proxy;
@@ -43,7 +44,7 @@ use nft::{BridgeNet, PortMap, Proto};
 pub const PREDEFINED: &[&str] = &["bridge", "host", "none"];
 
 /// How often the firewall watchdog looks at berth's table.
-const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3);
 
 pub struct Config {
     /// The exec root (`/run/berth`); namespaces go in `netns/` under it.
@@ -1877,6 +1878,8 @@ impl NetworkService {
         let (nets, ports) = self.firewall_state()?;
         nft::apply(&nft::ruleset(&nets, &ports))?;
         *fw = Some(nft::rule_count(&nets, &ports));
+        let bridges: Vec<String> = nets.iter().map(|n| n.bridge.clone()).collect();
+        iptables::sync(&bridges)?;
         Ok(())
     }
 
@@ -1896,6 +1899,16 @@ impl NetworkService {
                             "berth's nftables table was changed from outside; restoring it"
                         );
                         svc.refresh_firewall()?;
+                    } else {
+                        // dockerd may have come up (FORWARD policy DROP), or
+                        // a firewall reload may have taken berth's accepts.
+                        let (nets, _) = svc.firewall_state()?;
+                        let bridges: Vec<String> = nets.into_iter().map(|n| n.bridge).collect();
+                        if iptables::sync(&bridges)? {
+                            tracing::info!(
+                                "FORWARD chain accepts for berth's bridges brought up to date"
+                            );
+                        }
                     }
                     Ok::<(), Error>(())
                 })
@@ -1926,6 +1939,9 @@ impl NetworkService {
             errs.push(e.message);
         }
         if let Err(e) = nft::delete_table() {
+            errs.push(e.message);
+        }
+        if let Err(e) = iptables::sync(&[]) {
             errs.push(e.message);
         }
         if errs.is_empty() {
