@@ -469,6 +469,7 @@ fn user_networks_resolve_names_and_are_isolated() {
 fn network_commands_and_bad_input() {
     require_root!();
     let d = daemon();
+    let since = berth_e2e::unix_now().to_string();
     let id = d
         .docker([
             "network",
@@ -632,6 +633,29 @@ fn network_commands_and_bad_input() {
     let pruned = d.docker(["network", "prune", "-f"]);
     assert!(pruned.ok().contains("spare"), "{pruned}");
     assert_eq!(d.docker(["network", "ls", "-q"]).ok().lines().count(), 3);
+    let until = (berth_e2e::unix_now() + 1).to_string();
+    let ev = d.docker([
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--filter",
+        "type=network",
+        "--filter",
+        "network=net1",
+        "--format",
+        "{{.Action}} {{.Actor.Attributes.name}}",
+    ]);
+    let text = ev.ok();
+    for want in [
+        "create net1",
+        "connect net1",
+        "disconnect net1",
+        "destroy net1",
+    ] {
+        assert!(text.contains(want), "no {want:?} event in:\n{text}");
+    }
 }
 
 #[test]
@@ -773,34 +797,84 @@ fn outbound_access_survives_a_forward_policy_of_drop() {
 fn the_berth_cli_manages_networks_and_ports() {
     require_root!();
     let d = daemon();
-    let id = d.berth(["network", "create", "--subnet", "10.80.0.0/24", "--label", "k=v", "cli1"]);
+    let id = d.berth([
+        "network",
+        "create",
+        "--subnet",
+        "10.80.0.0/24",
+        "--label",
+        "k=v",
+        "cli1",
+    ]);
     let id = id.ok().trim().to_string();
     assert_eq!(id.len(), 64);
     let ls = d.berth(["network", "ls"]);
     let text = ls.ok();
-    assert!(text.starts_with("NETWORK ID     NAME      DRIVER    SCOPE\n"), "{text}");
-    assert!(text.contains(&format!("{}   cli1      bridge    local\n", &id[..12])), "{text}");
-    let f = d.berth(["network", "inspect", "-f", "{{.Name}} {{(index .IPAM.Config 0).Subnet}} {{.Labels.k}}", "cli1"]);
+    assert!(
+        text.starts_with("NETWORK ID     NAME      DRIVER    SCOPE\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{}   cli1      bridge    local\n", &id[..12])),
+        "{text}"
+    );
+    let f = d.berth([
+        "network",
+        "inspect",
+        "-f",
+        "{{.Name}} {{(index .IPAM.Config 0).Subnet}} {{.Labels.k}}",
+        "cli1",
+    ]);
     assert_eq!(f.ok(), "cli1 10.80.0.0/24 v\n");
     let missing = d.berth(["network", "inspect", "nope"]);
     assert_eq!(missing.code(), 1);
-    assert!(missing.stderr.contains("Error: No such network: nope"), "{missing}");
+    assert!(
+        missing.stderr.contains("Error: No such network: nope"),
+        "{missing}"
+    );
 
     d.berth([
-        "run", "-d", "--name", "web", "--network", "cli1", "--ip", "10.80.0.9", "--network-alias", "www",
-        "--add-host", "db:10.0.0.5", "--dns-search", "example.test", "-p", "127.0.0.1:8181:80", "busybox", "sh",
-        "-c", &web_cmd("hello-berth"),
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "cli1",
+        "--ip",
+        "10.80.0.9",
+        "--network-alias",
+        "www",
+        "--add-host",
+        "db:10.0.0.5",
+        "--dns-search",
+        "example.test",
+        "-p",
+        "127.0.0.1:8181:80",
+        "busybox",
+        "sh",
+        "-c",
+        &web_cmd("hello-berth"),
     ])
     .ok();
     assert_eq!(d.berth(["port", "web"]).ok(), "80/tcp -> 127.0.0.1:8181\n");
     assert_eq!(d.berth(["port", "web", "80/tcp"]).ok(), "127.0.0.1:8181\n");
     let none = d.berth(["port", "web", "81"]);
-    assert!(none.stderr.contains("No public port '81/tcp' published for web"), "{none}");
+    assert!(
+        none.stderr
+            .contains("No public port '81/tcp' published for web"),
+        "{none}"
+    );
     assert_eq!(wait_http(&d.netns, "127.0.0.1:8181"), "hello-berth\n");
     let etc = d.berth(["exec", "web", "cat", "/etc/hosts", "/etc/resolv.conf"]);
     let text = etc.ok();
     assert!(text.contains("10.0.0.5\tdb\n"), "{text}");
-    assert!(text.contains(&format!("10.80.0.9\t{}\n", &inspect(&d, "web")["Id"].as_str().unwrap()[..12])), "{text}");
+    assert!(
+        text.contains(&format!(
+            "10.80.0.9\t{}\n",
+            &inspect(&d, "web")["Id"].as_str().unwrap()[..12]
+        )),
+        "{text}"
+    );
     assert!(text.contains("search example.test\n"), "{text}");
     let ps = d.berth(["ps", "--format", "{{.Ports}}"]);
     assert_eq!(ps.ok(), "127.0.0.1:8181->80/tcp\n");
@@ -808,10 +882,12 @@ fn the_berth_cli_manages_networks_and_ports() {
     assert_eq!(bad.code(), 125, "{bad}");
     d.berth(["network", "connect", "--alias", "other", "bridge", "web"]);
     d.berth(["network", "connect", "bridge", "web"]).ok();
-    assert!(inspect(&d, "web")["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
-        .as_str()
-        .unwrap()
-        .starts_with("172.17."));
+    assert!(
+        inspect(&d, "web")["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
+            .as_str()
+            .unwrap()
+            .starts_with("172.17.")
+    );
     d.berth(["network", "disconnect", "bridge", "web"]).ok();
     let busy = d.berth(["network", "rm", "cli1"]);
     assert_eq!(busy.code(), 1);

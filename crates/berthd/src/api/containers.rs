@@ -329,6 +329,16 @@ fn matches(
                             .starts_with(v.trim_start_matches("sha256:"))
                     })
             }
+            "network" => rec["NetworkSettings"]["Networks"]
+                .as_object()
+                .is_some_and(|m| {
+                    m.iter().any(|(name, ep)| {
+                        name == v
+                            || ep["NetworkID"]
+                                .as_str()
+                                .is_some_and(|id| !v.is_empty() && id.starts_with(v.as_str()))
+                    })
+                }),
             "before" | "since" => {
                 let Some(other) = by_name(v) else {
                     return false;
@@ -343,7 +353,7 @@ fn matches(
             _ => false,
         });
         if ![
-            "id", "name", "label", "status", "exited", "ancestor", "before", "since",
+            "id", "name", "label", "status", "exited", "ancestor", "before", "since", "network",
         ]
         .contains(&k.as_str())
         {
