@@ -241,6 +241,16 @@ fn published_ports_serve_the_host_and_the_outside() {
     assert_eq!(wait_http(&out, "10.99.0.1:8081"), "hello-web\n");
     // 127.0.0.1:8080 is only on loopback.
     assert!(out.run(|| http_get("10.99.0.1:8080")).is_err());
+    // Other containers reach it on the host's address (through the proxy).
+    let hairpin = d.docker([
+        "run",
+        "--rm",
+        "busybox",
+        "wget",
+        "-qO-",
+        "http://10.99.0.1:8081/index.html",
+    ]);
+    assert_eq!(hairpin.ok(), "hello-web\n");
     let port = d.docker(["port", "web"]);
     assert_eq!(
         port.ok(),
@@ -429,6 +439,40 @@ fn user_networks_resolve_names_and_are_isolated() {
         "example.test",
     ]);
     assert!(fwd.ok().contains("Address: 10.1.2.3"), "{fwd}");
+
+    // An internal network has no way out.
+    d.docker(["network", "create", "--internal", "priv"]).ok();
+    let listener = out.run(|| TcpListener::bind("10.99.0.2:9002").expect("bind"));
+    std::thread::spawn(move || {
+        while let Ok((mut c, _)) = listener.accept() {
+            let _ = c.write_all(b"reached\n");
+        }
+    });
+    let open = d.docker([
+        "run",
+        "--rm",
+        "--network",
+        "back",
+        "busybox",
+        "nc",
+        "-w",
+        "2",
+        "10.99.0.2",
+        "9002",
+    ]);
+    assert_eq!(open.ok(), "reached\n");
+    let shut = d.docker([
+        "run",
+        "--rm",
+        "--network",
+        "priv",
+        "busybox",
+        "sh",
+        "-c",
+        "ip route; nc -w 2 10.99.0.2 9002",
+    ]);
+    assert!(!shut.stdout.contains("default"), "{shut}");
+    assert!(!shut.stdout.contains("reached"), "{shut}");
 
     // connect/disconnect a running container.
     d.docker([
