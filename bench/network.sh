@@ -42,14 +42,14 @@ now() { date +%s.%N; }
 
 ip netns add "$ns_b"; ip -n "$ns_b" link set lo up
 echo '{}' >"$work/daemon.json"
-in_ns "$ns_b" "$BIN/berthd" --data-root "$work/berth" -H "unix://$work/berth.sock" --exec-root "$work/run" \
+nsenter --net=/run/netns/"$ns_b" -- "$BIN/berthd" --data-root "$work/berth" -H "unix://$work/berth.sock" --exec-root "$work/run" \
   --pidfile "$work/berthd.pid" --config-file "$work/daemon.json" 2>"$work/berthd.log" &
 pids+=($!)
 wait_sock "$work/berth.sock"
 engines=("berth|$ns_b|env DOCKER_HOST=unix://$work/berth.sock $DOCKER")
 if command -v dockerd >/dev/null; then
   ip netns add "$ns_d"; ip -n "$ns_d" link set lo up
-  in_ns "$ns_d" dockerd --data-root "$work/docker" --exec-root "$work/docker-exec" -H "unix://$work/docker.sock" \
+  nsenter --net=/run/netns/"$ns_d" -- dockerd --data-root "$work/docker" --exec-root "$work/docker-exec" -H "unix://$work/docker.sock" \
     --pidfile "$work/dockerd.pid" 2>"$work/dockerd.log" &
   pids+=($!)
   wait_sock "$work/docker.sock"
@@ -63,9 +63,9 @@ for e in "${engines[@]}"; do
     "$cli run --rm --network none busybox true" "$cli run --rm busybox true" >/dev/null
   NONE[$name]=$(jq '.results[0].median' "$work/run-$name.json")
   BRIDGE[$name]=$(jq '.results[1].median' "$work/run-$name.json")
-  gw=$(sh -c "$cli network inspect bridge -f '{{(index .IPAM.Config 0).Gateway}}'")
+  gw=$(sh -c "$cli run --rm busybox ip route" | awk '/^default/ {print $3}')
   # container → host through the bridge (and NAT-free: the gateway is the host)
-  in_ns "$ns" busybox nc -l -p 5001 >/dev/null &
+  nsenter --net=/run/netns/"$ns" -- busybox nc -l -p 5001 >/dev/null 2>&1 &
   srv=$!
   sleep 0.3
   t0=$(now)

@@ -642,25 +642,35 @@ impl ContainerService {
             .map_err(|e| Error::internal(e.to_string()))?
     }
 
-    /// Undo `net_setup`; the record gets its cleared `NetworkSettings`.
-    async fn net_teardown(&self, id: &str) {
-        let Ok(Some(row)) = self.meta.read(|r| r.container(id)) else {
-            return;
-        };
+    /// Undo `net_setup`; returns the cleared `NetworkSettings` for the
+    /// record (None when there is nothing to change).
+    async fn net_release(&self, id: &str) -> Option<Value> {
+        let row = self.meta.read(|r| r.container(id)).ok().flatten()?;
         if row.record["HostConfig"]["NetworkMode"]
             .as_str()
             .is_some_and(|m| m.starts_with("container:"))
         {
-            return;
+            return None;
         }
         let nets = self.networks.clone();
-        let rec = row.record.clone();
+        let rec = row.record;
         match tokio::task::spawn_blocking(move || nets.teardown(&rec)).await {
-            Ok(Ok(settings)) => {
-                let _ = self.update(id, |r| r["NetworkSettings"] = settings);
+            Ok(Ok(settings)) => Some(settings),
+            Ok(Err(e)) => {
+                tracing::warn!(container = %id, error = %e, "network teardown");
+                None
             }
-            Ok(Err(e)) => tracing::warn!(container = %id, error = %e, "network teardown"),
-            Err(e) => tracing::warn!(container = %id, error = %e, "network teardown"),
+            Err(e) => {
+                tracing::warn!(container = %id, error = %e, "network teardown");
+                None
+            }
+        }
+    }
+
+    /// Undo `net_setup` and record the cleared `NetworkSettings`.
+    async fn net_teardown(&self, id: &str) {
+        if let Some(settings) = self.net_release(id).await {
+            let _ = self.update(id, |r| r["NetworkSettings"] = settings);
         }
     }
 
@@ -737,8 +747,6 @@ impl ContainerService {
                 return Err(e);
             }
         };
-        let rec = self.update(&id, |r| r["NetworkSettings"] = net.settings.clone())?;
-        let row = ContainerRow { record: rec, ..row };
         if let Err(e) = mount_rootfs(&lowers, &dir, &rootfs) {
             self.net_teardown(&id).await;
             return Err(e);
@@ -746,7 +754,9 @@ impl ContainerService {
         let res = self.launch(&row, &dir, &rootfs, &net).await;
         match res {
             Ok(pid) => {
+                let settings = net.settings.clone();
                 let rec = self.update(&id, |r| {
+                    r["NetworkSettings"] = settings;
                     r["HasBeenManuallyStopped"] = json!(false);
                     let s = &mut r["State"];
                     s["Restarting"] = json!(false);
@@ -890,8 +900,11 @@ impl ContainerService {
         let dir = self.dir(id);
         let _ = berth_snapshots::unmount(&dir.join("rootfs"));
         let _ = shim::call(&self.socket(id), json!({"op": "shutdown"})).await;
-        self.net_teardown(id).await;
+        let cleared = self.net_release(id).await;
         let rec = match self.update(id, |r| {
+            if let Some(c) = cleared {
+                r["NetworkSettings"] = c;
+            }
             let s = &mut r["State"];
             s["Status"] = json!("exited");
             s["Running"] = json!(false);
@@ -1132,7 +1145,7 @@ impl ContainerService {
         let dir = self.dir(&row.id);
         let _ = berth_snapshots::unmount(&dir.join("rootfs"));
         let _ = shim::call(&self.socket(&row.id), json!({"op": "shutdown"})).await;
-        self.net_teardown(&row.id).await;
+        self.net_release(&row.id).await;
         // The row read again: the exit may have been recorded since `find`.
         let code = self
             .meta

@@ -769,7 +769,12 @@ fn nothing_of_berth_is_left_after_teardown() {
     let netns_dir = d.root.with_file_name("run").join("netns");
     assert_eq!(std::fs::read_dir(&netns_dir).unwrap().count(), 0);
     d.stop();
-    assert_eq!(d.netns.links(), vec!["lo".to_string()]);
+    // Veths go with their namespaces, which the kernel cleans up in the
+    // background.
+    let clean = berth_e2e::wait_for(Duration::from_secs(10), || {
+        (d.netns.links() == vec!["lo".to_string()]).then_some(())
+    });
+    assert!(clean.is_some(), "links left: {:?}", d.netns.links());
     assert!(
         !d.netns.nft_tables().contains("berth"),
         "{}",

@@ -159,6 +159,19 @@ impl MetaStore {
         Ok(out)
     }
 
+    /// Like [`MetaStore::write`], but the commit is not flushed to disk:
+    /// it becomes durable with the next durable commit, and a crash before
+    /// that loses it. Only for rows the daemon can rebuild from durable
+    /// ones (IPAM leases, rebuilt from the running containers at start).
+    pub fn write_volatile<T>(&self, f: impl FnOnce(&WriteTx) -> Result<T>) -> Result<T> {
+        let mut tx = self.db.begin_write().map_err(db_err)?;
+        tx.set_durability(redb::Durability::None).map_err(db_err)?;
+        let w = WriteTx { tx };
+        let out = f(&w)?;
+        w.tx.commit().map_err(db_err)?;
+        Ok(out)
+    }
+
     /// Mark phase of garbage collection: every blob and layer an image references.
     pub fn roots(&self) -> Result<Roots> {
         self.read(|r| {

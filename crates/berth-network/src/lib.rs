@@ -93,7 +93,6 @@ struct ActiveEp {
     ip: Ipv4Addr,
     /// Names it answers to on this network (user-defined networks only).
     names: Vec<String>,
-    veth: String,
 }
 
 /// A running container's network state.
@@ -1067,6 +1066,7 @@ impl NetworkService {
             _ => {}
         }
         let _g = self.ops.lock().unwrap();
+        let t0 = std::time::Instant::now();
         // Endpoints in order: the mode's network first (eth0, the gateway).
         let mut wanted: Vec<(String, Value)> = networks.into_iter().collect();
         let first_name = self.find(mode).map(|r| r.name).unwrap_or_default();
@@ -1074,7 +1074,7 @@ impl NetworkService {
         let mut plans = Vec::new();
         let mut leased: Vec<(String, Ipv4Addr)> = Vec::new();
         let release = |leased: &[(String, Ipv4Addr)]| {
-            let _ = self.meta.write(|w| {
+            let _ = self.meta.write_volatile(|w| {
                 for (n, ip) in leased {
                     w.delete_lease(n, &ip.to_string())?;
                 }
@@ -1132,16 +1132,24 @@ impl NetworkService {
         let dns = infos
             .iter()
             .any(|(row, ..)| !is_default_bridge(&row.record));
-        for (row, ..) in &infos {
-            if !netlink::link_exists(&bridge_name(&row.record)).unwrap_or(false)
-                && let Err(e) = self.ensure_bridge(&row.record)
-            {
-                release(&leased);
-                return Err(e);
-            }
-        }
         let path = self.sandbox_path(&id);
-        let sockets = match netlink::create_sandbox(&path, plans.clone(), dns) {
+        let t1 = std::time::Instant::now();
+        let mut created = netlink::create_sandbox(&path, plans.clone(), dns);
+        if created
+            .as_ref()
+            .is_err_and(|e| e.kind == ErrorKind::NotFound)
+        {
+            // A bridge was deleted behind berth's back: make it again.
+            for (row, ..) in &infos {
+                if let Err(e) = self.ensure_bridge(&row.record) {
+                    release(&leased);
+                    return Err(e);
+                }
+            }
+            created = netlink::create_sandbox(&path, plans.clone(), dns);
+        }
+        tracing::debug!(container = %id, elapsed = ?t1.elapsed(), "network sandbox");
+        let sockets = match created {
             Ok(s) => s,
             Err(e) => {
                 release(&leased);
@@ -1191,7 +1199,6 @@ impl NetworkService {
                 network_id: row.id.clone(),
                 ip: *ip,
                 names: names.iter().map(|n| n.to_ascii_lowercase()).collect(),
-                veth: veth_name(&id, &row.id),
             });
             settings_nets.insert(
                 row.name.clone(),
@@ -1248,6 +1255,7 @@ impl NetworkService {
                 ]),
             );
         }
+        tracing::debug!(container = %id, elapsed = ?t0.elapsed(), "network setup");
         let first = &infos[0];
         let own = (
             first.2,
@@ -1278,7 +1286,9 @@ impl NetworkService {
             .map(|s| s.parse::<Ipv4Addr>())
             .transpose()
             .map_err(|_| Error::invalid("invalid IPv4 address"))?;
-        self.meta.write(|w| {
+        // Leases are rebuilt from the running containers at daemon start,
+        // so they need not cost a disk flush of their own.
+        self.meta.write_volatile(|w| {
             let leases = w.leases(&row.id)?;
             if let Some((ip, _)) = leases.iter().find(|(_, c)| c == id) {
                 return ip.parse().map_err(|_| Error::internal("bad lease"));
@@ -1397,44 +1407,47 @@ impl NetworkService {
         let _g = self.ops.lock().unwrap();
         let active = self.active.lock().unwrap().remove(&id);
         let mut errs = Vec::new();
-        let mut veths = Vec::new();
         let mut had_ports = false;
         if let Some(a) = &active {
             for t in &a.tasks {
                 t.abort();
             }
-            veths.extend(a.endpoints.iter().map(|e| e.veth.clone()));
             had_ports = !a.ports.is_empty();
         }
-        let mut net_ids = Vec::new();
-        for ep in networks.values() {
-            if let Some(n) = ep["NetworkID"].as_str().filter(|n| n.len() >= 12) {
-                net_ids.push(n.to_string());
-                let v = veth_name(&id, n);
-                if !veths.contains(&v) {
-                    veths.push(v);
+        let net_ids: Vec<String> = networks
+            .values()
+            .filter_map(|ep| ep["NetworkID"].as_str().filter(|n| n.len() >= 12))
+            .map(String::from)
+            .collect();
+        // The host ends of the veths go with the namespace: deleting a
+        // link waits for the kernel's RCU grace periods (10-20 ms each),
+        // while the namespace's own cleanup runs in the background once
+        // its last user (the mount, the container, the DNS sockets) is
+        // gone. A restart that finds a veth still there removes it first.
+        let path = self.sandbox_path(&id);
+        if let Err(e) = netlink::remove_sandbox(&path) {
+            errs.push(e.message);
+        }
+        let held = |r: &dyn MetaRead| -> Result<bool> {
+            for n in &net_ids {
+                if r.leases(n)?.iter().any(|(_, c)| *c == id) {
+                    return Ok(true);
                 }
             }
-        }
-        let path = self.sandbox_path(&id);
-        if path.exists() {
-            if let Err(e) = netlink::delete_links(veths) {
-                errs.push(e.message);
-            }
-            if let Err(e) = netlink::remove_sandbox(&path) {
-                errs.push(e.message);
-            }
-        }
-        if let Err(e) = self.meta.write(|w| {
-            for n in &net_ids {
-                for (ip, c) in w.leases(n)? {
-                    if c == id {
-                        w.delete_lease(n, &ip)?;
+            Ok(false)
+        };
+        if self.meta.read(|r| held(r)).unwrap_or(true)
+            && let Err(e) = self.meta.write_volatile(|w| {
+                for n in &net_ids {
+                    for (ip, c) in w.leases(n)? {
+                        if c == id {
+                            w.delete_lease(n, &ip)?;
+                        }
                     }
                 }
-            }
-            Ok(())
-        }) {
+                Ok(())
+            })
+        {
             errs.push(e.message);
         }
         if had_ports && let Err(e) = self.refresh_firewall() {
@@ -1581,7 +1594,6 @@ impl NetworkService {
                     network_id: row.id.clone(),
                     ip,
                     names: names.iter().map(|n| n.to_ascii_lowercase()).collect(),
-                    veth: veth_name(&id, &row.id),
                 });
                 need_dns = user_defined && !a.dns;
                 if need_dns {
@@ -1798,7 +1810,6 @@ impl NetworkService {
                     network_id: nid.to_string(),
                     ip,
                     names,
-                    veth: veth_name(id, nid),
                 },
             ));
         }

@@ -199,7 +199,7 @@ async fn plug(host: &Handle, inner: &Handle, ns: &File, eps: &[Endpoint]) -> Res
     for ep in eps {
         let bridge = index_of(host, &ep.bridge)
             .await?
-            .ok_or_else(|| Error::internal(format!("bridge {} does not exist", ep.bridge)))?;
+            .ok_or_else(|| Error::not_found(format!("bridge {} does not exist", ep.bridge)))?;
         let peer = LinkUnspec::new_with_name(&ep.ifname)
             .address(ep.mac.to_vec())
             .mtu(ep.mtu)
@@ -211,11 +211,26 @@ async fn plug(host: &Handle, inner: &Handle, ns: &File, eps: &[Endpoint]) -> Res
             .mtu(ep.mtu)
             .up()
             .build();
-        host.link()
-            .add(msg)
-            .execute()
-            .await
-            .map_err(|e| nl_err(&format!("create veth {}", ep.host_veth), e))?;
+        match host.link().add(msg.clone()).execute().await {
+            Ok(()) => {}
+            Err(e) if errno(&e) == Some(EEXIST) => {
+                // The veth of an earlier run whose namespace is still
+                // being cleaned up by the kernel.
+                if let Some(old) = index_of(host, &ep.host_veth).await? {
+                    match host.link().del(old).execute().await {
+                        Ok(()) => {}
+                        Err(e) if errno(&e) == Some(ENODEV) => {}
+                        Err(e) => return Err(nl_err(&format!("delete stale {}", ep.host_veth), e)),
+                    }
+                }
+                host.link()
+                    .add(msg)
+                    .execute()
+                    .await
+                    .map_err(|e| nl_err(&format!("create veth {}", ep.host_veth), e))?;
+            }
+            Err(e) => return Err(nl_err(&format!("create veth {}", ep.host_veth), e)),
+        }
     }
     for ep in eps {
         let idx = index_of(inner, &ep.ifname)
