@@ -56,6 +56,46 @@ pub trait ImageSource: Send + Sync {
     fn layer_dirs(&self, id: &Digest) -> Result<Vec<PathBuf>>;
 }
 
+/// Where a container's network namespace comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NetNs {
+    /// The daemon's own (`--network host`).
+    Host,
+    /// A new one with only `lo`, made by the runtime (`--network none`).
+    Fresh,
+    /// An existing one, joined by path.
+    Path(PathBuf),
+}
+
+/// What a container gets from the network service before it starts.
+pub struct NetSetup {
+    pub netns: NetNs,
+    pub hosts: String,
+    pub resolv_conf: String,
+    /// The record's new `NetworkSettings`.
+    pub settings: Value,
+}
+
+/// The network service as containers see it (the daemon implements it).
+///
+/// Lifecycle: `prepare` once at create (it checks the network mode and
+/// endpoints and fills `NetworkSettings.Networks` in the record); `setup`
+/// before every start (sandbox, addresses, published ports, `/etc`
+/// files); `teardown` after every exit, after a failed start and at
+/// remove, returning the cleared `NetworkSettings` (calling it again is
+/// harmless); `connect` and `disconnect` at any time, plugging a running
+/// container in or out at once. `setup`, `teardown`, `connect` and
+/// `disconnect` block (netlink, nft): call them off the async threads.
+pub trait NetworkHooks: Send + Sync {
+    fn prepare(&self, record: &mut Value, networking_config: &Value) -> Result<()>;
+    fn setup(&self, record: &Value) -> Result<NetSetup>;
+    fn teardown(&self, record: &Value) -> Result<Value>;
+    /// Returns the network's name and the endpoint's settings.
+    fn connect(&self, record: &Value, network: &str, endpoint: &Value) -> Result<(String, Value)>;
+    /// Returns the network's name.
+    fn disconnect(&self, record: &Value, network: &str) -> Result<String>;
+}
+
 /// Where container events go (the daemon's event bus).
 pub trait EventSink: Send + Sync {
     fn container_event(&self, action: &str, id: &str, attributes: BTreeMap<String, String>);
@@ -149,6 +189,7 @@ pub struct ContainerService {
     meta: Arc<MetaStore>,
     images: Arc<dyn ImageSource>,
     events: Arc<dyn EventSink>,
+    networks: Arc<dyn NetworkHooks>,
     /// Bumped whenever a container's state changes, for `wait`.
     changes: tokio::sync::watch::Sender<u64>,
     execs: Mutex<HashMap<String, Exec>>,
@@ -277,6 +318,7 @@ impl ContainerService {
         meta: Arc<MetaStore>,
         images: Arc<dyn ImageSource>,
         events: Arc<dyn EventSink>,
+        networks: Arc<dyn NetworkHooks>,
     ) -> Result<Self> {
         std::fs::create_dir_all(cfg.data_root.join("containers"))?;
         std::fs::create_dir_all(cfg.run_dir.join("shims"))?;
@@ -285,6 +327,7 @@ impl ContainerService {
             meta,
             images,
             events,
+            networks,
             changes: tokio::sync::watch::channel(0).0,
             execs: Mutex::new(HashMap::new()),
             removed: Mutex::new(VecDeque::new()),
@@ -440,8 +483,13 @@ impl ContainerService {
             json!({})
         };
         let mut host_config = host_config;
-        if host_config["NetworkMode"].as_str().unwrap_or("").is_empty() {
-            host_config["NetworkMode"] = json!("none");
+        if let Some(target) = host_config["NetworkMode"]
+            .as_str()
+            .and_then(|m| m.strip_prefix("container:"))
+            .map(String::from)
+        {
+            let other = self.find(&target)?;
+            host_config["NetworkMode"] = json!(format!("container:{}", other.id));
         }
         host_config["LogConfig"] = resolve_log_config(
             &host_config["LogConfig"],
@@ -496,7 +544,17 @@ impl ContainerService {
             labels.extend(l.clone());
         }
         cfg_out["Labels"] = Value::Object(labels);
-        for k in ["StopSignal", "StopTimeout", "Healthcheck", "ExposedPorts"] {
+        let mut exposed = ic["ExposedPorts"].as_object().cloned().unwrap_or_default();
+        if let Some(e) = config["ExposedPorts"].as_object() {
+            exposed.extend(e.clone());
+        }
+        if !exposed.is_empty() {
+            cfg_out["ExposedPorts"] = Value::Object(exposed);
+        }
+        if let Some(m) = config["MacAddress"].as_str().filter(|m| !m.is_empty()) {
+            cfg_out["MacAddress"] = json!(m);
+        }
+        for k in ["StopSignal", "StopTimeout", "Healthcheck"] {
             if !config[k].is_null() {
                 cfg_out[k] = config[k].clone();
             } else if k == "StopSignal" && ic[k].is_string() {
@@ -548,6 +606,8 @@ impl ContainerService {
             }
         });
         record[mounts::RECORD_KEY] = json!(mount_points);
+        self.networks
+            .prepare(&mut record, &body["NetworkingConfig"])?;
         for d in ["upper", "work", "rootfs"] {
             std::fs::create_dir_all(dir.join(d))?;
         }
@@ -573,23 +633,122 @@ impl ContainerService {
         Ok((id, vec![]))
     }
 
-    fn write_etc_files(&self, dir: &Path, rec: &Value) -> Result<()> {
+    fn write_etc_files(&self, dir: &Path, rec: &Value, net: &NetSetup) -> Result<()> {
         let hostname = rec["Config"]["Hostname"].as_str().unwrap_or("");
         std::fs::write(dir.join("hostname"), format!("{hostname}\n"))?;
-        std::fs::write(
-            dir.join("hosts"),
-            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
-        )?;
-        // No network yet beyond loopback: the host's non-loopback resolvers, else none.
-        let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        let kept: Vec<&str> = host
-            .lines()
-            .filter(|l| {
-                let l = l.trim();
-                !(l.starts_with("nameserver") && (l.contains("127.") || l.contains("::1")))
-            })
-            .collect();
-        std::fs::write(dir.join("resolv.conf"), kept.join("\n") + "\n")?;
+        std::fs::write(dir.join("hosts"), &net.hosts)?;
+        std::fs::write(dir.join("resolv.conf"), &net.resolv_conf)?;
+        Ok(())
+    }
+
+    /// The network a container starts with: from the network service, or
+    /// the namespace and files of the container it shares with.
+    async fn net_setup(&self, rec: &Value) -> Result<NetSetup> {
+        let mode = rec["HostConfig"]["NetworkMode"].as_str().unwrap_or("");
+        if let Some(target) = mode.strip_prefix("container:") {
+            let other = self.find(target)?;
+            let st = &other.record["State"];
+            if st["Running"].as_bool() != Some(true) {
+                return Err(Error::conflict(format!(
+                    "cannot join network namespace of a non running container: {}",
+                    other.id
+                )));
+            }
+            let pid = st["Pid"].as_i64().unwrap_or(0);
+            let odir = self.dir(&other.id);
+            return Ok(NetSetup {
+                netns: NetNs::Path(PathBuf::from(format!("/proc/{pid}/ns/net"))),
+                hosts: std::fs::read_to_string(odir.join("hosts")).unwrap_or_default(),
+                resolv_conf: std::fs::read_to_string(odir.join("resolv.conf")).unwrap_or_default(),
+                settings: rec["NetworkSettings"].clone(),
+            });
+        }
+        let (nets, rec) = (self.networks.clone(), rec.clone());
+        tokio::task::spawn_blocking(move || nets.setup(&rec))
+            .await
+            .map_err(|e| Error::internal(e.to_string()))?
+    }
+
+    /// Undo `net_setup`; returns the cleared `NetworkSettings` for the
+    /// record (None when there is nothing to change).
+    async fn net_release(&self, id: &str) -> Option<Value> {
+        let row = self.meta.read(|r| r.container(id)).ok().flatten()?;
+        if row.record["HostConfig"]["NetworkMode"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("container:"))
+        {
+            return None;
+        }
+        let nets = self.networks.clone();
+        let rec = row.record;
+        match tokio::task::spawn_blocking(move || nets.teardown(&rec)).await {
+            Ok(Ok(settings)) => Some(settings),
+            Ok(Err(e)) => {
+                tracing::warn!(container = %id, error = %e, "network teardown");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(container = %id, error = %e, "network teardown");
+                None
+            }
+        }
+    }
+
+    /// Undo `net_setup` and record the cleared `NetworkSettings`.
+    async fn net_teardown(&self, id: &str) {
+        if let Some(settings) = self.net_release(id).await {
+            let _ = self.update(id, |r| r["NetworkSettings"] = settings);
+        }
+    }
+
+    /// `network connect`.
+    pub async fn connect(&self, name: &str, network: &str, endpoint: &Value) -> Result<()> {
+        let row = self.find(name)?;
+        let lock = self.lock(&row.id);
+        let _g = lock.lock().await;
+        let row = self.find(&row.id)?;
+        let (nets, rec, network, endpoint) = (
+            self.networks.clone(),
+            row.record.clone(),
+            network.to_string(),
+            endpoint.clone(),
+        );
+        let (net_name, ep) =
+            tokio::task::spawn_blocking(move || nets.connect(&rec, &network, &endpoint))
+                .await
+                .map_err(|e| Error::internal(e.to_string()))??;
+        self.update(&row.id, |r| {
+            r["NetworkSettings"]["Networks"][net_name.as_str()] = ep;
+        })?;
+        Ok(())
+    }
+
+    /// `network disconnect`.
+    pub async fn disconnect(&self, name: &str, network: &str) -> Result<()> {
+        let row = self.find(name)?;
+        let lock = self.lock(&row.id);
+        let _g = lock.lock().await;
+        let row = self.find(&row.id)?;
+        let (nets, rec, network) = (
+            self.networks.clone(),
+            row.record.clone(),
+            network.to_string(),
+        );
+        let net_name = tokio::task::spawn_blocking(move || nets.disconnect(&rec, &network))
+            .await
+            .map_err(|e| Error::internal(e.to_string()))??;
+        self.update(&row.id, |r| {
+            if let Some(m) = r["NetworkSettings"]["Networks"].as_object_mut() {
+                m.remove(&net_name);
+            }
+            if net_name == "bridge" {
+                let s = &mut r["NetworkSettings"];
+                for k in ["EndpointID", "Gateway", "IPAddress", "MacAddress"] {
+                    s[k] = json!("");
+                }
+                s["IPPrefixLen"] = json!(0);
+            }
+        })?;
         Ok(())
     }
 
@@ -607,10 +766,21 @@ impl ContainerService {
         let dir = self.dir(&id);
         let rootfs = dir.join("rootfs");
         let lowers = self.images.layer_dirs(&row.image_id)?;
-        mount_rootfs(&lowers, &dir, &rootfs)?;
+        let net = match self.net_setup(rec).await {
+            Ok(n) => n,
+            Err(e) => {
+                let rec = self.update(&id, |r| r["State"]["Error"] = json!(e.message))?;
+                self.auto_remove_failed(&id, &rec);
+                return Err(e);
+            }
+        };
+        if let Err(e) = mount_rootfs(&lowers, &dir, &rootfs) {
+            self.net_teardown(&id).await;
+            return Err(e);
+        }
         let res = match self.setup_mounts(&row, &rootfs) {
             Ok(prepared) => self
-                .launch(&row, &dir, &rootfs, &prepared)
+                .launch(&row, &dir, &rootfs, &prepared, &net)
                 .await
                 .map_err(|(msg, code)| runtime_error(msg, code)),
             Err(e) => {
@@ -620,7 +790,9 @@ impl ContainerService {
         };
         match res {
             Ok(pid) => {
+                let settings = net.settings.clone();
                 let rec = self.update(&id, |r| {
+                    r["NetworkSettings"] = settings;
                     r["HasBeenManuallyStopped"] = json!(false);
                     let s = &mut r["State"];
                     s["Restarting"] = json!(false);
@@ -641,6 +813,7 @@ impl ContainerService {
             Err((err, msg, code)) => {
                 self.teardown_mounts(&id, &row.record);
                 let _ = berth_snapshots::unmount(&rootfs);
+                self.net_teardown(&id).await;
                 let rec = self.update(&id, |r| {
                     let never_ran = r["State"]["StartedAt"] == ZERO_TIME;
                     let s = &mut r["State"];
@@ -648,19 +821,23 @@ impl ContainerService {
                     s["ExitCode"] = json!(code);
                     s["Error"] = json!(msg);
                 })?;
-                if rec["HostConfig"]["AutoRemove"].as_bool() == Some(true) {
-                    // As dockerd: a --rm container that cannot start is removed
-                    // (the client is waiting for that).
-                    let this = self.clone();
-                    let id = id.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = this.remove_with_volumes(&id, true, true).await {
-                            tracing::warn!(container = %id, error = %e, "auto-remove after a failed start");
-                        }
-                    });
-                }
+                self.auto_remove_failed(&id, &rec);
                 Err(err)
             }
+        }
+    }
+
+    /// As dockerd: a --rm container that cannot start is removed (the
+    /// client is waiting for that).
+    fn auto_remove_failed(self: &Arc<Self>, id: &str, rec: &Value) {
+        if rec["HostConfig"]["AutoRemove"].as_bool() == Some(true) {
+            let this = self.clone();
+            let id = id.to_string();
+            tokio::spawn(async move {
+                if let Err(e) = this.remove_with_volumes(&id, true, true).await {
+                    tracing::warn!(container = %id, error = %e, "auto-remove after a failed start");
+                }
+            });
         }
     }
 
@@ -670,10 +847,11 @@ impl ContainerService {
         dir: &Path,
         rootfs: &Path,
         prepared: &mounts::PreparedMounts,
+        net: &NetSetup,
     ) -> std::result::Result<i32, (String, i32)> {
         let rec = &row.record;
         let internal = |e: Error| (e.message, 125);
-        self.write_etc_files(dir, rec).map_err(internal)?;
+        self.write_etc_files(dir, rec, net).map_err(internal)?;
         let c = &rec["Config"];
         let user =
             spec::resolve_user(rootfs, c["User"].as_str().unwrap_or("")).map_err(|e| (e, 125))?;
@@ -692,6 +870,11 @@ impl ContainerService {
             hostname: c["Hostname"].as_str().unwrap_or(""),
             tty,
             host_config: &rec["HostConfig"],
+            netns: match &net.netns {
+                NetNs::Host => spec::Netns::Host,
+                NetNs::Fresh => spec::Netns::New,
+                NetNs::Path(p) => spec::Netns::Join(p),
+            },
             cgroup_parent: &self.cfg.cgroup_parent,
             init: (rec["HostConfig"]["Init"].as_bool() == Some(true))
                 .then_some(self.cfg.shim_binary.as_path()),
@@ -749,7 +932,11 @@ impl ContainerService {
             self.teardown_mounts(id, &row.record);
         }
         let _ = shim::call(&self.socket(id), json!({"op": "shutdown"})).await;
+        let cleared = self.net_release(id).await;
         let rec = match self.update(id, |r| {
+            if let Some(c) = cleared {
+                r["NetworkSettings"] = c;
+            }
             let s = &mut r["State"];
             s["Status"] = json!("exited");
             s["Running"] = json!(false);
@@ -997,6 +1184,7 @@ impl ContainerService {
         let dir = self.dir(&row.id);
         let _ = berth_snapshots::unmount(&dir.join("rootfs"));
         let _ = shim::call(&self.socket(&row.id), json!({"op": "shutdown"})).await;
+        self.net_release(&row.id).await;
         // The row read again: the exit may have been recorded since `find`.
         let code = self
             .meta

@@ -129,6 +129,17 @@ pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<User, String> {
     })
 }
 
+/// The network namespace a container runs in.
+#[derive(Clone, Copy, Debug)]
+pub enum Netns<'a> {
+    /// The daemon's (no namespace in the spec).
+    Host,
+    /// A new one, made by the runtime.
+    New,
+    /// An existing one, joined by path.
+    Join(&'a Path),
+}
+
 /// Everything the spec needs that is not in Config/HostConfig.
 pub struct SpecInput<'a> {
     pub id: &'a str,
@@ -141,6 +152,7 @@ pub struct SpecInput<'a> {
     pub hostname: &'a str,
     pub tty: bool,
     pub host_config: &'a Value,
+    pub netns: Netns<'a>,
     pub cgroup_parent: &'a str,
     /// `--init`: the static init binary, mounted at `/sbin/docker-init`.
     pub init: Option<&'a Path>,
@@ -191,7 +203,6 @@ pub fn process(args: &[String], env: &[String], cwd: &str, user: &User, tty: boo
 /// The OCI runtime spec for a container.
 pub fn runtime_spec(i: &SpecInput) -> Value {
     let hc = i.host_config;
-    let net = hc["NetworkMode"].as_str().unwrap_or("");
     let mut namespaces = vec![
         json!({"type": "pid"}),
         json!({"type": "ipc"}),
@@ -199,8 +210,12 @@ pub fn runtime_spec(i: &SpecInput) -> Value {
         json!({"type": "mount"}),
         json!({"type": "cgroup"}),
     ];
-    if net != "host" {
-        namespaces.push(json!({"type": "network"}));
+    match i.netns {
+        Netns::Host => {}
+        Netns::New => namespaces.push(json!({"type": "network"})),
+        Netns::Join(p) => {
+            namespaces.push(json!({"type": "network", "path": p.display().to_string()}))
+        }
     }
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),

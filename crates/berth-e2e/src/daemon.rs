@@ -5,12 +5,16 @@
 //!   root/                    --data-root
 //!   s.sock                   -H unix://…
 //!   berthd.pid               --pidfile
-//!   run/                     --exec-root (shim sockets)
+//!   run/                     --exec-root (shim sockets, netns/ of containers)
 //!   daemon.json              --config-file ({}), so /etc/berth is never read
 //!   berthd.log               the daemon's stderr, across restarts
 //!   docker-config/           DOCKER_CONFIG of the docker CLI (empty)
 //!   …                        fixtures and outputs the test writes
 //! ```
+//!
+//! berthd runs in its own network namespace (`/run/netns/berth-e2e-…`),
+//! deleted when the `Daemon` is dropped: that namespace is "the host" for
+//! everything the daemon does with the network.
 
 use std::ffi::OsStr;
 use std::fs::OpenOptions;
@@ -22,6 +26,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::http::{self, Response};
+use crate::netns::Netns;
 use crate::run::Run;
 use crate::store::{StoreState, chain_ids, hex_of};
 
@@ -43,6 +48,8 @@ pub struct Daemon {
     log: PathBuf,
     docker_config: PathBuf,
     child: Option<Child>,
+    /// The network namespace berthd runs in (dropped after the daemon).
+    pub netns: Netns,
 }
 
 impl Daemon {
@@ -80,6 +87,7 @@ impl Daemon {
             docker_config,
             dir: Some(dir),
             child: None,
+            netns: Netns::new("berth-e2e"),
         }
     }
 
@@ -115,7 +123,7 @@ impl Daemon {
     /// A berthd command line for this data root; `sock` and `pidfile` may
     /// differ from this daemon's (for a second daemon on the same root).
     pub fn berthd_command(&self, sock: &Path, pidfile: &Path) -> Command {
-        let mut cmd = Command::new(crate::bin("berthd"));
+        let mut cmd = self.netns.command(crate::bin("berthd"));
         cmd.arg("--data-root")
             .arg(&self.root)
             .arg("-H")
@@ -465,6 +473,14 @@ impl Daemon {
     /// by design): each container's processes and shim by the PIDs its
     /// bundle records, its rootfs mount and its cgroups.
     fn teardown_containers(&self) {
+        // Containers' network namespaces are bind mounts under the exec root.
+        for ns in std::fs::read_dir(self.root.with_file_name("run").join("netns"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = Command::new("umount").arg("-l").arg(ns.path()).status();
+        }
         let Ok(dirs) = std::fs::read_dir(self.root.join("containers")) else {
             return;
         };

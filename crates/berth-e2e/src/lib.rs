@@ -5,6 +5,10 @@
 //! berth CLI, skopeo, a tiny raw HTTP client in [`http`]), and looks at the
 //! data root from outside ([`store`]) to check that nothing is left behind.
 //!
+//! Every berthd runs in a network namespace of its own ([`Netns`]), made
+//! and deleted by its [`Daemon`], so its bridges, veths and nftables table
+//! never touch the host's network and tests cannot collide.
+//!
 //! Owns: spawning and tearing down `berthd` and, for interop tests, a real
 //! `dockerd` ([`Dockerd`]); running clients against them ([`Run`]); reading
 //! the data root. Must not: link any berth crate but `berth-fixtures` (the
@@ -22,6 +26,7 @@ pub mod daemon;
 pub mod dockerd;
 pub mod fixtures;
 pub mod http;
+pub mod netns;
 pub mod registry;
 pub mod run;
 pub mod store;
@@ -34,6 +39,7 @@ use std::path::{Path, PathBuf};
 pub use daemon::Daemon;
 pub use dockerd::Dockerd;
 pub use http::Response;
+pub use netns::Netns;
 pub use registry::Registry;
 pub use run::Run;
 pub use store::{StoreState, chain_ids};

@@ -16,6 +16,9 @@
 //!   containers <container id>     -> ContainerRow (the record is the containers service's JSON)
 //!   names    <container name>     -> <container id>
 //!   volumes  <volume name>        -> VolumeRow (see volumes.rs)
+//!   networks <network id>         -> NetworkRow (the record is the network service's JSON)
+//!   network_names <network name>  -> <network id>
+//!   leases   <network id>/<ipv4>  -> <container id>   (IPAM: one row per address in use)
 //! ```
 #![forbid(unsafe_code)]
 
@@ -35,6 +38,9 @@ const TAGS: TableDefinition<&str, &str> = TableDefinition::new("tags");
 const LAYERS: TableDefinition<&str, &[u8]> = TableDefinition::new("layers");
 const CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("containers");
 const NAMES: TableDefinition<&str, &str> = TableDefinition::new("names");
+const NETWORKS: TableDefinition<&str, &[u8]> = TableDefinition::new("networks");
+const NETWORK_NAMES: TableDefinition<&str, &str> = TableDefinition::new("network_names");
+const LEASES: TableDefinition<&str, &str> = TableDefinition::new("leases");
 
 /// One layer blob of an image, as its manifest lists it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -93,6 +99,15 @@ pub struct ContainerRow {
     pub record: serde_json::Value,
 }
 
+/// A network as the metadata layer sees it: its name (unique) and an
+/// opaque record owned by the network service.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct NetworkRow {
+    pub id: String,
+    pub name: String,
+    pub record: serde_json::Value,
+}
+
 /// What garbage collection must keep.
 #[derive(Debug, Default)]
 pub struct Roots {
@@ -127,6 +142,9 @@ impl MetaStore {
             tx.open_table(CONTAINERS).map_err(db_err)?;
             tx.open_table(NAMES).map_err(db_err)?;
             tx.open_table(volumes::VOLUMES).map_err(db_err)?;
+            tx.open_table(NETWORKS).map_err(db_err)?;
+            tx.open_table(NETWORK_NAMES).map_err(db_err)?;
+            tx.open_table(LEASES).map_err(db_err)?;
         }
         tx.commit().map_err(db_err)?;
         Ok(MetaStore { db })
@@ -141,6 +159,19 @@ impl MetaStore {
     /// Run `f` in one write transaction; commits if `f` returns Ok.
     pub fn write<T>(&self, f: impl FnOnce(&WriteTx) -> Result<T>) -> Result<T> {
         let tx = self.db.begin_write().map_err(db_err)?;
+        let w = WriteTx { tx };
+        let out = f(&w)?;
+        w.tx.commit().map_err(db_err)?;
+        Ok(out)
+    }
+
+    /// Like [`MetaStore::write`], but the commit is not flushed to disk:
+    /// it becomes durable with the next durable commit, and a crash before
+    /// that loses it. Only for rows the daemon can rebuild from durable
+    /// ones (IPAM leases, rebuilt from the running containers at start).
+    pub fn write_volatile<T>(&self, f: impl FnOnce(&WriteTx) -> Result<T>) -> Result<T> {
+        let mut tx = self.db.begin_write().map_err(db_err)?;
+        tx.set_durability(redb::Durability::None).map_err(db_err)?;
         let w = WriteTx { tx };
         let out = f(&w)?;
         w.tx.commit().map_err(db_err)?;
@@ -182,6 +213,13 @@ pub trait MetaRead {
     fn containers(&self) -> Result<Vec<ContainerRow>>;
     /// Container ID by name (without the leading `/`).
     fn name(&self, name: &str) -> Result<Option<String>>;
+    fn network(&self, id: &str) -> Result<Option<NetworkRow>>;
+    fn networks(&self) -> Result<Vec<NetworkRow>>;
+    /// Network ID by name.
+    fn network_name(&self, name: &str) -> Result<Option<String>>;
+    /// The addresses leased in a network: (address, container id), sorted
+    /// by key (not numerically).
+    fn leases(&self, network: &str) -> Result<Vec<(String, String)>>;
 }
 
 macro_rules! read_methods {
@@ -266,6 +304,43 @@ macro_rules! read_methods {
         fn name(&self, name: &str) -> Result<Option<String>> {
             let t = self.tx.open_table(NAMES).map_err(db_err)?;
             Ok(t.get(name).map_err(db_err)?.map(|v| v.value().to_string()))
+        }
+
+        fn network(&self, id: &str) -> Result<Option<NetworkRow>> {
+            let t = self.tx.open_table(NETWORKS).map_err(db_err)?;
+            t.get(id)
+                .map_err(db_err)?
+                .map(|v| decode("network", id, v.value()))
+                .transpose()
+        }
+
+        fn networks(&self) -> Result<Vec<NetworkRow>> {
+            let t = self.tx.open_table(NETWORKS).map_err(db_err)?;
+            let mut out = Vec::new();
+            for row in t.iter().map_err(db_err)? {
+                let (k, v) = row.map_err(db_err)?;
+                out.push(decode("network", k.value(), v.value())?);
+            }
+            Ok(out)
+        }
+
+        fn network_name(&self, name: &str) -> Result<Option<String>> {
+            let t = self.tx.open_table(NETWORK_NAMES).map_err(db_err)?;
+            Ok(t.get(name).map_err(db_err)?.map(|v| v.value().to_string()))
+        }
+
+        fn leases(&self, network: &str) -> Result<Vec<(String, String)>> {
+            let t = self.tx.open_table(LEASES).map_err(db_err)?;
+            let prefix = format!("{network}/");
+            let mut out = Vec::new();
+            for row in t.range(prefix.as_str()..).map_err(db_err)? {
+                let (k, v) = row.map_err(db_err)?;
+                let Some(ip) = k.value().strip_prefix(prefix.as_str()) else {
+                    break;
+                };
+                out.push((ip.to_string(), v.value().to_string()));
+            }
+            Ok(out)
         }
 
         fn layers(&self) -> Result<Vec<LayerRecord>> {
@@ -362,6 +437,69 @@ impl WriteTx {
         Ok(())
     }
 
+    /// Insert or update a network; its name must be free or already its own.
+    pub fn put_network(&self, n: &NetworkRow) -> Result<()> {
+        let mut names = self.tx.open_table(NETWORK_NAMES).map_err(db_err)?;
+        if let Some(owner) = names.get(n.name.as_str()).map_err(db_err)?
+            && owner.value() != n.id
+        {
+            return Err(Error::conflict(format!(
+                "network with name {} already exists",
+                n.name
+            )));
+        }
+        let mut t = self.tx.open_table(NETWORKS).map_err(db_err)?;
+        if let Some(old) = t.get(n.id.as_str()).map_err(db_err)? {
+            let old: NetworkRow = decode("network", &n.id, old.value())?;
+            if old.name != n.name {
+                names.remove(old.name.as_str()).map_err(db_err)?;
+            }
+        }
+        names
+            .insert(n.name.as_str(), n.id.as_str())
+            .map_err(db_err)?;
+        t.insert(n.id.as_str(), encode(n).as_slice())
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Remove a network, its name and every lease in it.
+    pub fn delete_network(&self, id: &str) -> Result<()> {
+        let mut t = self.tx.open_table(NETWORKS).map_err(db_err)?;
+        if let Some(old) = t.remove(id).map_err(db_err)? {
+            let old: NetworkRow = decode("network", id, old.value())?;
+            let mut names = self.tx.open_table(NETWORK_NAMES).map_err(db_err)?;
+            names.remove(old.name.as_str()).map_err(db_err)?;
+        }
+        for (ip, _) in self.leases(id)? {
+            self.delete_lease(id, &ip)?;
+        }
+        Ok(())
+    }
+
+    /// Lease `ip` in `network` to `container`; a conflict if another holds it.
+    pub fn put_lease(&self, network: &str, ip: &str, container: &str) -> Result<()> {
+        let mut t = self.tx.open_table(LEASES).map_err(db_err)?;
+        let key = format!("{network}/{ip}");
+        if let Some(owner) = t.get(key.as_str()).map_err(db_err)?
+            && owner.value() != container
+        {
+            return Err(Error::conflict(format!(
+                "Address already in use: {ip} is in use by container {}",
+                owner.value()
+            )));
+        }
+        t.insert(key.as_str(), container).map_err(db_err)?;
+        Ok(())
+    }
+
+    pub fn delete_lease(&self, network: &str, ip: &str) -> Result<bool> {
+        let mut t = self.tx.open_table(LEASES).map_err(db_err)?;
+        Ok(t.remove(format!("{network}/{ip}").as_str())
+            .map_err(db_err)?
+            .is_some())
+    }
+
     pub fn delete_layer(&self, chain: &ChainId) -> Result<()> {
         let mut t = self.tx.open_table(LAYERS).map_err(db_err)?;
         t.remove(chain.0.hex().as_str()).map_err(db_err)?;
@@ -421,6 +559,46 @@ mod tests {
         let roots = m.roots().unwrap();
         assert!(roots.blobs.contains(&a.id) && roots.blobs.contains(&a.layers[0].digest));
         assert!(roots.layers.contains(&a.top_layer.unwrap()));
+    }
+
+    #[test]
+    fn networks_names_and_leases() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = MetaStore::open(&dir.path().join("meta.redb")).unwrap();
+        let n = NetworkRow {
+            id: "n1".into(),
+            name: "front".into(),
+            record: serde_json::json!({"Name": "front"}),
+        };
+        m.write(|w| {
+            w.put_network(&n)?;
+            w.put_lease("n1", "10.0.0.2", "c1")?;
+            w.put_lease("n1", "10.0.0.3", "c2")?;
+            w.put_lease("n10", "10.0.0.2", "c3")
+        })
+        .unwrap();
+        let dup = NetworkRow {
+            id: "n2".into(),
+            ..n.clone()
+        };
+        let e = m.write(|w| w.put_network(&dup)).unwrap_err();
+        assert_eq!(e.message, "network with name front already exists");
+        let e = m
+            .write(|w| w.put_lease("n1", "10.0.0.2", "c9"))
+            .unwrap_err();
+        assert_eq!(e.kind, berth_types::ErrorKind::Conflict);
+        assert_eq!(
+            m.read(|r| r.leases("n1")).unwrap(),
+            vec![
+                ("10.0.0.2".to_string(), "c1".to_string()),
+                ("10.0.0.3".to_string(), "c2".to_string())
+            ]
+        );
+        assert_eq!(m.read(|r| r.network_name("front")).unwrap().unwrap(), "n1");
+        m.write(|w| w.delete_network("n1")).unwrap();
+        assert!(m.read(|r| r.leases("n1")).unwrap().is_empty());
+        assert_eq!(m.read(|r| r.leases("n10")).unwrap().len(), 1);
+        assert!(m.read(|r| r.network_name("front")).unwrap().is_none());
     }
 
     #[test]

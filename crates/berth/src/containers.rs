@@ -352,9 +352,42 @@ pub struct CreateOpts {
     /// Read in a file of environment variables
     #[arg(long = "env-file")]
     env_file: Vec<String>,
+    /// Add a custom host-to-IP mapping (host:ip)
+    #[arg(long = "add-host")]
+    add_host: Vec<String>,
+    /// Set custom DNS servers
+    #[arg(long)]
+    dns: Vec<String>,
+    /// Set DNS options
+    #[arg(long = "dns-option", alias = "dns-opt")]
+    dns_option: Vec<String>,
+    /// Set custom DNS search domains
+    #[arg(long = "dns-search")]
+    dns_search: Vec<String>,
+    /// Container NIS domain name
+    #[arg(long)]
+    domainname: Option<String>,
+    /// Expose a port or a range of ports
+    #[arg(long)]
+    expose: Vec<String>,
     /// Container host name
     #[arg(short = 'h', long)]
     hostname: Option<String>,
+    /// IPv4 address (e.g., 172.30.100.104)
+    #[arg(long)]
+    ip: Option<String>,
+    /// Container MAC address (e.g., 92:d0:c6:0a:29:33)
+    #[arg(long = "mac-address")]
+    mac_address: Option<String>,
+    /// Add network-scoped alias for the container
+    #[arg(long = "network-alias", alias = "net-alias")]
+    network_alias: Vec<String>,
+    /// Publish a container's port(s) to the host
+    #[arg(short = 'p', long = "publish")]
+    publish: Vec<String>,
+    /// Publish all exposed ports to random ports
+    #[arg(short = 'P', long = "publish-all")]
+    publish_all: bool,
     /// Run an init inside the container that forwards signals and reaps processes
     #[arg(long)]
     init: bool,
@@ -476,7 +509,7 @@ impl CreateOpts {
         let cmd = &self.args[1..];
         let mut cfg = json!({
             "Hostname": self.hostname.clone().unwrap_or_default(),
-            "Domainname": "",
+            "Domainname": self.domainname.clone().unwrap_or_default(),
             "User": self.user.clone().unwrap_or_default(),
             "AttachStdin": attach_stdin,
             "AttachStdout": attach_stdout,
@@ -544,8 +577,49 @@ impl CreateOpts {
         if let Some(p) = self.pids_limit {
             hc["PidsLimit"] = json!(p);
         }
-        if let Some(n) = &self.network {
-            hc["NetworkMode"] = json!(n);
+        let mut exposed = Map::new();
+        let mut bindings = Map::new();
+        for e in &self.expose {
+            for k in crate::network::parse_expose(e)? {
+                exposed.insert(k, json!({}));
+            }
+        }
+        for p in &self.publish {
+            for (k, ip, port) in crate::network::parse_publish(p)? {
+                exposed.insert(k.clone(), json!({}));
+                let list = bindings.entry(k).or_insert_with(|| json!([]));
+                list.as_array_mut()
+                    .expect("array")
+                    .push(json!({"HostIp": ip, "HostPort": port}));
+            }
+        }
+        if !exposed.is_empty() {
+            cfg["ExposedPorts"] = Value::Object(exposed);
+        }
+        hc["PortBindings"] = Value::Object(bindings);
+        hc["PublishAllPorts"] = json!(self.publish_all);
+        let mut hosts = Vec::new();
+        for h in &self.add_host {
+            hosts.push(crate::network::check_add_host(h)?);
+        }
+        hc["ExtraHosts"] = json!(hosts);
+        hc["Dns"] = json!(self.dns);
+        hc["DnsSearch"] = json!(self.dns_search);
+        hc["DnsOptions"] = json!(self.dns_option);
+        let mode = self.network.clone().unwrap_or_else(|| "default".into());
+        hc["NetworkMode"] = json!(mode);
+        let mut ep = Map::new();
+        if let Some(ip) = &self.ip {
+            ep.insert("IPAMConfig".into(), json!({"IPv4Address": ip}));
+        }
+        if !self.network_alias.is_empty() {
+            ep.insert("Aliases".into(), json!(self.network_alias));
+        }
+        if let Some(m) = &self.mac_address {
+            ep.insert("MacAddress".into(), json!(m));
+        }
+        if !ep.is_empty() {
+            cfg["NetworkingConfig"] = json!({"EndpointsConfig": {mode: ep}});
         }
         crate::volumes::apply_mount_flags(
             &mut cfg,

@@ -7,6 +7,7 @@ mod client;
 mod containers;
 mod hijack;
 mod images;
+mod network;
 mod pull;
 mod registry;
 mod system;
@@ -102,6 +103,11 @@ enum Cmd {
     Login(registry::LoginArgs),
     /// Log out from a registry
     Logout(registry::LogoutArgs),
+    /// Manage networks
+    #[command(subcommand)]
+    Network(network::NetworkCmd),
+    /// List port mappings or a specific mapping for the container
+    Port(network::PortArgs),
     /// Return low-level information on berth objects
     Inspect(containers::InspectArgs),
     /// Manage berth
@@ -175,6 +181,8 @@ fn main() -> ExitCode {
             Cmd::Push(a) => pull::push(&client, a).await,
             Cmd::Login(a) => registry::login(&client, a).await,
             Cmd::Logout(a) => registry::logout(a).await,
+            Cmd::Network(c) => network::network(&client, c).await,
+            Cmd::Port(a) => network::port(&client, a).await,
             Cmd::Inspect(a) => containers::inspect(&client, a).await,
             Cmd::System(c) => system::system(&client, c).await,
             Cmd::Events(a) => system::events(&client, a).await,

@@ -74,7 +74,13 @@ impl Daemon {
         let d = dir.path();
         let log = std::fs::File::create(d.join("berthd.log")).expect("log");
         std::fs::write(d.join("daemon.json"), "{}\n").expect("daemon.json");
-        let child = Command::new(bin_dir().join("berthd"))
+        // berthd and its containers get a network namespace of their own
+        // (it goes when they do): the default bridge must not touch the
+        // host's network.
+        let child = Command::new("unshare")
+            .arg("--net")
+            .arg("--")
+            .arg(bin_dir().join("berthd"))
             .arg("--data-root")
             .arg(d.join("root"))
             .arg("-H")

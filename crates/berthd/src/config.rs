@@ -38,9 +38,27 @@ pub struct DaemonConfig {
     pub push_compression: Option<String>,
     /// berth's own: upload chunk size in bytes (0: one streamed request per blob).
     pub upload_chunk_size: Option<u64>,
+    /// The default bridge's device name, or `none` to have no default
+    /// bridge (berth's default: `berth0`).
+    pub bridge: Option<String>,
+    /// The default bridge's address and prefix (`192.168.5.1/24`).
+    pub bip: Option<String>,
+    /// Pools subnets are carved from: `[{"base": "10.10.0.0/16", "size": 24}]`.
+    #[serde(default)]
+    pub default_address_pools: Vec<AddressPool>,
+    /// MTU of the bridges and containers' interfaces.
+    pub mtu: Option<u32>,
+    /// Enable IPv4 forwarding (default true).
+    pub ip_forward: Option<bool>,
     /// Keys berth does not know yet are kept, so a Docker daemon.json loads.
     #[serde(flatten)]
     pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AddressPool {
+    pub base: String,
+    pub size: u8,
 }
 
 impl DaemonConfig {

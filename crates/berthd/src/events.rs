@@ -103,6 +103,11 @@ pub fn matches(ev: &Event, filters: &HashMap<String, Vec<String>>) -> bool {
                         || ev.actor.attributes.get("name") == Some(v))
             }
             "volume" => ev.typ == "volume" && ev.actor.id == *v,
+            "network" => {
+                ev.typ == "network"
+                    && (ev.actor.id.starts_with(v.as_str())
+                        || ev.actor.attributes.get("name") == Some(v))
+            }
             "label" => match v.split_once('=') {
                 Some((lk, lv)) => ev.actor.attributes.get(lk).is_some_and(|x| x == lv),
                 None => ev.actor.attributes.contains_key(v),

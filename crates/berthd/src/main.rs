@@ -243,6 +243,109 @@ impl berth_containers::EventSink for events::EventBus {
     }
 }
 
+impl berth_network::NetworkEvents for events::EventBus {
+    fn network_event(
+        &self,
+        action: &str,
+        id: &str,
+        attributes: std::collections::BTreeMap<String, String>,
+    ) {
+        self.publish("network", action, id, attributes);
+    }
+}
+
+/// The network service as containers see it.
+struct Networks(Arc<berth_network::NetworkService>);
+
+impl berth_containers::NetworkHooks for Networks {
+    fn prepare(
+        &self,
+        record: &mut serde_json::Value,
+        networking_config: &serde_json::Value,
+    ) -> berth_types::Result<()> {
+        self.0.prepare(record, networking_config)
+    }
+    fn setup(&self, record: &serde_json::Value) -> berth_types::Result<berth_containers::NetSetup> {
+        let s = self.0.setup(record)?;
+        Ok(berth_containers::NetSetup {
+            netns: match s.sandbox {
+                berth_network::Sandbox::Host => berth_containers::NetNs::Host,
+                berth_network::Sandbox::Fresh => berth_containers::NetNs::Fresh,
+                berth_network::Sandbox::Path(p) => berth_containers::NetNs::Path(p),
+            },
+            hosts: s.hosts,
+            resolv_conf: s.resolv_conf,
+            settings: s.settings,
+        })
+    }
+    fn teardown(&self, record: &serde_json::Value) -> berth_types::Result<serde_json::Value> {
+        self.0.teardown(record)
+    }
+    fn connect(
+        &self,
+        record: &serde_json::Value,
+        network: &str,
+        endpoint: &serde_json::Value,
+    ) -> berth_types::Result<(String, serde_json::Value)> {
+        self.0.connect(record, network, endpoint)
+    }
+    fn disconnect(&self, record: &serde_json::Value, network: &str) -> berth_types::Result<String> {
+        self.0.disconnect(record, network)
+    }
+}
+
+/// daemon.json's network keys as the network service takes them.
+fn network_config(
+    cfg: &config::DaemonConfig,
+    exec_root: &Path,
+) -> anyhow::Result<berth_network::Config> {
+    let bridge = match cfg.bridge.as_deref() {
+        None | Some("") => Some("berth0".to_string()),
+        Some("none") => None,
+        Some(b) if b.len() > 15 => bail!("daemon.json: bridge name {b:?} is longer than 15 bytes"),
+        Some(b) => Some(b.to_string()),
+    };
+    let bip = cfg
+        .bip
+        .as_deref()
+        .map(|b| {
+            b.parse::<ipnet::Ipv4Net>()
+                .with_context(|| format!("daemon.json: invalid bip {b:?}"))
+        })
+        .transpose()?;
+    let pools = if cfg.default_address_pools.is_empty() {
+        berth_network::ipam::default_pools()
+    } else {
+        cfg.default_address_pools
+            .iter()
+            .map(|p| {
+                let base: ipnet::Ipv4Net = p.base.parse().with_context(|| {
+                    format!(
+                        "daemon.json: invalid default-address-pools base {:?}",
+                        p.base
+                    )
+                })?;
+                if p.size < base.prefix_len() || p.size > 30 {
+                    bail!(
+                        "daemon.json: default-address-pools size {} does not fit base {}",
+                        p.size,
+                        p.base
+                    );
+                }
+                Ok(berth_network::Pool { base, size: p.size })
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    Ok(berth_network::Config {
+        run_dir: exec_root.to_path_buf(),
+        bridge,
+        bip,
+        pools,
+        mtu: cfg.mtu.unwrap_or(1500),
+        ip_forward: cfg.ip_forward.unwrap_or(true),
+    })
+}
+
 /// berth-shim lives next to berthd unless BERTH_SHIM says otherwise.
 fn shim_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("BERTH_SHIM") {
@@ -285,11 +388,21 @@ async fn serve(
         meta.clone(),
         events.clone(),
     )?);
+    let net_cfg = network_config(cfg, &exec_root)?;
+    let networks = {
+        let (meta, events) = (meta.clone(), events.clone());
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let _rt = handle.enter();
+            berth_network::NetworkService::open(net_cfg, meta, events)
+        })
+        .await??
+    };
     let containers = Arc::new(
         berth_containers::ContainerService::new(
             berth_containers::Config {
                 data_root: data_root.clone(),
-                run_dir: exec_root,
+                run_dir: exec_root.clone(),
                 shim_binary: shim_binary(),
                 cgroup_parent: "/berth".into(),
                 log_driver: cfg.log_driver.clone().unwrap_or_else(|| "json-file".into()),
@@ -299,16 +412,28 @@ async fn serve(
             meta.clone(),
             Arc::new(Images(images.clone())),
             events.clone(),
+            Arc::new(Networks(networks.clone())),
         )?
         .with_volumes(Arc::new(Volumes(volumes.clone()))),
     );
     containers.restore().await?;
     volumes.sweep_mounts()?;
+    {
+        let (n, records) = (networks.clone(), containers.all()?);
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let _rt = handle.enter();
+            n.restore(&records)
+        })
+        .await??;
+    }
+    networks.watch_firewall();
     let state = api::AppState {
         images,
         registry,
         containers,
         volumes,
+        networks: networks.clone(),
         events,
         daemon: Arc::new(api::DaemonInfo {
             id,
@@ -341,6 +466,12 @@ async fn serve(
             let _ = stopping_rx.await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         } => tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; exiting"),
+    }
+    let n = networks.clone();
+    match tokio::task::spawn_blocking(move || n.shutdown()).await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "network cleanup at stop"),
+        Err(e) => tracing::warn!(error = %e, "network cleanup at stop"),
+        Ok(Ok(())) => {}
     }
     tracing::info!("berthd stopped");
     Ok(())

@@ -265,14 +265,37 @@ fn summary(rec: &Value) -> Value {
         "ImageID": rec["Image"],
         "Command": cmd.join(" "),
         "Created": rec["Created"].as_str().and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok()).map(|t| t.timestamp()).unwrap_or(0),
-        "Ports": [],
+        "Ports": port_summary(&rec["NetworkSettings"]["Ports"]),
         "Labels": rec["Config"]["Labels"],
         "State": rec["State"]["Status"],
         "Status": status_text(&rec["State"]),
         "HostConfig": {"NetworkMode": rec["HostConfig"]["NetworkMode"]},
-        "NetworkSettings": {"Networks": {}},
+        "NetworkSettings": {"Networks": rec["NetworkSettings"]["Networks"]},
         "Mounts": rec["Mounts"].as_array().cloned().unwrap_or_default()
     })
+}
+
+/// `Ports` of a container listing, from its `NetworkSettings.Ports`.
+fn port_summary(ports: &Value) -> Value {
+    let mut out = Vec::new();
+    for (k, binds) in ports.as_object().into_iter().flatten() {
+        let (port, proto) = k.split_once('/').unwrap_or((k, "tcp"));
+        let private: u64 = port.parse().unwrap_or(0);
+        match binds.as_array() {
+            Some(list) if !list.is_empty() => {
+                for b in list {
+                    out.push(json!({
+                        "IP": b["HostIp"],
+                        "PrivatePort": private,
+                        "PublicPort": b["HostPort"].as_str().and_then(|p| p.parse::<u64>().ok()).unwrap_or(0),
+                        "Type": proto,
+                    }));
+                }
+            }
+            _ => out.push(json!({"PrivatePort": private, "Type": proto})),
+        }
+    }
+    Value::Array(out)
 }
 
 fn matches(
@@ -314,6 +337,16 @@ fn matches(
                             .starts_with(v.trim_start_matches("sha256:"))
                     })
             }
+            "network" => rec["NetworkSettings"]["Networks"]
+                .as_object()
+                .is_some_and(|m| {
+                    m.iter().any(|(name, ep)| {
+                        name == v
+                            || ep["NetworkID"]
+                                .as_str()
+                                .is_some_and(|id| !v.is_empty() && id.starts_with(v.as_str()))
+                    })
+                }),
             "before" | "since" => {
                 let Some(other) = by_name(v) else {
                     return false;
@@ -329,6 +362,7 @@ fn matches(
         });
         if ![
             "id", "name", "label", "status", "exited", "ancestor", "before", "since", "volume",
+            "network",
         ]
         .contains(&k.as_str())
         {

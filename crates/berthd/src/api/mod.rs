@@ -3,6 +3,7 @@
 
 mod containers;
 mod images;
+mod networks;
 mod registry;
 mod system;
 mod volumes;
@@ -29,6 +30,7 @@ pub struct AppState {
     pub registry: Arc<berth_images::distribution::Client>,
     pub containers: Arc<berth_containers::ContainerService>,
     pub volumes: Arc<berth_volumes::VolumeService>,
+    pub networks: Arc<berth_network::NetworkService>,
     pub events: Arc<EventBus>,
     pub daemon: Arc<DaemonInfo>,
 }
@@ -179,6 +181,7 @@ pub fn router(state: AppState) -> Router {
         .merge(registry::routes())
         .merge(containers::routes())
         .merge(volumes::routes())
+        .merge(networks::routes())
         .fallback(not_found)
         .with_state(state);
     // Routing happens in `inner`, after `versioned` has rewritten the path.

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Network benchmark. berthd runs in a network namespace made for the run
+# (its "host"), so nothing here touches the machine's own network:
+#   run:   what a network adds to `run --rm busybox true` (bridge vs none)
+#   tcp:   TCP throughput container → host through the bridge, and host →
+#          container through a port published on 127.0.0.1 (the userland
+#          proxy), 512 MiB each with busybox nc
+# dockerd is run beside it (in a namespace of its own, with its bridge and
+# its docker-proxy) when installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${BENCH_RUNS:-20}
+MIB=${BENCH_MIB:-512}
+DATA=${BENCH_DATA:-/var/tmp/berth-bench}
+DOCKER=/usr/local/bin/docker
+mkdir -p "$DATA"
+cargo build --release --bins -q
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/release
+[ -f "$DATA/busybox.tar" ] || "$BIN/berth-fixtures" busybox -o "$DATA/busybox.tar"
+
+work=$(mktemp -d /tmp/berth-nbench.XXXX)
+ns_b=berth-nbench-$$
+ns_d=docker-nbench-$$
+pids=()
+cleanup() {
+  for s in berth docker; do
+    [ -S "$work/$s.sock" ] && DOCKER_HOST=unix://$work/$s.sock $DOCKER rm -f $($DOCKER -H unix://$work/$s.sock ps -aq 2>/dev/null) >/dev/null 2>&1 || true
+  done
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do while kill -0 "$p" 2>/dev/null; do sleep 0.1; done; done
+  grep " $work/" /proc/self/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  ip netns del "$ns_b" 2>/dev/null || true
+  ip netns del "$ns_d" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+wait_sock() { for _ in $(seq 200); do DOCKER_HOST=unix://$1 $DOCKER version >/dev/null 2>&1 && return 0; sleep 0.1; done; return 1; }
+in_ns() { local ns=$1; shift; nsenter --net=/run/netns/"$ns" -- "$@"; }
+# Seconds for `$MIB` MiB from `sender` (a shell command line) to a listener.
+throughput() { awk -v s="$1" -v m="$MIB" 'BEGIN { printf "%.0f MiB/s", m / s }'; }
+now() { date +%s.%N; }
+
+ip netns add "$ns_b"; ip -n "$ns_b" link set lo up
+echo '{}' >"$work/daemon.json"
+nsenter --net=/run/netns/"$ns_b" -- "$BIN/berthd" --data-root "$work/berth" -H "unix://$work/berth.sock" --exec-root "$work/run" \
+  --pidfile "$work/berthd.pid" --config-file "$work/daemon.json" 2>"$work/berthd.log" &
+pids+=($!)
+wait_sock "$work/berth.sock"
+engines=("berth|$ns_b|env DOCKER_HOST=unix://$work/berth.sock $DOCKER")
+if command -v dockerd >/dev/null; then
+  ip netns add "$ns_d"; ip -n "$ns_d" link set lo up
+  nsenter --net=/run/netns/"$ns_d" -- dockerd --data-root "$work/docker" --exec-root "$work/docker-exec" -H "unix://$work/docker.sock" \
+    --pidfile "$work/dockerd.pid" 2>"$work/dockerd.log" &
+  pids+=($!)
+  wait_sock "$work/docker.sock"
+  engines+=("docker|$ns_d|env DOCKER_HOST=unix://$work/docker.sock $DOCKER")
+fi
+declare -A NONE BRIDGE OUT IN
+for e in "${engines[@]}"; do
+  name=${e%%|*}; rest=${e#*|}; ns=${rest%%|*}; cli=${rest#*|}
+  sh -c "$cli load -q -i $DATA/busybox.tar" >/dev/null
+  hyperfine -N --style basic --runs "$RUNS" --warmup 2 --export-json "$work/run-$name.json" \
+    "$cli run --rm --network none busybox true" "$cli run --rm busybox true" >/dev/null
+  NONE[$name]=$(jq '.results[0].median' "$work/run-$name.json")
+  BRIDGE[$name]=$(jq '.results[1].median' "$work/run-$name.json")
+  gw=$(sh -c "$cli run --rm busybox ip route" | awk '/^default/ {print $3}')
+  # container → host through the bridge (and NAT-free: the gateway is the host)
+  nsenter --net=/run/netns/"$ns" -- busybox nc -l -p 5001 >/dev/null 2>&1 &
+  srv=$!
+  sleep 0.3
+  t0=$(now)
+  sh -c "$cli run --rm busybox sh -c 'dd if=/dev/zero bs=1048576 count=$MIB 2>/dev/null | nc $gw 5001'" >/dev/null
+  t1=$(now)
+  wait $srv || true
+  OUT[$name]=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
+  # host → container through 127.0.0.1:5002 (the userland proxy)
+  sh -c "$cli run -d --name nbench -p 127.0.0.1:5002:5001 busybox sh -c 'nc -l -p 5001 >/dev/null'" >/dev/null
+  sleep 0.5
+  t0=$(now)
+  dd if=/dev/zero bs=1048576 count="$MIB" 2>/dev/null | in_ns "$ns" busybox nc 127.0.0.1 5002 || true
+  sh -c "$cli wait nbench" >/dev/null
+  t1=$(now)
+  IN[$name]=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
+  sh -c "$cli rm -f nbench" >/dev/null
+done
+ms() { awk -v s="$1" 'BEGIN { printf "%.1f ms", s * 1000 }'; }
+echo "| bench | berthd | dockerd |"
+echo "|---|---|---|"
+echo "| run --rm --network none busybox true (median) | $(ms "${NONE[berth]}") | ${NONE[docker]:+$(ms "${NONE[docker]}")} |"
+echo "| run --rm busybox true, default bridge (median) | $(ms "${BRIDGE[berth]}") | ${BRIDGE[docker]:+$(ms "${BRIDGE[docker]}")} |"
+echo "| what the bridge adds | $(ms "$(awk -v a="${BRIDGE[berth]}" -v b="${NONE[berth]}" 'BEGIN{print a-b}')") | ${BRIDGE[docker]:+$(ms "$(awk -v a="${BRIDGE[docker]}" -v b="${NONE[docker]}" 'BEGIN{print a-b}')")} |"
+echo "| TCP container → host via bridge, $MIB MiB (incl. run) | $(throughput "${OUT[berth]}") | ${OUT[docker]:+$(throughput "${OUT[docker]}")} |"
+echo "| TCP host → container via 127.0.0.1 published port, $MIB MiB | $(throughput "${IN[berth]}") | ${IN[docker]:+$(throughput "${IN[docker]}")} |"
