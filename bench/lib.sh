@@ -25,9 +25,10 @@ wait_sock() {
   for _ in $(seq 200); do DOCKER_HOST=unix://$1 $DOCKER version >/dev/null 2>&1 && return 0; sleep 0.1; done
   echo "daemon on $1 did not start" >&2; return 1
 }
-# start_berthd BIN_DIR: berthd on $work/berth.sock
+# start_berthd BIN_DIR: berthd on $work/berth.sock, in a network namespace of
+# its own (its default bridge and nftables table go with it, not the machine's)
 start_berthd() {
-  "$1/berthd" --data-root "$work/berth" -H "unix://$work/berth.sock" --exec-root "$work/run" \
+  unshare --net -- "$1/berthd" --data-root "$work/berth" -H "unix://$work/berth.sock" --exec-root "$work/run" \
     --pidfile "$work/berthd.pid" 2>"$work/berthd.log" &
   pids+=($!)
   wait_sock "$work/berth.sock"

@@ -50,6 +50,8 @@ pub struct Daemon {
     child: Option<Child>,
     /// The network namespace berthd runs in (dropped after the daemon).
     pub netns: Netns,
+    /// berthd runs in the host's namespace (see [`Daemon::start_host_network`]).
+    host_net: bool,
 }
 
 impl Daemon {
@@ -57,6 +59,34 @@ impl Daemon {
     #[track_caller]
     pub fn start() -> Daemon {
         let mut d = Daemon::new();
+        d.spawn_and_wait();
+        d
+    }
+
+    /// Starts berthd in the host's network namespace with networking off
+    /// (`"bridge": "none"`, `"iptables": false`, `"ip-forward": false`: no
+    /// bridge, no firewall, no sysctl), for tests whose daemon must reach
+    /// servers on the host's loopback (registries, proxies, token servers).
+    #[track_caller]
+    pub fn start_host_network() -> Daemon {
+        let mut d = Daemon::new();
+        d.host_net = true;
+        std::fs::write(
+            &d.config,
+            r#"{"bridge": "none", "iptables": false, "ip-forward": false}"#,
+        )
+        .expect("write daemon.json");
+        d.spawn_and_wait();
+        d
+    }
+
+    /// [`Daemon::start_host_network`] with `daemon_json` as its config
+    /// (which should turn networking off as that one does).
+    #[track_caller]
+    pub fn with_config_host_network(daemon_json: &str) -> Daemon {
+        let mut d = Daemon::new();
+        d.host_net = true;
+        std::fs::write(&d.config, daemon_json).expect("write daemon.json");
         d.spawn_and_wait();
         d
     }
@@ -88,6 +118,7 @@ impl Daemon {
             dir: Some(dir),
             child: None,
             netns: Netns::new("berth-e2e"),
+            host_net: false,
         }
     }
 
@@ -123,7 +154,11 @@ impl Daemon {
     /// A berthd command line for this data root; `sock` and `pidfile` may
     /// differ from this daemon's (for a second daemon on the same root).
     pub fn berthd_command(&self, sock: &Path, pidfile: &Path) -> Command {
-        let mut cmd = self.netns.command(crate::bin("berthd"));
+        let mut cmd = if self.host_net {
+            Command::new(crate::bin("berthd"))
+        } else {
+            self.netns.command(crate::bin("berthd"))
+        };
         cmd.arg("--data-root")
             .arg(&self.root)
             .arg("-H")

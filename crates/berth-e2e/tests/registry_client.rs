@@ -30,7 +30,7 @@ fn registry_with_busybox(d: &Daemon, reg: &Registry) -> String {
 fn berth_pull_shows_docker_progress_and_then_is_up_to_date() {
     require_root!();
     let Some(reg) = Registry::start() else { return };
-    let d = Daemon::start();
+    let d = Daemon::start_host_network();
     let digest = registry_with_busybox(&d, &reg);
     let name = reg.name("busybox");
     let out = d.berth(["pull", &name]);
@@ -98,7 +98,7 @@ fn berth_pull_shows_docker_progress_and_then_is_up_to_date() {
 fn docker_cli_pulls_and_runs_from_a_registry() {
     require_root!();
     let Some(reg) = Registry::start() else { return };
-    let d = Daemon::start();
+    let d = Daemon::start_host_network();
     let digest = registry_with_busybox(&d, &reg);
     let name = reg.name("busybox:latest");
     let out = d.docker(["pull", &name]);
@@ -160,7 +160,7 @@ fn docker_cli_pulls_and_runs_from_a_registry() {
 fn push_from_berthd_then_pull_into_a_fresh_berthd() {
     require_root!();
     let Some(reg) = Registry::start() else { return };
-    let d1 = Daemon::start();
+    let d1 = Daemon::start_host_network();
     let id = d1.load_multilayer();
     let name = reg.name("team/multilayer:v1");
     d1.berth(["tag", "multilayer:latest", &name]).ok();
@@ -202,7 +202,7 @@ fn push_from_berthd_then_pull_into_a_fresh_berthd() {
         "{mounted}"
     );
 
-    let d2 = Daemon::start();
+    let d2 = Daemon::start_host_network();
     let pulled = d2.docker(["pull", &name]);
     assert!(
         pulled.ok().contains(&format!("Digest: {digest}")),
@@ -224,7 +224,7 @@ fn basic_auth_login_and_logout() {
     let Some(reg) = Registry::start_htpasswd("alice", "s3cret") else {
         return;
     };
-    let d = Daemon::start();
+    let d = Daemon::start_host_network();
     registry_with_busybox(&d, &reg);
     let name = reg.name("busybox:latest");
     // no credentials: the registry says 401
@@ -284,7 +284,7 @@ fn basic_auth_login_and_logout() {
 fn a_tampered_blob_is_refused_and_nothing_is_stored() {
     require_root!();
     let Some(reg) = Registry::start() else { return };
-    let d = Daemon::start();
+    let d = Daemon::start_host_network();
     registry_with_busybox(&d, &reg);
     let manifest: serde_json::Value =
         serde_json::from_slice(&reg.raw_manifest("busybox:latest")).unwrap();
@@ -322,7 +322,7 @@ fn a_tampered_blob_is_refused_and_nothing_is_stored() {
 fn a_crash_mid_pull_leaves_a_store_berthd_starts_on() {
     require_root!();
     let Some(reg) = Registry::start() else { return };
-    let mut d = Daemon::start();
+    let mut d = Daemon::start_host_network();
     let archive = d.path("big.tar");
     {
         let mut f = std::fs::File::create(&archive).unwrap();
@@ -374,7 +374,7 @@ fn layer_digests(reg: &Registry, repo_tag: &str) -> Vec<String> {
 fn an_interrupted_blob_download_resumes_with_range() {
     require_root!();
     let Some(reg) = Registry::start() else { return };
-    let d = Daemon::start();
+    let d = Daemon::start_host_network();
     registry_with_busybox(&d, &reg);
     let layer = layer_digests(&reg, "busybox:latest").remove(0);
     let proxy = FaultProxy::start(&reg.addr, &layer, 100_000, 1);
@@ -406,7 +406,7 @@ fn an_interrupted_blob_download_resumes_with_range() {
 fn a_registry_failing_mid_pull_fails_cleanly_and_the_retry_reuses_what_was_verified() {
     require_root!();
     let Some(reg) = Registry::start() else { return };
-    let d = Daemon::start();
+    let d = Daemon::start_host_network();
     let a = d.write(
         "ml.tar",
         &legacy_archive(&[(multilayer(), &["multilayer:latest"])]),
@@ -441,7 +441,7 @@ fn a_registry_failing_mid_pull_fails_cleanly_and_the_retry_reuses_what_was_verif
 #[test]
 fn bearer_token_flow_with_a_token_server() {
     require_root!();
-    let d = Daemon::start();
+    let d = Daemon::start_host_network();
     let tokens = berth_e2e::token::TokenServer::start(d.dir(), "bob", "hunter2");
     let Some(reg) = Registry::start_token(&tokens, "bob", "hunter2") else {
         return;
@@ -549,7 +549,7 @@ fn write_multi_platform_layout(dir: &std::path::Path) -> (String, String) {
 fn a_multi_platform_index_resolves_to_the_host_or_the_asked_platform() {
     require_root!();
     let Some(reg) = Registry::start() else { return };
-    let d = Daemon::start();
+    let d = Daemon::start_host_network();
     let layout = d.path("multi-layout");
     let (index_digest, arm_id) = write_multi_platform_layout(&layout);
     reg.skopeo([
@@ -593,7 +593,7 @@ fn credential_helpers_store_and_supply_credentials() {
     let Some(reg) = Registry::start_htpasswd("carol", "pa55") else {
         return;
     };
-    let d = Daemon::start();
+    let d = Daemon::start_host_network();
     registry_with_busybox(&d, &reg);
     // docker-credential-berthtest: a helper keeping secrets in files
     let bin = d.path("helper-bin");
@@ -658,7 +658,7 @@ esac
 fn bad_manifests_are_refused_and_leave_nothing() {
     require_root!();
     let Some(reg) = Registry::start() else { return };
-    let d = Daemon::start();
+    let d = Daemon::start_host_network();
     let digest = registry_with_busybox(&d, &reg);
     let original = reg.raw_manifest("busybox:latest");
     let layer = layer_digests(&reg, "busybox:latest").remove(0);
@@ -735,7 +735,7 @@ fn bad_manifests_are_refused_and_leave_nothing() {
 fn push_compression_zstd_makes_an_oci_manifest_that_pulls_back() {
     require_root!();
     let Some(reg) = Registry::start() else { return };
-    let mut d1 = Daemon::start();
+    let mut d1 = Daemon::start_host_network();
     d1.write("daemon.json", br#"{"push-compression": "zstd"}"#);
     d1.restart();
     let id = d1.load_multilayer();
@@ -750,7 +750,7 @@ fn push_compression_zstd_makes_an_oci_manifest_that_pulls_back() {
             "{m}"
         );
     }
-    let d2 = Daemon::start();
+    let d2 = Daemon::start_host_network();
     d2.docker(["pull", "-q", &name]).ok();
     assert_eq!(d2.inspect(&name)["Id"], id);
     d2.assert_no_garbage();
@@ -761,7 +761,7 @@ fn push_compression_zstd_makes_an_oci_manifest_that_pulls_back() {
 fn chunked_uploads_with_content_range() {
     require_root!();
     let Some(reg) = Registry::start() else { return };
-    let mut d = Daemon::start();
+    let mut d = Daemon::start_host_network();
     d.write("daemon.json", br#"{"upload-chunk-size": 65536}"#);
     d.restart();
     let id = d.load_busybox();
@@ -775,7 +775,7 @@ fn chunked_uploads_with_content_range() {
         .matches("\"PATCH /v2/chunked/blobs/uploads/")
         .count();
     assert!(patches > 4, "{patches} PATCH requests:\n{}", reg.log_text());
-    let d2 = Daemon::start();
+    let d2 = Daemon::start_host_network();
     d2.berth(["pull", "-q", &name]).ok();
     assert_eq!(d2.inspect(&name)["Id"], id);
     d2.assert_no_garbage();
@@ -784,7 +784,7 @@ fn chunked_uploads_with_content_range() {
 #[test]
 fn https_registry_with_a_client_certificate_from_certs_d() {
     require_root!();
-    let mut d = Daemon::start();
+    let mut d = Daemon::start_host_network();
     let tls = d.path("tls");
     berth_e2e::registry::make_tls_certs(&tls);
     let Some(reg) = Registry::start_tls(&tls) else {
@@ -829,7 +829,7 @@ fn https_registry_with_a_client_certificate_from_certs_d() {
 fn hosts_toml_mirrors_for_any_registry() {
     require_root!();
     let Some(reg) = Registry::start() else { return };
-    let mut d = Daemon::start();
+    let mut d = Daemon::start_host_network();
     registry_with_busybox(&d, &reg);
     let certs = d.path("certs.d");
     d.write(
@@ -877,7 +877,7 @@ fn hosts_toml_mirrors_for_any_registry() {
 fn concurrent_pulls_of_one_layer_download_it_once() {
     require_root!();
     let Some(reg) = Registry::start() else { return };
-    let d = Daemon::start();
+    let d = Daemon::start_host_network();
     let a = d.write(
         "ml.tar",
         &legacy_archive(&[(multilayer(), &["multilayer:latest"])]),

@@ -9,7 +9,7 @@ use berth_e2e::{Daemon, require_root};
 fn berth_and_docker_push_to_and_pull_from_berth_registry() {
     require_root!();
     let reg = Registry::start_berth();
-    let d = Daemon::start();
+    let d = Daemon::start_host_network();
     d.load_busybox();
     let name = format!("{}/tools/busybox:1", reg.addr);
     d.berth(["tag", "busybox", &name]).ok();
@@ -22,7 +22,7 @@ fn berth_and_docker_push_to_and_pull_from_berth_registry() {
     assert!(out.ok().contains("Layer already exists"), "{out}");
 
     // A fresh daemon pulls both back and runs them.
-    let d2 = Daemon::start();
+    let d2 = Daemon::start_host_network();
     let out = d2.docker(["pull", &name]);
     assert!(out.ok().contains("Pull complete"), "{out}");
     let out = d2.berth(["pull", &name2]);
@@ -48,15 +48,15 @@ fn berth_and_docker_push_to_and_pull_from_berth_registry() {
 fn berth_registry_as_the_docker_hub_mirror() {
     require_root!();
     let reg = Registry::start_berth();
-    let src = Daemon::start();
+    let src = Daemon::start_host_network();
     src.load_busybox();
     let mirrored = format!("{}/library/busybox:latest", reg.addr);
     src.berth(["tag", "busybox", &mirrored]).ok();
     src.berth(["push", &mirrored]).ok();
     // `busybox` means docker.io/library/busybox: the mirror answers it, so
     // Docker Hub is never asked.
-    let d = Daemon::with_config(&format!(
-        r#"{{"registry-mirrors": ["http://{}"]}}"#,
+    let d = Daemon::with_config_host_network(&format!(
+        r#"{{"registry-mirrors": ["http://{}"], "bridge": "none", "iptables": false, "ip-forward": false}}"#,
         reg.addr
     ));
     let out = d.docker(["run", "--rm", "busybox", "echo", "from the mirror"]);

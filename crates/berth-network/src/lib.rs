@@ -59,6 +59,10 @@ pub struct Config {
     pub mtu: u32,
     /// Set `net.ipv4.ip_forward` (daemon.json `ip-forward`, default true).
     pub ip_forward: bool,
+    /// Manage the nftables table and the iptables FORWARD accepts
+    /// (daemon.json `iptables`, default true). Off, berth touches no
+    /// firewall: no NAT, no published ports through DNAT.
+    pub firewall: bool,
 }
 
 /// Where network events go (the daemon's event bus).
@@ -1885,6 +1889,9 @@ impl NetworkService {
 
     /// Rebuild berth's table from the networks and running containers.
     pub fn refresh_firewall(&self) -> Result<()> {
+        if !self.cfg.firewall {
+            return Ok(());
+        }
         let mut fw = self.fw.lock().unwrap();
         let (nets, ports) = self.firewall_state()?;
         nft::apply(&nft::ruleset(&nets, &ports))?;
@@ -1949,11 +1956,13 @@ impl NetworkService {
         if let Err(e) = netlink::delete_links(bridges) {
             errs.push(e.message);
         }
-        if let Err(e) = nft::delete_table() {
-            errs.push(e.message);
-        }
-        if let Err(e) = iptables::sync(&[]) {
-            errs.push(e.message);
+        if self.cfg.firewall {
+            if let Err(e) = nft::delete_table() {
+                errs.push(e.message);
+            }
+            if let Err(e) = iptables::sync(&[]) {
+                errs.push(e.message);
+            }
         }
         if errs.is_empty() {
             Ok(())

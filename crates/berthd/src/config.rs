@@ -50,6 +50,8 @@ pub struct DaemonConfig {
     pub mtu: Option<u32>,
     /// Enable IPv4 forwarding (default true).
     pub ip_forward: Option<bool>,
+    /// Manage firewall rules (NAT, published ports); default true.
+    pub iptables: Option<bool>,
     /// Keys berth does not know yet are kept, so a Docker daemon.json loads.
     #[serde(flatten)]
     pub other: serde_json::Map<String, serde_json::Value>,

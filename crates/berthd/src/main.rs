@@ -343,6 +343,7 @@ fn network_config(
         pools,
         mtu: cfg.mtu.unwrap_or(1500),
         ip_forward: cfg.ip_forward.unwrap_or(true),
+        firewall: cfg.iptables.unwrap_or(true),
     })
 }
 
