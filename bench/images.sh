@@ -31,7 +31,9 @@ trap cleanup EXIT
 
 wait_sock() { for _ in $(seq 100); do DOCKER_HOST=unix://$1 $DOCKER version >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "daemon on $1 did not start" >&2; return 1; }
 
-"$BIN/berthd" --data-root "$work/berth" -H "unix://$work/berth.sock" --pidfile "$work/berthd.pid" 2>"$work/berthd.log" &
+# berthd makes its default bridge and nftables table at start: it gets a
+# network namespace of its own (gone with it), not the machine's.
+unshare --net -- "$BIN/berthd" --data-root "$work/berth" -H "unix://$work/berth.sock" --pidfile "$work/berthd.pid" 2>"$work/berthd.log" &
 pids+=($!)
 wait_sock "$work/berth.sock"
 engines=("berth-docker|env DOCKER_HOST=unix://$work/berth.sock $DOCKER" "berth|$BIN/berth -H unix://$work/berth.sock")
