@@ -733,9 +733,34 @@ fn nothing_of_berth_is_left_after_teardown() {
     // A daemon killed with -9 comes back with the containers' addresses and
     // ports as they were.
     let before = inspect(&d, "a1")["NetworkSettings"]["IPAddress"].clone();
+    let a2 = inspect(&d, "a2");
+    let a2_pid = a2["State"]["Pid"].as_i64().unwrap() as i32;
+    let a2_ns = a2["NetworkSettings"]["SandboxKey"]
+        .as_str()
+        .unwrap()
+        .to_string();
     d.kill9();
+    // a2 dies while the daemon is down: its endpoint is stale.
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(a2_pid).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
     d.start_again();
     assert_eq!(inspect(&d, "a1")["NetworkSettings"]["IPAddress"], before);
+    let a2 = inspect(&d, "a2");
+    assert_eq!(a2["State"]["Running"], false);
+    assert_eq!(a2["NetworkSettings"]["Networks"]["tmpnet"]["IPAddress"], "");
+    assert!(
+        !std::path::Path::new(&a2_ns).exists(),
+        "stale namespace {a2_ns} left"
+    );
+    let tmpnet = inspect(&d, "tmpnet");
+    assert!(
+        tmpnet["Containers"].as_object().unwrap().is_empty(),
+        "{tmpnet}"
+    );
     let rules = d
         .netns
         .command("nft")
