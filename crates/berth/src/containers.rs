@@ -1517,19 +1517,15 @@ pub async fn prune(c: &Client, a: PruneArgs) -> Result<()> {
     if !a.force && !confirm("WARNING! This will remove all stopped containers.")? {
         return Ok(());
     }
-    let mut path = "/containers/prune".to_string();
-    if !a.filter.is_empty() {
-        path.push_str(&format!("?filters={}", enc(&filters_json(&a.filter)?)));
-    }
-    let report: Value = c.send_json(Method::POST, &path).await?;
-    if let Some(ids) = report["ContainersDeleted"]
-        .as_array()
-        .filter(|i| !i.is_empty())
-    {
-        println!("Deleted Containers:");
-        for id in ids {
-            println!("{}", id.as_str().unwrap_or_default());
-        }
+    let (report, deleted) = crate::images::prune_request(
+        c,
+        "/containers/prune",
+        &a.filter,
+        "ContainersDeleted",
+        "Deleted Containers",
+    )
+    .await?;
+    if deleted {
         println!();
     }
     println!(

@@ -90,6 +90,32 @@ pub fn filters_json(flags: &[String]) -> Result<String> {
     Ok(serde_json::to_string(&m)?)
 }
 
+/// `POST <endpoint>?filters=…` for a `prune` command; prints the names
+/// the report lists under `key` after a `title:` line, as docker does, and
+/// returns the report and whether anything was deleted.
+pub async fn prune_request(
+    c: &Client,
+    endpoint: &str,
+    filters: &[String],
+    key: &str,
+    title: &str,
+) -> Result<(Value, bool)> {
+    let mut path = endpoint.to_string();
+    if !filters.is_empty() {
+        path.push_str(&format!("?filters={}", enc(&filters_json(filters)?)));
+    }
+    let report: Value = c.send_json(Method::POST, &path).await?;
+    let deleted = report[key].as_array().filter(|d| !d.is_empty());
+    if let Some(items) = deleted {
+        println!("{title}:");
+        for i in items {
+            println!("{}", i.as_str().unwrap_or_default());
+        }
+    }
+    let any = deleted.is_some();
+    Ok((report, any))
+}
+
 fn short_id(id: &str, no_trunc: bool) -> String {
     if no_trunc {
         return id.to_string();

@@ -292,20 +292,14 @@ async fn prune(c: &Client, a: PruneArgs) -> Result<()> {
     {
         return Ok(());
     }
-    let mut path = "/networks/prune".to_string();
-    if !a.filter.is_empty() {
-        path.push_str(&format!("?filters={}", enc(&filters_json(&a.filter)?)));
-    }
-    let report: Value = c.send_json(Method::POST, &path).await?;
-    if let Some(names) = report["NetworksDeleted"]
-        .as_array()
-        .filter(|n| !n.is_empty())
-    {
-        println!("Deleted Networks:");
-        for n in names {
-            println!("{}", n.as_str().unwrap_or(""));
-        }
-    }
+    crate::images::prune_request(
+        c,
+        "/networks/prune",
+        &a.filter,
+        "NetworksDeleted",
+        "Deleted Networks",
+    )
+    .await?;
     Ok(())
 }
 

@@ -304,20 +304,16 @@ async fn prune(c: &Client, a: PruneArgs) -> Result<()> {
     if !a.force && !confirm(warning)? {
         return Ok(());
     }
-    let mut path = "/volumes/prune".to_string();
-    if !filters.is_empty() {
-        path.push_str(&format!("?filters={}", enc(&filters_json(&filters)?)));
-    }
-    let report: Value = c.send_json(Method::POST, &path).await?;
+    let (report, deleted) = crate::images::prune_request(
+        c,
+        "/volumes/prune",
+        &filters,
+        "VolumesDeleted",
+        "Deleted Volumes",
+    )
+    .await?;
     let mut reclaimed = 0.0;
-    if let Some(names) = report["VolumesDeleted"]
-        .as_array()
-        .filter(|d| !d.is_empty())
-    {
-        println!("Deleted Volumes:");
-        for n in names {
-            println!("{}", n.as_str().unwrap_or(""));
-        }
+    if deleted {
         println!();
         reclaimed = report["SpaceReclaimed"].as_f64().unwrap_or(0.0);
     }
