@@ -131,54 +131,25 @@ impl Registry {
         );
         let cfg = base.join("config.yml");
         std::fs::write(&cfg, config).expect("write registry config");
-        let log = base.join("registry.log");
-        let logf = std::fs::File::create(&log).expect("create registry log");
-        let child = Command::new(DOCKER_REGISTRY)
-            .arg("serve")
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(logf.try_clone().expect("dup log"))
-            .stderr(logf)
-            .spawn()
-            .expect("spawn docker-registry");
-        let reg = Registry {
-            dir: Some(dir),
-            addr,
-            storage,
-            log,
-            child: Some(child),
-            creds: creds.map(|(u, p)| (u.to_string(), p.to_string())),
-            tls: None,
-        };
-        let up = crate::wait_for(Duration::from_secs(20), || {
-            http_status(&reg.addr, "GET", "/v2/", None).map(|_| ())
-        });
-        assert!(
-            up.is_some(),
-            "docker-registry did not answer on {}; log:\n{}",
-            reg.addr,
-            reg.log_text()
-        );
+        let mut cmd = Command::new(DOCKER_REGISTRY);
+        cmd.arg("serve").arg(&cfg);
+        let mut reg = Registry::launch(dir, storage, addr, cmd);
+        reg.creds = creds.map(|(u, p)| (u.to_string(), p.to_string()));
         Some(reg)
     }
 
-    /// Starts berth's own registry server (`berth-registry serve`, open,
-    /// on a free loopback port).
-    pub fn start_berth() -> Registry {
-        let dir = crate::short_tempdir("berth-e2e-breg-");
-        let base = dir.path().to_path_buf();
-        let storage = base.join("storage");
-        let addr = format!("127.0.0.1:{}", free_port());
-        let log = base.join("registry.log");
+    /// Runs `cmd` (a registry serving plain HTTP on `addr`) with its output
+    /// in `<dir>/registry.log`, and waits until `/v2/` answers.
+    #[track_caller]
+    fn launch(dir: TempDir, storage: PathBuf, addr: String, mut cmd: Command) -> Registry {
+        let log = dir.path().join("registry.log");
         let logf = std::fs::File::create(&log).expect("create registry log");
-        let child = Command::new(crate::bin("berth-registry"))
-            .args(["serve", "--addr", &addr, "--root"])
-            .arg(&storage)
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(logf.try_clone().expect("dup log"))
             .stderr(logf)
             .spawn()
-            .expect("spawn berth-registry");
+            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()));
         let reg = Registry {
             dir: Some(dir),
             addr,
@@ -193,10 +164,22 @@ impl Registry {
         });
         assert!(
             up.is_some(),
-            "berth-registry did not answer; log:\n{}",
+            "the registry did not answer on {}; log:\n{}",
+            reg.addr,
             reg.log_text()
         );
         reg
+    }
+
+    /// Starts berth's own registry server (`berth-registry serve`, open,
+    /// on a free loopback port).
+    pub fn start_berth() -> Registry {
+        let dir = crate::short_tempdir("berth-e2e-breg-");
+        let storage = dir.path().join("storage");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut cmd = Command::new(crate::bin("berth-registry"));
+        cmd.args(["serve", "--addr", &addr, "--root"]).arg(&storage);
+        Registry::launch(dir, storage, addr, cmd)
     }
 
     pub fn log_text(&self) -> String {
