@@ -19,9 +19,11 @@
 //!   networks <network id>         -> NetworkRow (the record is the network service's JSON)
 //!   network_names <network name>  -> <network id>
 //!   leases   <network id>/<ipv4>  -> <container id>   (IPAM: one row per address in use)
+//!   build_cache <key>             -> BuildCacheRow (see build_cache.rs)
 //! ```
 #![forbid(unsafe_code)]
 
+mod build_cache;
 mod volumes;
 
 use std::collections::{BTreeMap, HashSet};
@@ -31,6 +33,7 @@ use berth_types::{ChainId, DiffId, Digest, Error, Result};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+pub use build_cache::{BuildCacheRead, BuildCacheRow};
 pub use volumes::{VolumeRead, VolumeRow};
 
 const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
@@ -145,6 +148,7 @@ impl MetaStore {
             tx.open_table(NETWORKS).map_err(db_err)?;
             tx.open_table(NETWORK_NAMES).map_err(db_err)?;
             tx.open_table(LEASES).map_err(db_err)?;
+            tx.open_table(build_cache::BUILD_CACHE).map_err(db_err)?;
         }
         tx.commit().map_err(db_err)?;
         Ok(MetaStore { db })
