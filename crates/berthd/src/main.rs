@@ -6,6 +6,7 @@
 //! builds the services and wires them to the API.
 
 mod api;
+mod build;
 mod config;
 mod events;
 
@@ -429,9 +430,17 @@ async fn serve(
         .await??;
     }
     networks.watch_firewall();
+    let builder = Arc::new(build::Builder {
+        images: images.clone(),
+        containers: containers.clone(),
+        registry: registry.clone(),
+        meta: meta.clone(),
+        data_root: data_root.clone(),
+    });
     let state = api::AppState {
         images,
         registry,
+        builder,
         containers,
         volumes,
         networks: networks.clone(),

@@ -30,7 +30,6 @@ pub fn routes() -> Router<AppState> {
         .route("/images/prune", post(prune))
         .route("/images/get", get(save_many))
         .route("/images/search", get(not_implemented))
-        .route("/build", post(not_implemented))
         .route(
             "/images/{*rest}",
             get(image_get).post(image_post).delete(remove),

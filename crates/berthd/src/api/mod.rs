@@ -1,10 +1,11 @@
 //! The Docker Engine API: routing, version negotiation, and the one mapping
 //! from error kinds to HTTP status codes.
 
+mod build;
 mod containers;
 mod images;
 mod networks;
-mod registry;
+pub(crate) mod registry;
 mod system;
 mod volumes;
 
@@ -33,6 +34,7 @@ pub struct AppState {
     pub networks: Arc<berth_network::NetworkService>,
     pub events: Arc<EventBus>,
     pub daemon: Arc<DaemonInfo>,
+    pub builder: Arc<crate::build::Builder>,
 }
 
 /// Static facts about this daemon, for `/info` and `/version`.
@@ -178,6 +180,7 @@ pub fn router(state: AppState) -> Router {
     let inner = Router::new()
         .merge(system::routes())
         .merge(images::routes())
+        .merge(build::routes())
         .merge(registry::routes())
         .merge(containers::routes())
         .merge(volumes::routes())

@@ -38,7 +38,7 @@ pub fn registry_auth(headers: &HeaderMap) -> ApiResult<Option<AuthConfig>> {
     }
 }
 
-fn message(p: &Progress) -> JsonMessage {
+pub(crate) fn message(p: &Progress) -> JsonMessage {
     let detail = match p.bytes {
         Some((c, t)) => ProgressDetail {
             current: Some(c as i64),

@@ -281,6 +281,7 @@ async fn events(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResult<
 
 async fn df(State(st): State<AppState>) -> ApiResult<axum::Json<DiskUsage>> {
     let volumes = super::volumes::disk_usage(&st).await?;
+    let build_cache = super::build::disk_usage(&st).await?;
     let images = st.images.clone();
     let du = blocking(move || images.disk_usage()).await?;
     Ok(axum::Json(DiskUsage {
@@ -297,6 +298,6 @@ async fn df(State(st): State<AppState>) -> ApiResult<axum::Json<DiskUsage>> {
             .collect(),
         containers: vec![],
         volumes,
-        build_cache: vec![],
+        build_cache,
     }))
 }
