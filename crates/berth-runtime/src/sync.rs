@@ -47,6 +47,7 @@ fn kind_code(k: ErrorKind) -> u8 {
         ErrorKind::NotImplemented => 5,
         ErrorKind::Unavailable => 6,
         ErrorKind::Internal => 7,
+        ErrorKind::Unauthorized => 8,
     }
 }
 
@@ -58,6 +59,7 @@ fn code_kind(c: u8) -> ErrorKind {
         4 => ErrorKind::PermissionDenied,
         5 => ErrorKind::NotImplemented,
         6 => ErrorKind::Unavailable,
+        8 => ErrorKind::Unauthorized,
         _ => ErrorKind::Internal,
     }
 }
