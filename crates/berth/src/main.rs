@@ -3,6 +3,7 @@
 //! tables, `--format` templates, messages and exit codes.
 #![forbid(unsafe_code)]
 
+mod build;
 mod client;
 mod containers;
 mod hijack;
@@ -118,6 +119,11 @@ enum Cmd {
     /// Manage volumes
     #[command(subcommand)]
     Volume(volumes::VolumeCmd),
+    /// Build an image from a Dockerfile
+    Build(build::BuildArgs),
+    /// Manage builds
+    #[command(subcommand)]
+    Builder(build::BuilderCmd),
 }
 
 /// An exit status chosen by a command (docker's codes), not an error to print.
@@ -187,6 +193,8 @@ fn main() -> ExitCode {
             Cmd::System(c) => system::system(&client, c).await,
             Cmd::Events(a) => system::events(&client, a).await,
             Cmd::Volume(c) => volumes::volume(&client, c).await,
+            Cmd::Build(a) => build::build(&client, a).await,
+            Cmd::Builder(c) => build::builder(&client, c).await,
         }
     });
     match res {
