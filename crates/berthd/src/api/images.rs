@@ -79,8 +79,14 @@ async fn list(
     }
     let all = q.bool("all");
     let images = st.images.clone();
-    let list = blocking(move || images.list(&filters)).await?;
-    let _ = all; // every image is a top-level image: berth keeps no intermediate build images
+    let mut list = blocking(move || images.list(&filters)).await?;
+    if !all {
+        // As dockerd: intermediate build images (untagged, with a child)
+        // only show with `all`.
+        let parents: std::collections::HashSet<_> =
+            list.iter().filter_map(|s| s.record.parent).collect();
+        list.retain(|s| !s.repo_tags.is_empty() || !parents.contains(&s.record.id));
+    }
     Ok(axum::Json(list.iter().map(summary_json).collect()))
 }
 

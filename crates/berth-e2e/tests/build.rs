@@ -1,0 +1,296 @@
+//! Builds through the real docker CLI's legacy builder (`DOCKER_BUILDKIT=0
+//! docker build`) and `berth build` against berthd: a multi-stage build of
+//! a small program (a shell script "compiled" from a template with sed in
+//! one stage, copied into a busybox final stage) with ARG/ENV substitution,
+//! `.dockerignore` and USER/WORKDIR/EXPOSE/HEALTHCHECK/ENTRYPOINT in the
+//! config; the image runs, `docker history` shows the steps, it pushes to
+//! a registry; the cache (every step reused, a changed file rebuilds from
+//! the step that copies it, `--no-cache`, across a daemon restart,
+//! `builder prune`, `system df`); and bad input — a syntax error, an
+//! unknown instruction, a missing or escaping COPY source, a failing RUN,
+//! an unreachable ADD URL — each a clear error with nothing tagged, no
+//! container or staging left, and the daemon still serving.
+
+use std::path::{Path, PathBuf};
+
+use berth_e2e::{Daemon, Registry, Run, arg, require_root};
+use serde_json::Value;
+
+const DOCKERFILE: &str = r#"# a program "compiled" in one stage, shipped in another
+ARG BASE=busybox
+FROM $BASE AS compile
+ARG GREETING=hello
+ENV OUT=/out SRC=/src
+WORKDIR $SRC
+COPY src/ ./
+RUN mkdir -p $OUT && sed "s/@GREETING@/$GREETING/" greet.sh.in > $OUT/greet \
+ && chmod 755 $OUT/greet && ls -a $SRC > $OUT/files
+
+FROM busybox
+LABEL org.example.app=greet
+COPY --from=compile /out/ /app/
+USER 1000:1000
+WORKDIR /app
+EXPOSE 8080/tcp
+HEALTHCHECK --interval=5s --timeout=2s CMD true
+ENTRYPOINT ["/app/greet"]
+CMD ["world"]
+"#;
+
+/// Steps in DOCKERFILE, as `Step N/M` counts them.
+const STEPS: usize = 16;
+
+fn write_context(dir: &Path) {
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::create_dir_all(dir.join("secret")).unwrap();
+    std::fs::write(dir.join("Dockerfile"), DOCKERFILE).unwrap();
+    std::fs::write(dir.join(".dockerignore"), "**/*.tmp\nsecret\n").unwrap();
+    std::fs::write(
+        dir.join("src/greet.sh.in"),
+        "#!/bin/sh\necho \"@GREETING@, $1\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("src/notes.tmp"), "ignored\n").unwrap();
+    std::fs::write(dir.join("secret/key"), "ignored\n").unwrap();
+}
+
+fn docker_build(d: &Daemon, args: &[&str]) -> Run {
+    let mut cmd = d.docker_command(["build"].iter().chain(args.iter()));
+    cmd.env("DOCKER_BUILDKIT", "0");
+    Run::exec(cmd, None)
+}
+
+fn context(d: &Daemon, name: &str) -> PathBuf {
+    let dir = d.path(name);
+    write_context(&dir);
+    dir
+}
+
+fn config(d: &Daemon, name: &str) -> Value {
+    d.inspect(name)["Config"].clone()
+}
+
+fn containers(d: &Daemon) -> String {
+    d.docker(["ps", "-aq"]).ok().to_string()
+}
+
+#[test]
+fn multi_stage_build_runs_caches_and_shows_history() {
+    require_root!();
+    let d = Daemon::start();
+    d.load_busybox();
+    let ctx = context(&d, "ctx");
+    let out = docker_build(&d, &["--build-arg", "GREETING=hi", "-t", "greet:v1", arg(&ctx)]);
+    let text = out.ok();
+    assert!(text.contains(&format!("Step 1/{STEPS} : ARG BASE=busybox")), "{out}");
+    assert!(text.contains(&format!("Step 2/{STEPS} : FROM $BASE AS compile")), "{out}");
+    assert!(text.contains(" ---> Running in "), "{out}");
+    assert!(text.contains("Removing intermediate container "), "{out}");
+    assert!(text.contains("Successfully built "), "{out}");
+    assert!(text.contains("Successfully tagged greet:v1"), "{out}");
+    assert!(!text.contains("Using cache"), "{out}");
+
+    // The program runs, built with the build arg, without ignored files.
+    assert_eq!(d.docker(["run", "--rm", "greet:v1"]).ok(), "hi, world\n");
+    assert_eq!(
+        d.docker(["run", "--rm", "--entrypoint", "cat", "greet:v1", "/app/files"]).ok(),
+        ".\n..\ngreet.sh.in\n"
+    );
+    let c = config(&d, "greet:v1");
+    assert_eq!(c["User"], "1000:1000");
+    assert_eq!(c["WorkingDir"], "/app");
+    assert_eq!(c["ExposedPorts"], serde_json::json!({"8080/tcp": {}}));
+    assert_eq!(c["Entrypoint"], serde_json::json!(["/app/greet"]));
+    assert_eq!(c["Cmd"], serde_json::json!(["world"]));
+    assert_eq!(c["Labels"]["org.example.app"], "greet");
+    assert_eq!(c["Healthcheck"]["Test"], serde_json::json!(["CMD-SHELL", "true"]));
+    assert_eq!(c["Healthcheck"]["Interval"], 5_000_000_000u64);
+    assert_eq!(c["Healthcheck"]["Timeout"], 2_000_000_000u64);
+    // ENV of the first stage does not leak into the second.
+    assert!(!c["Env"].to_string().contains("OUT="), "{c}");
+
+    let hist = d.docker(["history", "--no-trunc", "--format", "{{.CreatedBy}}", "greet:v1"]);
+    let h = hist.ok();
+    for want in [
+        "/bin/sh -c #(nop)  CMD [\"world\"]",
+        "/bin/sh -c #(nop)  ENTRYPOINT [\"/app/greet\"]",
+        "/bin/sh -c #(nop)  HEALTHCHECK &{[\"CMD-SHELL\" \"true\"] \"5s\" \"2s\" \"0s\" '\\x00'}",
+        "/bin/sh -c #(nop)  EXPOSE 8080/tcp",
+        "/bin/sh -c #(nop) WORKDIR /app",
+        "/bin/sh -c #(nop)  USER 1000:1000",
+        "/bin/sh -c #(nop) COPY dir:",
+        "/bin/sh -c #(nop)  LABEL org.example.app=greet",
+    ] {
+        assert!(h.contains(want), "history lacks {want:?}:\n{h}");
+    }
+    // Intermediate images only show with -a.
+    let tagged = d.docker(["images", "-q"]).ok().lines().count();
+    let all = d.docker(["images", "-aq"]).ok().lines().count();
+    assert_eq!(tagged, 2, "busybox and greet:v1");
+    assert!(all > tagged, "intermediate images exist");
+    let id = d.inspect("greet:v1")["Id"].as_str().unwrap().to_string();
+
+    // Nothing changed: every step but the FROMs comes from the cache.
+    let again = docker_build(&d, &["--build-arg", "GREETING=hi", "-t", "greet:v1", arg(&ctx)]);
+    let text = again.ok();
+    assert_eq!(text.matches(" ---> Using cache").count(), STEPS - 3, "{again}");
+    assert!(!text.contains("Running in"), "{again}");
+    assert_eq!(d.inspect("greet:v1")["Id"], id.as_str());
+    // berth build agrees (its own context tar, same content).
+    let b = d.berth(["build", "--build-arg", "GREETING=hi", "-t", "greet:v1", arg(&ctx)]);
+    assert_eq!(b.ok().matches(" ---> Using cache").count(), STEPS - 3, "{b}");
+    assert_eq!(d.inspect("greet:v1")["Id"], id.as_str());
+
+    // A different build arg changes the RUN that uses it, not what is before.
+    let other = docker_build(&d, &["--build-arg", "GREETING=hey", "-t", "greet:v2", arg(&ctx)]);
+    let text = other.ok();
+    let (before, after) = text.split_once("RUN mkdir").unwrap();
+    assert_eq!(before.matches("Using cache").count(), 4, "{other}");
+    assert!(after.split("Step").nth(1).unwrap().contains("Running in"), "{other}");
+    assert_eq!(d.docker(["run", "--rm", "greet:v2", "you"]).ok(), "hey, you\n");
+
+    // Changing a copied file rebuilds from the COPY that copies it.
+    std::fs::write(ctx.join("src/greet.sh.in"), "#!/bin/sh\necho \"@GREETING@ there, $1\"\n").unwrap();
+    // An ignored file changing changes nothing.
+    std::fs::write(ctx.join("src/notes.tmp"), "still ignored\n").unwrap();
+    let changed = docker_build(&d, &["--build-arg", "GREETING=hi", "-t", "greet:v1", arg(&ctx)]);
+    let text = changed.ok();
+    let (before, after) = text.split_once("COPY src/ ./").unwrap();
+    assert_eq!(before.matches("Using cache").count(), 4, "{changed}");
+    assert!(!after.split("Step").nth(1).unwrap().contains("Using cache"), "{changed}");
+    assert_eq!(d.docker(["run", "--rm", "greet:v1"]).ok(), "hi there, world\n");
+
+    // --no-cache rebuilds every step.
+    let fresh = docker_build(&d, &["--no-cache", "--build-arg", "GREETING=hi", "-t", "greet:v1", arg(&ctx)]);
+    assert!(!fresh.ok().contains("Using cache"), "{fresh}");
+    assert_eq!(d.docker(["run", "--rm", "greet:v1"]).ok(), "hi there, world\n");
+
+    // --target stops at a stage.
+    let t = d.berth(["build", "--target", "compile", "-q", "-t", "greet:compile", arg(&ctx)]);
+    assert!(t.ok().trim().starts_with("sha256:"), "{t}");
+    assert_eq!(config(&d, "greet:compile")["WorkingDir"], "/src");
+
+    assert_eq!(containers(&d), "", "build containers are removed");
+    d.assert_no_garbage();
+}
+
+#[test]
+fn cache_survives_restart_and_builder_prune_empties_it() {
+    require_root!();
+    let mut d = Daemon::start();
+    d.load_busybox();
+    let ctx = d.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nCOPY a.txt /a.txt\nRUN cat /a.txt > /b.txt\nENV X=1\n",
+    )
+    .unwrap();
+    std::fs::write(ctx.join("a.txt"), "a\n").unwrap();
+    docker_build(&d, &["-t", "c:1", arg(&ctx)]).ok();
+    d.restart();
+    let again = docker_build(&d, &["-t", "c:1", arg(&ctx)]);
+    assert_eq!(again.ok().matches("Using cache").count(), 3, "{again}");
+
+    let df = d.get_json("/system/df");
+    let caches = df["BuildCache"].as_array().unwrap();
+    assert_eq!(caches.len(), 3, "{df}");
+    assert!(caches.iter().any(|c| c["Description"].as_str().unwrap().contains("cat /a.txt")), "{df}");
+
+    // Without -a, cache behind a tagged image stays.
+    let p = d.berth(["builder", "prune", "-f"]);
+    assert!(p.ok().contains("Total reclaimed space"), "{p}");
+    assert_eq!(d.get_json("/system/df")["BuildCache"].as_array().unwrap().len(), 3);
+    d.docker(["rmi", "c:1"]).ok();
+    let p = d.berth(["builder", "prune", "-af"]);
+    assert!(p.ok().contains("Deleted build cache objects:"), "{p}");
+    assert_eq!(d.get_json("/system/df")["BuildCache"].as_array().unwrap().len(), 0);
+    let cold = docker_build(&d, &["-t", "c:1", arg(&ctx)]);
+    assert!(!cold.ok().contains("Using cache"), "{cold}");
+    d.docker(["rmi", "c:1"]).ok();
+    d.berth(["builder", "prune", "-af"]).ok();
+    assert_eq!(d.docker(["images", "-aq"]).ok().lines().count(), 1, "only busybox is left");
+    d.assert_no_garbage();
+}
+
+#[test]
+fn built_image_pushes_to_a_registry() {
+    require_root!();
+    let Some(reg) = Registry::start() else { return };
+    let d = Daemon::start_host_network();
+    d.load_busybox();
+    let ctx = context(&d, "ctx");
+    let name = reg.name("team/greet:v1");
+    let out = docker_build(&d, &["--network", "none", "-t", &name, arg(&ctx)]);
+    assert!(out.ok().contains(&format!("Successfully tagged {name}")), "{out}");
+    let push = d.docker(["push", &name]);
+    assert!(push.ok().contains("digest: sha256:"), "{push}");
+    // What the registry holds runs in a fresh daemon.
+    let d2 = Daemon::start_host_network();
+    d2.docker(["pull", &name]).ok();
+    assert_eq!(d2.docker(["run", "--rm", &name, "reg"]).ok(), "hello, reg\n");
+}
+
+/// Each bad build: a clear error, the exit status, nothing tagged, no
+/// container or staging left, the daemon serving.
+#[test]
+fn bad_input_fails_cleanly() {
+    require_root!();
+    let d = Daemon::start();
+    d.load_busybox();
+    let cases: &[(&str, &[&str], &str, i32)] = &[
+        ("FROM busybox\nENV\n", &[], "dockerfile parse error line 2: ENV requires at least one argument", 1),
+        ("FROM busybox\nFOO bar\n", &[], "dockerfile parse error line 2: unknown instruction: FOO", 1),
+        (
+            "FROM busybox\nCOPY nope /x\n",
+            &[],
+            "COPY failed: file not found in build context or excluded by .dockerignore: stat nope: file does not exist",
+            1,
+        ),
+        (
+            "FROM busybox\nCOPY ../x /x\n",
+            &[],
+            "COPY failed: forbidden path outside the build context: ../x ()",
+            1,
+        ),
+        (
+            "FROM busybox\nRUN echo partial > /p\nRUN exit 3\n",
+            &["--force-rm"],
+            "The command '/bin/sh -c exit 3' returned a non-zero code: 3",
+            3,
+        ),
+        ("FROM busybox\nADD http://127.0.0.1:1/x /x\n", &[], "ADD failed: Get \"http://127.0.0.1:1/x\"", 1),
+        ("FROM busybox\nCOPY secret /x\n", &[], "excluded by .dockerignore", 1),
+    ];
+    for (i, (dockerfile, extra, want, code)) in cases.iter().enumerate() {
+        let ctx = d.path(&format!("bad{i}"));
+        std::fs::create_dir_all(&ctx).unwrap();
+        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+        std::fs::write(ctx.join("secret"), "s").unwrap();
+        std::fs::write(ctx.join(".dockerignore"), "secret\n").unwrap();
+        let mut args: Vec<&str> = extra.to_vec();
+        args.extend(["-t", "bad:1", arg(&ctx)]);
+        let out = docker_build(&d, &args);
+        let err = out.fails_with(*code);
+        assert!(err.contains(want), "case {i}: want {want:?}\n{out}");
+        assert!(
+            !d.docker(["images", "--format", "{{.Repository}}"]).ok().contains("bad"),
+            "case {i}: something was tagged"
+        );
+        assert_eq!(containers(&d), "", "case {i}: a build container is left");
+        // berth build reports the same error and status.
+        let b = d.berth(
+            std::iter::once("build").chain(args.iter().copied()).collect::<Vec<_>>(),
+        );
+        assert!(b.fails_with(*code).contains(want), "case {i} (berth): {b}");
+    }
+    // Without --force-rm, the failed RUN's container stays, as with docker.
+    let ctx = d.path("bad-keep");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nRUN exit 5\n").unwrap();
+    docker_build(&d, &[arg(&ctx)]).fails_with(5);
+    assert_eq!(containers(&d).lines().count(), 1);
+    d.docker(["container", "prune", "-f"]).ok();
+    assert_eq!(d.docker(["version", "--format", "{{.Server.Os}}"]).ok(), "linux\n");
+    d.assert_no_garbage();
+}
