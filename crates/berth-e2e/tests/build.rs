@@ -123,11 +123,14 @@ fn multi_stage_build_runs_caches_and_shows_history() {
     ] {
         assert!(h.contains(want), "history lacks {want:?}:\n{h}");
     }
-    // Intermediate images only show with -a.
-    let tagged = d.docker(["images", "-q"]).ok().lines().count();
+    // Intermediate images only show with -a; the first stage's last image
+    // is dangling, as with dockerd.
+    let shown = d.docker(["images", "-q"]).ok().lines().count();
+    let tagged = d.docker(["images", "-q", "--filter", "dangling=false"]).ok().lines().count();
     let all = d.docker(["images", "-aq"]).ok().lines().count();
     assert_eq!(tagged, 2, "busybox and greet:v1");
-    assert!(all > tagged, "intermediate images exist");
+    assert_eq!(shown, 3, "and the compile stage's image");
+    assert!(all > shown, "intermediate images exist");
     let id = d.inspect("greet:v1")["Id"].as_str().unwrap().to_string();
 
     // Nothing changed: every step but the FROMs comes from the cache.
@@ -146,7 +149,7 @@ fn multi_stage_build_runs_caches_and_shows_history() {
     let text = other.ok();
     let (before, after) = text.split_once("RUN mkdir").unwrap();
     assert_eq!(before.matches("Using cache").count(), 4, "{other}");
-    assert!(after.split("Step").nth(1).unwrap().contains("Running in"), "{other}");
+    assert!(after.split("Step").next().unwrap().contains("Running in"), "{other}");
     assert_eq!(d.docker(["run", "--rm", "greet:v2", "you"]).ok(), "hey, you\n");
 
     // Changing a copied file rebuilds from the COPY that copies it.
@@ -156,8 +159,8 @@ fn multi_stage_build_runs_caches_and_shows_history() {
     let changed = docker_build(&d, &["--build-arg", "GREETING=hi", "-t", "greet:v1", arg(&ctx)]);
     let text = changed.ok();
     let (before, after) = text.split_once("COPY src/ ./").unwrap();
-    assert_eq!(before.matches("Using cache").count(), 4, "{changed}");
-    assert!(!after.split("Step").nth(1).unwrap().contains("Using cache"), "{changed}");
+    assert_eq!(before.matches("Using cache").count(), 3, "{changed}");
+    assert!(!after.split("Step").next().unwrap().contains("Using cache"), "{changed}");
     assert_eq!(d.docker(["run", "--rm", "greet:v1"]).ok(), "hi there, world\n");
 
     // --no-cache rebuilds every step.

@@ -280,6 +280,8 @@ struct CopyPlan {
     chmod: Option<u32>,
     /// Root the `--from` view was mounted at, unmounted after the step.
     mounted: Option<PathBuf>,
+    /// Sources after wildcard expansion: whether each is a directory.
+    sources: Vec<bool>,
 }
 
 impl Builder {
@@ -1242,6 +1244,7 @@ impl Run {
             chown,
             chmod,
             mounted: None,
+            sources: Vec::new(),
         };
         let (root, from_ctx) = match from {
             Some(f) => {
@@ -1266,6 +1269,7 @@ impl Run {
             if what == "ADD" && (s.starts_with("http://") || s.starts_with("https://")) {
                 let (name, file) = self.download(s, checksum).await?;
                 plan.extra.push((PathBuf::from(name), file, 0o600));
+                plan.sources.push(false);
                 count += 1;
                 continue;
             }
@@ -1282,6 +1286,7 @@ impl Run {
             count += found.len();
             for src in found {
                 let meta = std::fs::metadata(&src.path)?;
+                plan.sources.push(meta.is_dir());
                 if what == "ADD" && unpack && meta.is_file() && is_archive(&src.path) {
                     plan.archives.push(src.path.clone());
                     continue;
@@ -1304,6 +1309,7 @@ impl Run {
             let f = self.staging.path("heredoc");
             std::fs::write(&f, body)?;
             plan.extra.push((PathBuf::from(&h.name), f, 0o644));
+            plan.sources.push(false);
             count += 1;
         }
         if count > 1 || srcs.iter().any(|s| context::has_wildcards(s)) {
@@ -1623,15 +1629,10 @@ fn copy_created_by(p: &CopyPlan) -> BResult<String> {
         h.update(context::hash_file(a)?);
     }
     h.update(format!("{:?} {:?}", p.chown, p.chmod));
-    let n = p.items.iter().filter(|i| i.dest.components().count() <= 1).count()
-        + p.extra.len()
-        + p.archives.len();
-    let kind = if n > 1 || p.archives.len() > 0 && n > 1 {
-        "multi"
-    } else if p.items.first().is_some_and(|i| i.meta.is_dir()) || (p.items.len() > 1) {
-        "dir"
-    } else {
-        "file"
+    let kind = match p.sources.as_slice() {
+        [true] => "dir",
+        [_] => "file",
+        _ => "multi",
     };
     Ok(format!(
         "/bin/sh -c #(nop) {} {kind}:{} in {} ",
