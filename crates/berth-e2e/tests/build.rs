@@ -204,10 +204,16 @@ fn cache_survives_restart_and_builder_prune_empties_it() {
     let p = d.berth(["builder", "prune", "-f"]);
     assert!(p.ok().contains("Total reclaimed space"), "{p}");
     assert_eq!(d.get_json("/system/df")["BuildCache"].as_array().unwrap().len(), 3);
-    d.docker(["rmi", "c:1"]).ok();
+    // -a forgets every step; the tagged image and its parents stay.
     let p = d.berth(["builder", "prune", "-af"]);
     assert!(p.ok().contains("Deleted build cache objects:"), "{p}");
     assert_eq!(d.get_json("/system/df")["BuildCache"].as_array().unwrap().len(), 0);
+    // --cache-from finds the steps in the image's chain instead.
+    let from = docker_build(&d, &["--cache-from", "c:1", "-t", "c:1", arg(&ctx)]);
+    assert_eq!(from.ok().matches("Using cache").count(), 3, "{from}");
+    d.docker(["rmi", "c:1"]).ok();
+    d.berth(["builder", "prune", "-af"]).ok();
+    assert_eq!(d.docker(["images", "-aq"]).ok().lines().count(), 1, "only busybox is left");
     let cold = docker_build(&d, &["-t", "c:1", arg(&ctx)]);
     assert!(!cold.ok().contains("Using cache"), "{cold}");
     d.docker(["rmi", "c:1"]).ok();

@@ -157,6 +157,16 @@ struct Run {
     hits: Mutex<Vec<String>>,
     /// Pulls done by this build (so `pull` pulls each image once).
     pulled: tokio::sync::Mutex<HashMap<String, Digest>>,
+    /// Steps the `cachefrom` images (and their ancestors) record.
+    cache_from: tokio::sync::OnceCell<Vec<CacheFromStep>>,
+}
+
+/// One image of a `cachefrom` image's parent chain, as a cache candidate.
+struct CacheFromStep {
+    id: Digest,
+    parent: Option<Digest>,
+    created_by: String,
+    config: Map<String, Value>,
 }
 
 fn short(id: &Digest) -> String {
@@ -398,6 +408,7 @@ impl Builder {
             consumed: Mutex::new(consumed),
             hits: Mutex::new(Vec::new()),
             pulled: Default::default(),
+            cache_from: Default::default(),
             opts,
             ctx,
             staging,
@@ -1057,9 +1068,15 @@ impl Run {
         };
 
         let key = cache_key(st.image.as_ref(), &created_by, &new_cfg, "");
-        if !self.opts.no_cache
-            && let Some(id) = self.cached(&key).await?
-        {
+        let hit = if self.opts.no_cache {
+            None
+        } else {
+            match self.cached(&key).await? {
+                Some(id) => Some(id),
+                None => self.cache_from_match(st.image.as_ref(), &created_by, &new_cfg).await?,
+            }
+        };
+        if let Some(id) = hit {
             if let Action::Copy(p) = &action
                 && let Some(m) = &p.mounted
             {
@@ -1122,6 +1139,62 @@ impl Run {
                 v
             }
         }
+    }
+
+    /// A step of a `cachefrom` image's chain that ran `created_by` on
+    /// `parent` and left `cfg` (Docker's legacy cache-from, for images this
+    /// daemon built: their parent links are the chain).
+    async fn cache_from_match(
+        &self,
+        parent: Option<&Digest>,
+        created_by: &str,
+        cfg: &Map<String, Value>,
+    ) -> BResult<Option<Digest>> {
+        if self.opts.cache_from.is_empty() {
+            return Ok(None);
+        }
+        let steps = self
+            .cache_from
+            .get_or_try_init(|| async {
+                let images = self.b.images.clone();
+                let names = self.opts.cache_from.clone();
+                self.blocking(move || {
+                    let mut out: Vec<CacheFromStep> = Vec::new();
+                    for n in names {
+                        let mut cur = images.resolve(&n).ok().map(|r| r.id);
+                        while let Some(id) = cur {
+                            if out.iter().any(|s| s.id == id) {
+                                break;
+                            }
+                            let Ok(d) = images.inspect(&id.to_string()) else { break };
+                            let created_by = d
+                                .config
+                                .history
+                                .last()
+                                .and_then(|h| h.created_by.clone())
+                                .unwrap_or_default();
+                            let config = match d.config.config {
+                                Some(Value::Object(m)) => m,
+                                _ => Map::new(),
+                            };
+                            cur = d.summary.record.parent;
+                            out.push(CacheFromStep {
+                                id,
+                                parent: cur,
+                                created_by,
+                                config,
+                            });
+                        }
+                    }
+                    Ok(out)
+                })
+                .await
+            })
+            .await?;
+        Ok(steps
+            .iter()
+            .find(|s| s.parent.as_ref() == parent && s.created_by == created_by && &s.config == cfg)
+            .map(|s| s.id))
     }
 
     /// The image a cache row names, if the row and the image are there.
@@ -1799,7 +1872,8 @@ pub fn prune(
         remaining = remaining.saturating_sub(r.size);
         deleted.push(r.key.clone());
     }
-    // Untagged images no cache row, container or tagged image keeps.
+    // Untagged images built here (they have a parent) that no cache row,
+    // container, child or tag keeps: the steps' images.
     let keep_rows: BTreeSet<Digest> = meta
         .read(|r| r.build_caches())?
         .into_iter()
@@ -1818,9 +1892,6 @@ pub fn prune(
             }
             if s.record.parent.is_none() {
                 continue; // pulled or loaded images are not build cache
-            }
-            if !rows.iter().any(|r| r.image == id) {
-                continue;
             }
             match images.remove(&id.to_string(), false, false) {
                 Ok(items) => {
