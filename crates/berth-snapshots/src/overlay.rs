@@ -200,31 +200,9 @@ fn option_value(p: &Path) -> rustix::io::Result<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{TarBuilder, root_or_skip};
+    use crate::testutil::{TarBuilder, in_mount_namespace, root_or_skip};
     use crate::{ApplyOptions, apply_tar};
     use std::fs;
-
-    /// Runs `f` on a fresh thread in its own mount namespace, with every
-    /// mount private, so nothing it mounts is seen by (or leaks to) the host.
-    fn in_mount_namespace(f: impl FnOnce() + Send + 'static) {
-        std::thread::spawn(move || {
-            #[allow(unsafe_code)]
-            // SAFETY: only NEWNS (and the CLONE_FS it implies) is unshared;
-            // the fd table stays shared, which is what the safety contract
-            // of unshare_unsafe is about.
-            unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }
-                .expect("unshare mount namespace");
-            rustix::mount::mount_change(
-                "/",
-                rustix::mount::MountPropagationFlags::PRIVATE
-                    | rustix::mount::MountPropagationFlags::REC,
-            )
-            .expect("make mounts private");
-            f()
-        })
-        .join()
-        .expect("test thread panicked");
-    }
 
     fn layer(root: &Path, name: &str, tar: &[u8]) -> PathBuf {
         let dir = root.join(name);

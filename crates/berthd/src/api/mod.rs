@@ -2,6 +2,7 @@
 //! from error kinds to HTTP status codes.
 
 mod build;
+mod commit;
 mod containers;
 mod images;
 mod networks;
@@ -184,6 +185,7 @@ pub fn router(state: AppState) -> Router {
         .merge(build::routes())
         .merge(registry::routes())
         .merge(containers::routes())
+        .merge(commit::routes())
         .merge(volumes::routes())
         .merge(networks::routes())
         .fallback(not_found)
