@@ -52,10 +52,11 @@ pub fn parse(src: &[u8]) -> Result<Dockerfile, ParseError> {
         });
     }
     if stages.is_empty() {
+        // only ARGs: dockerd's legacy builder finds no image to produce
         return Err(ParseError {
             line: parsed.nodes.last().map_or(0, |n| n.start),
             kind: ParseErrorKind::NoStage,
-            message: "no build stage in current context".into(),
+            message: "No image was generated. Is your Dockerfile empty?".into(),
         });
     }
     Ok(Dockerfile {

@@ -417,6 +417,10 @@ fn docker_errors_cite_the_line() {
     assert_eq!(e.to_string(), "no build stage in current context");
     let e = parse(b"ARG A\n").unwrap_err();
     assert_eq!(e.kind, ParseErrorKind::NoStage);
+    assert_eq!(
+        e.to_string(),
+        "No image was generated. Is your Dockerfile empty?"
+    );
     let e = parse(b"# only a comment\n\n").unwrap_err();
     assert_eq!(e.to_string(), "file with no instructions");
     assert_eq!(parse(b"").unwrap_err().kind, ParseErrorKind::NoInstructions);
