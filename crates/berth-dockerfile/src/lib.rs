@@ -30,7 +30,7 @@ use std::fmt;
 use std::time::Duration;
 
 pub use instructions::{parse, parse_triggers};
-pub use shell::{ExpandError, expand, expand_words};
+pub use shell::{ExpandError, expand, expand_heredoc, expand_words};
 
 /// A parsed Dockerfile.
 #[derive(Debug, Clone, PartialEq)]
@@ -109,7 +109,9 @@ pub struct Heredoc {
     pub name: String,
     /// `3<<EOF` gives 3; 0 when no number was written.
     pub fd: u32,
-    /// Whether variables in the body are expanded (the delimiter was not quoted).
+    /// Whether variables in the body are expanded (the delimiter was not
+    /// quoted): for COPY/ADD with [`expand_heredoc`] (quotes kept); a RUN
+    /// heredoc is left to the shell that runs it.
     pub expand: bool,
     /// `<<-EOF`: leading tabs are stripped from body lines.
     pub chomp: bool,

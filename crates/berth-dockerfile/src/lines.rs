@@ -271,6 +271,7 @@ fn heredocs_from_line(line: &str) -> Result<Vec<Heredoc>, String> {
         raw_quotes: true,
         raw_escapes: true,
         skip_unset: true,
+        skip_quotes: false,
     };
     let words = match shell::process(line, &none, '\\', raw) {
         Ok((_, w)) => w,
@@ -310,6 +311,7 @@ pub(crate) fn parse_heredoc(word: &str) -> Result<Option<Heredoc>, String> {
         raw_quotes: false,
         raw_escapes: false,
         skip_unset: true,
+        skip_quotes: false,
     };
     let words = shell::process(rest, &none, '\\', cooked)
         .map_err(|e| e.to_string())?
