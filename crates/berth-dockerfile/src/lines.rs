@@ -155,11 +155,21 @@ fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
 }
 
 pub(crate) fn parse_lines(src: &[u8]) -> Result<Lines, ParseError> {
+    parse_lines_with(src, '\\', true)
+}
+
+/// `escape` is the escape character to start with; `directives` says whether
+/// parser directives at the top count (not for ONBUILD triggers).
+pub(crate) fn parse_lines_with(
+    src: &[u8],
+    escape: char,
+    directives: bool,
+) -> Result<Lines, ParseError> {
     let text = String::from_utf8_lossy(src);
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut d = Directives {
-        escape: '\\',
-        done: false,
+        escape,
+        done: !directives,
         seen: Vec::new(),
         syntax: None,
         check: None,

@@ -385,6 +385,12 @@ fn onbuild() {
             .to_string(),
         "dockerfile parse error line 1: FROM isn't allowed as an ONBUILD trigger"
     );
+    let steps = parse_triggers(&["RUN <<EOF\necho x\nEOF".into()], '\\').unwrap();
+    let Instruction::Run(r) = &steps[0].instruction else {
+        panic!()
+    };
+    assert_eq!(r.heredocs[0].content, "echo x\n");
+    assert_eq!(steps[0].original, "RUN <<EOF");
     assert_eq!(
         parse_triggers(&["BOGUS x".into()], '\\')
             .unwrap_err()
