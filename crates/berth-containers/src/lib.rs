@@ -712,12 +712,22 @@ impl ContainerService {
 
     /// `POST /containers/{id}/start`. Returns false when it was already running.
     pub async fn start(self: &Arc<Self>, name: &str) -> Result<bool> {
+        self.start_with(name, false).await
+    }
+
+    /// Start; `restart`: the restart policy's start after a backoff, which
+    /// does nothing once a stop has cancelled it (the stop holds the
+    /// container's lock while it marks the container stopped).
+    async fn start_with(self: &Arc<Self>, name: &str, restart: bool) -> Result<bool> {
         let row = self.find(name)?;
         let lock = self.lock(&row.id);
         let _g = lock.lock().await;
         let row = self.find(&row.id)?;
         let rec = &row.record;
         if rec["State"]["Running"].as_bool() == Some(true) {
+            return Ok(false);
+        }
+        if restart && rec["State"]["Restarting"].as_bool() != Some(true) {
             return Ok(false);
         }
         let id = row.id.clone();
@@ -945,7 +955,7 @@ impl ContainerService {
             if still.is_none_or(|c| c.record["State"]["Restarting"].as_bool() != Some(true)) {
                 return;
             }
-            if let Err(e) = this.start(&id).await {
+            if let Err(e) = this.start_with(&id, true).await {
                 tracing::warn!(container = %id, error = %e, "restart failed");
                 let _ = this.update(&id, |r| {
                     r["State"]["Restarting"] = json!(false);
@@ -1076,7 +1086,15 @@ impl ContainerService {
         signal: Option<&str>,
     ) -> Result<bool> {
         let row = self.find(name)?;
-        self.manual_stop(&row.id)?;
+        let row = {
+            // Under the lock: a restart that is starting the container
+            // finishes first (and is then stopped), one that has not begun
+            // sees the stop and does nothing.
+            let lock = self.lock(&row.id);
+            let _g = lock.lock().await;
+            self.manual_stop(&row.id)?;
+            self.find(&row.id)?
+        };
         if row.record["State"]["Running"].as_bool() != Some(true) {
             return Ok(false);
         }
