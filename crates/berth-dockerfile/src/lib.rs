@@ -240,6 +240,95 @@ pub enum Instruction {
 }
 
 impl Instruction {
+    /// This instruction with its words expanded the way Docker's dispatcher
+    /// expands them before running it, all against the same `lookup` (the
+    /// ENV and ARG values in effect *before* this instruction: in
+    /// `ENV A=2 B=$A`, B gets the old A, as in Docker):
+    ///
+    /// - ENV, LABEL: keys and values; ARG: names and defaults;
+    /// - ADD, COPY: sources, destination and `--chown`; heredoc bodies whose
+    ///   delimiter was not quoted with [`expand_heredoc`] (after chomping;
+    ///   the result has `expand` and `chomp` cleared). `--from` and
+    ///   `--chmod` stay as written, as in dockerd's legacy builder;
+    /// - EXPOSE: each word may expand to several ports (`ProcessWords`);
+    /// - VOLUME, USER, WORKDIR, STOPSIGNAL: each word;
+    /// - RUN, CMD, ENTRYPOINT, SHELL, HEALTHCHECK, ONBUILD, MAINTAINER: unchanged.
+    ///
+    /// Quotes are removed along the way, so `ENV A="a b"` gives `a b`.
+    pub fn expanded(
+        &self,
+        lookup: &dyn Fn(&str) -> Option<String>,
+        escape: char,
+    ) -> Result<Instruction, ExpandError> {
+        let x = |w: &str| expand(w, lookup, escape);
+        let kvs = |v: &[KeyValue]| -> Result<Vec<KeyValue>, ExpandError> {
+            v.iter()
+                .map(|p| {
+                    Ok(KeyValue {
+                        key: x(&p.key)?,
+                        value: x(&p.value)?,
+                    })
+                })
+                .collect()
+        };
+        let list = |v: &[String]| v.iter().map(|w| x(w)).collect::<Result<Vec<_>, _>>();
+        let docs = |v: &[Heredoc]| -> Result<Vec<Heredoc>, ExpandError> {
+            v.iter()
+                .map(|h| {
+                    if !h.expand {
+                        return Ok(h.clone());
+                    }
+                    Ok(Heredoc {
+                        content: expand_heredoc(&h.text(), lookup)?,
+                        expand: false,
+                        chomp: false,
+                        ..h.clone()
+                    })
+                })
+                .collect()
+        };
+        Ok(match self {
+            Instruction::Env(v) => Instruction::Env(kvs(v)?),
+            Instruction::Label(v) => Instruction::Label(kvs(v)?),
+            Instruction::Arg(v) => Instruction::Arg(
+                v.iter()
+                    .map(|a| {
+                        Ok(Arg {
+                            name: x(&a.name)?,
+                            default: a.default.as_deref().map(x).transpose()?,
+                        })
+                    })
+                    .collect::<Result<_, ExpandError>>()?,
+            ),
+            Instruction::Copy(c) => Instruction::Copy(Copy {
+                sources: list(&c.sources)?,
+                heredocs: docs(&c.heredocs)?,
+                dest: x(&c.dest)?,
+                chown: c.chown.as_deref().map(x).transpose()?,
+                ..c.clone()
+            }),
+            Instruction::Add(a) => Instruction::Add(Add {
+                sources: list(&a.sources)?,
+                heredocs: docs(&a.heredocs)?,
+                dest: x(&a.dest)?,
+                chown: a.chown.as_deref().map(x).transpose()?,
+                ..a.clone()
+            }),
+            Instruction::Expose(ports) => {
+                let mut out = Vec::new();
+                for p in ports {
+                    out.extend(expand_words(p, lookup, escape)?);
+                }
+                Instruction::Expose(out)
+            }
+            Instruction::Volume(v) => Instruction::Volume(list(v)?),
+            Instruction::User(u) => Instruction::User(x(u)?),
+            Instruction::Workdir(w) => Instruction::Workdir(x(w)?),
+            Instruction::Stopsignal(s) => Instruction::Stopsignal(x(s)?),
+            other => other.clone(),
+        })
+    }
+
     /// The keyword in upper case (`RUN`, `COPY`, ...).
     pub fn keyword(&self) -> &'static str {
         match self {

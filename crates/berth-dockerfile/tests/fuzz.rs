@@ -350,6 +350,9 @@ fn check_dockerfile(src: &[u8], df: &Dockerfile) {
             check_step(s, lines, "step");
             assert!(s.line > prev, "steps in order");
             prev = s.end_line;
+            if let Ok(Instruction::Expose(ports)) = s.instruction.expanded(&env_lookup, df.escape) {
+                assert!(ports.iter().all(|p| !p.is_empty()));
+            }
             for w in words_of(&s.instruction) {
                 let _ = expand(&w, &env_lookup, df.escape);
                 let _ = expand_words(&w, &env_lookup, df.escape);

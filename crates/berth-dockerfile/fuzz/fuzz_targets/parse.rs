@@ -22,6 +22,7 @@ fuzz_target!(|data: &[u8]| {
                 assert!(st.line >= 1 && st.line <= lines);
                 for s in &st.instructions {
                     assert!(s.line >= 1 && s.line <= s.end_line && s.end_line <= lines);
+                    let _ = s.instruction.expanded(&lookup, df.escape);
                     let words: Vec<String> = match &s.instruction {
                         Instruction::Env(kv) | Instruction::Label(kv) => kv
                             .iter()
