@@ -7,11 +7,12 @@
 //! about images or containers, or depend on any other berth crate.
 //!
 //! Words stay unexpanded in the parse tree: ARG and ENV are evaluated in order
-//! by the builder, which calls [`expand`] (or [`expand_words`]) on the words of
-//! ADD, COPY, ENV, EXPOSE, FROM, LABEL, STOPSIGNAL, USER, VOLUME, WORKDIR and
-//! ARG defaults, as Docker's dispatcher does. [`expand`] also removes quotes,
-//! so ENV/LABEL/ARG values such as `"a b"` must go through it even when no
-//! variables are set. RUN, CMD and ENTRYPOINT are never expanded.
+//! by the builder, which calls [`Instruction::expanded`] before running each
+//! instruction (or [`expand`] / [`expand_words`] on single words; FROM's base
+//! and platform with the meta args), as Docker's dispatcher does. [`expand`]
+//! also removes quotes, so ENV/LABEL/ARG values such as `"a b"` must go
+//! through it even when no variables are set. RUN, CMD and ENTRYPOINT are
+//! never expanded; COPY/ADD heredoc bodies use [`expand_heredoc`].
 //!
 //! ```
 //! let df = berth_dockerfile::parse(b"FROM busybox AS base\nENV A=1\nRUN echo $A\n").unwrap();
