@@ -733,6 +733,7 @@ impl ContainerService {
         let id = row.id.clone();
         let dir = self.dir(&id);
         let rootfs = dir.join("rootfs");
+        let t0 = std::time::Instant::now();
         let lowers = self.images.layer_dirs(&row.image_id)?;
         let net = match self.net_setup(rec).await {
             Ok(n) => n,
@@ -742,10 +743,12 @@ impl ContainerService {
                 return Err(e);
             }
         };
+        let t_net = t0.elapsed();
         if let Err(e) = mount_rootfs(&lowers, &dir, &rootfs) {
             self.net_teardown(&id).await;
             return Err(e);
         }
+        let t_rootfs = t0.elapsed();
         let res = match self.setup_mounts(&row, &rootfs) {
             Ok(prepared) => self
                 .launch(&row, &dir, &rootfs, &prepared, &net)
@@ -756,6 +759,7 @@ impl ContainerService {
                 Err((e, msg, 125))
             }
         };
+        let t_launch = t0.elapsed();
         match res {
             Ok(pid) => {
                 let settings = net.settings.clone();
@@ -774,6 +778,15 @@ impl ContainerService {
                     s["StartedAt"] = json!(now());
                     s["FinishedAt"] = json!(ZERO_TIME);
                 })?;
+                // Where a start's time goes (cumulative milliseconds).
+                tracing::debug!(
+                    container = %id,
+                    network = t_net.as_secs_f64() * 1e3,
+                    rootfs = t_rootfs.as_secs_f64() * 1e3,
+                    launched = t_launch.as_secs_f64() * 1e3,
+                    recorded = t0.elapsed().as_secs_f64() * 1e3,
+                    "started"
+                );
                 self.event("start", &rec);
                 self.clone().monitor(id);
                 Ok(true)
