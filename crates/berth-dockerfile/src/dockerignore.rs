@@ -143,21 +143,19 @@ impl Matcher {
         if file.is_empty() {
             return false;
         }
-        let comps: Vec<&str> = file.split('/').collect();
+        let chars: Vec<char> = file.chars().collect();
         let mut matched = false;
         for p in &self.patterns {
             if p.exclusion != matched {
                 continue;
             }
-            let mut hit = p.matches(&file);
-            if !hit && comps.len() > 1 {
-                for i in 1..comps.len() {
-                    if p.matches(&comps[..i].join("/")) {
-                        hit = true;
-                        break;
-                    }
-                }
-            }
+            // the path itself or one of its parent directories
+            let prefixes = prefix_matches(&p.toks, &chars);
+            let hit = prefixes[chars.len()]
+                || chars
+                    .iter()
+                    .enumerate()
+                    .any(|(k, c)| *c == '/' && prefixes[k]);
             if hit {
                 matched = !p.exclusion;
             }
@@ -204,13 +202,6 @@ fn could_match_below(text: &str, dir: &[&str]) -> bool {
         }
     }
     true
-}
-
-impl Pattern {
-    fn matches(&self, path: &str) -> bool {
-        let s: Vec<char> = path.chars().collect();
-        full_match(&self.toks, &s)
-    }
 }
 
 /// Lines of a `.dockerignore` as Docker's reader turns them into patterns.
@@ -365,64 +356,68 @@ fn compile(p: &str) -> Result<Vec<Tok>, String> {
     Ok(toks)
 }
 
-/// Anchored match of the whole of `s`, memoised so it stays linear in
-/// `toks.len() * s.len()`.
+/// Anchored match of the whole of `s`.
 fn full_match(toks: &[Tok], s: &[char]) -> bool {
-    let width = s.len() + 1;
-    // next_slash[i]: index of the first '/' at or after i
-    let mut next_slash = vec![None; width];
-    for i in (0..s.len()).rev() {
-        next_slash[i] = if s[i] == '/' {
-            Some(i)
-        } else {
-            next_slash[i + 1]
-        };
+    prefix_matches(toks, s)[s.len()]
+}
+
+/// `out[k]`: whether the pattern matches `s[..k]` exactly. A simulation of
+/// the pattern as an automaton, so it costs `toks.len() * s.len()` for all
+/// prefixes at once (the parent-directory checks need every `/` boundary).
+fn prefix_matches(toks: &[Tok], s: &[char]) -> Vec<bool> {
+    let t = toks.len();
+    // states 0..=t: about to match toks[i] (t = done);
+    // t+1+i: inside the `**/` at toks[i], before its closing '/'
+    let mut cur = vec![false; 2 * t + 1];
+    let mut next = vec![false; 2 * t + 1];
+    let mut out = vec![false; s.len() + 1];
+    cur[0] = true;
+    close(toks, &mut cur);
+    out[0] = cur[t];
+    for (k, &c) in s.iter().enumerate() {
+        next.iter_mut().for_each(|b| *b = false);
+        for i in 0..t {
+            if !cur[i] {
+                continue;
+            }
+            match &toks[i] {
+                Tok::Lit(x) if *x == c => next[i + 1] = true,
+                Tok::One if c != '/' => next[i + 1] = true,
+                Tok::Class { negated, ranges }
+                    if ranges.iter().any(|(lo, hi)| *lo <= c && c <= *hi) != *negated =>
+                {
+                    next[i + 1] = true
+                }
+                Tok::Star if c != '/' => next[i] = true,
+                Tok::DeepAll => next[i] = true,
+                Tok::DeepDir if c == '/' => next[i] = true,
+                Tok::DeepDir => next[t + 1 + i] = true,
+                _ => {}
+            }
+        }
+        for i in 0..t {
+            if cur[t + 1 + i] {
+                if c == '/' {
+                    next[i] = true;
+                } else {
+                    next[t + 1 + i] = true;
+                }
+            }
+        }
+        close(toks, &mut next);
+        std::mem::swap(&mut cur, &mut next);
+        out[k + 1] = cur[t];
     }
-    let mut m = Match {
-        toks,
-        s,
-        width,
-        next_slash,
-        failed: vec![false; (toks.len() + 1) * width],
-    };
-    m.at(0, 0)
+    out
 }
 
-struct Match<'a> {
-    toks: &'a [Tok],
-    s: &'a [char],
-    width: usize,
-    next_slash: Vec<Option<usize>>,
-    failed: Vec<bool>,
-}
-
-impl Match<'_> {
-    fn at(&mut self, ti: usize, si: usize) -> bool {
-        if self.failed[ti * self.width + si] {
-            return false;
+/// Adds the states reachable without consuming: `*`, `**` and `**/` may
+/// match nothing.
+fn close(toks: &[Tok], states: &mut [bool]) {
+    for i in 0..toks.len() {
+        if states[i] && matches!(toks[i], Tok::Star | Tok::DeepAll | Tok::DeepDir) {
+            states[i + 1] = true;
         }
-        let s = self.s;
-        let ok = match self.toks.get(ti) {
-            None => si == s.len(),
-            Some(Tok::Lit(c)) => s.get(si) == Some(c) && self.at(ti + 1, si + 1),
-            Some(Tok::One) => s.get(si).is_some_and(|c| *c != '/') && self.at(ti + 1, si + 1),
-            Some(Tok::Class { negated, ranges }) => {
-                s.get(si)
-                    .is_some_and(|c| ranges.iter().any(|(lo, hi)| lo <= c && c <= hi) != *negated)
-                    && self.at(ti + 1, si + 1)
-            }
-            Some(Tok::Star) => {
-                self.at(ti + 1, si) || (s.get(si).is_some_and(|c| *c != '/') && self.at(ti, si + 1))
-            }
-            Some(Tok::DeepAll) => true,
-            Some(Tok::DeepDir) => {
-                self.at(ti + 1, si) || self.next_slash[si].is_some_and(|j| self.at(ti, j + 1))
-            }
-        };
-        if !ok {
-            self.failed[ti * self.width + si] = true;
-        }
-        ok
     }
 }
 

@@ -75,13 +75,14 @@ pub(crate) fn parse_go_duration(s: &str) -> Result<i128, String> {
         };
         let mut v = int.checked_mul(scale).ok_or_else(invalid)?;
         if !frac_part.is_empty() {
+            // digits past nanosecond precision of an hour cannot matter
             let mut f: i128 = 0;
             let mut div: i128 = 1;
-            for d in frac_part.bytes().take(30) {
+            for d in frac_part.bytes().take(18) {
                 f = f * 10 + i128::from(d - b'0');
                 div *= 10;
             }
-            v += f * scale / div;
+            v = v.checked_add(f * scale / div).ok_or_else(invalid)?;
         }
         total = total.checked_add(v).ok_or_else(invalid)?;
         if total > i128::from(i64::MAX) {
@@ -128,5 +129,8 @@ mod tests {
         );
         assert!(parse_go_duration("").is_err());
         assert!(parse_go_duration("99999999999999999999999h").is_err());
+        let nearly_2h = parse_go_duration("1.99999999999999999999999999999999h").unwrap();
+        assert!((7_199_999_999_990..=7_200_000_000_000).contains(&nearly_2h));
+        assert!(parse_go_duration("9999999999999999999999999999999999999999.9h").is_err());
     }
 }

@@ -52,10 +52,11 @@ pub fn parse(src: &[u8]) -> Result<Dockerfile, ParseError> {
         });
     }
     if stages.is_empty() {
+        // only ARGs: dockerd's legacy builder finds no image to produce
         return Err(ParseError {
             line: parsed.nodes.last().map_or(0, |n| n.start),
             kind: ParseErrorKind::NoStage,
-            message: "no build stage in current context".into(),
+            message: "No image was generated. Is your Dockerfile empty?".into(),
         });
     }
     Ok(Dockerfile {
@@ -80,34 +81,37 @@ pub fn parse_triggers(triggers: &[String], escape: char) -> Result<Vec<Step>, Pa
             kind,
             message,
         };
-        let node =
-            lines::node_from_line(trigger, escape).map_err(|m| at(ParseErrorKind::Syntax, m))?;
-        match node.cmd.as_str() {
-            "onbuild" => {
-                return Err(at(
-                    ParseErrorKind::Instruction,
-                    "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".into(),
-                ));
+        // a trigger may hold heredoc bodies on further lines
+        let parsed = lines::parse_lines_with(trigger.as_bytes(), escape, false)
+            .map_err(|e| at(ParseErrorKind::Syntax, e.message))?;
+        for node in &parsed.nodes {
+            match node.cmd.as_str() {
+                "onbuild" => {
+                    return Err(at(
+                        ParseErrorKind::Instruction,
+                        "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".into(),
+                    ));
+                }
+                "from" | "maintainer" => {
+                    return Err(at(
+                        ParseErrorKind::Instruction,
+                        format!(
+                            "{} isn't allowed as an ONBUILD trigger",
+                            node.cmd.to_uppercase()
+                        ),
+                    ));
+                }
+                _ => {}
             }
-            "from" | "maintainer" => {
-                return Err(at(
-                    ParseErrorKind::Instruction,
-                    format!(
-                        "{} isn't allowed as an ONBUILD trigger",
-                        node.cmd.to_uppercase()
-                    ),
-                ));
-            }
-            _ => {}
+            let instruction =
+                parse_instruction(node).map_err(|m| at(ParseErrorKind::Instruction, m))?;
+            steps.push(Step {
+                line: i + 1,
+                end_line: i + 1,
+                original: node.original.trim().to_string(),
+                instruction,
+            });
         }
-        let instruction =
-            parse_instruction(&node).map_err(|m| at(ParseErrorKind::Instruction, m))?;
-        steps.push(Step {
-            line: i + 1,
-            end_line: i + 1,
-            original: trigger.trim().to_string(),
-            instruction,
-        });
     }
     Ok(steps)
 }

@@ -7,11 +7,12 @@
 //! about images or containers, or depend on any other berth crate.
 //!
 //! Words stay unexpanded in the parse tree: ARG and ENV are evaluated in order
-//! by the builder, which calls [`expand`] (or [`expand_words`]) on the words of
-//! ADD, COPY, ENV, EXPOSE, FROM, LABEL, STOPSIGNAL, USER, VOLUME, WORKDIR and
-//! ARG defaults, as Docker's dispatcher does. [`expand`] also removes quotes,
-//! so ENV/LABEL/ARG values such as `"a b"` must go through it even when no
-//! variables are set. RUN, CMD and ENTRYPOINT are never expanded.
+//! by the builder, which calls [`Instruction::expanded`] before running each
+//! instruction (or [`expand`] / [`expand_words`] on single words; FROM's base
+//! and platform with the meta args), as Docker's dispatcher does. [`expand`]
+//! also removes quotes, so ENV/LABEL/ARG values such as `"a b"` must go
+//! through it even when no variables are set. RUN, CMD and ENTRYPOINT are
+//! never expanded; COPY/ADD heredoc bodies use [`expand_heredoc`].
 //!
 //! ```
 //! let df = berth_dockerfile::parse(b"FROM busybox AS base\nENV A=1\nRUN echo $A\n").unwrap();
@@ -30,7 +31,7 @@ use std::fmt;
 use std::time::Duration;
 
 pub use instructions::{parse, parse_triggers};
-pub use shell::{ExpandError, expand, expand_words};
+pub use shell::{ExpandError, expand, expand_heredoc, expand_words};
 
 /// A parsed Dockerfile.
 #[derive(Debug, Clone, PartialEq)]
@@ -109,7 +110,9 @@ pub struct Heredoc {
     pub name: String,
     /// `3<<EOF` gives 3; 0 when no number was written.
     pub fd: u32,
-    /// Whether variables in the body are expanded (the delimiter was not quoted).
+    /// Whether variables in the body are expanded (the delimiter was not
+    /// quoted): for COPY/ADD with [`expand_heredoc`] (quotes kept); a RUN
+    /// heredoc is left to the shell that runs it.
     pub expand: bool,
     /// `<<-EOF`: leading tabs are stripped from body lines.
     pub chomp: bool,
@@ -238,6 +241,95 @@ pub enum Instruction {
 }
 
 impl Instruction {
+    /// This instruction with its words expanded the way Docker's dispatcher
+    /// expands them before running it, all against the same `lookup` (the
+    /// ENV and ARG values in effect *before* this instruction: in
+    /// `ENV A=2 B=$A`, B gets the old A, as in Docker):
+    ///
+    /// - ENV, LABEL: keys and values; ARG: names and defaults;
+    /// - ADD, COPY: sources, destination and `--chown`; heredoc bodies whose
+    ///   delimiter was not quoted with [`expand_heredoc`] (after chomping;
+    ///   the result has `expand` and `chomp` cleared). `--from` and
+    ///   `--chmod` stay as written, as in dockerd's legacy builder;
+    /// - EXPOSE: each word may expand to several ports (`ProcessWords`);
+    /// - VOLUME, USER, WORKDIR, STOPSIGNAL: each word;
+    /// - RUN, CMD, ENTRYPOINT, SHELL, HEALTHCHECK, ONBUILD, MAINTAINER: unchanged.
+    ///
+    /// Quotes are removed along the way, so `ENV A="a b"` gives `a b`.
+    pub fn expanded(
+        &self,
+        lookup: &dyn Fn(&str) -> Option<String>,
+        escape: char,
+    ) -> Result<Instruction, ExpandError> {
+        let x = |w: &str| expand(w, lookup, escape);
+        let kvs = |v: &[KeyValue]| -> Result<Vec<KeyValue>, ExpandError> {
+            v.iter()
+                .map(|p| {
+                    Ok(KeyValue {
+                        key: x(&p.key)?,
+                        value: x(&p.value)?,
+                    })
+                })
+                .collect()
+        };
+        let list = |v: &[String]| v.iter().map(|w| x(w)).collect::<Result<Vec<_>, _>>();
+        let docs = |v: &[Heredoc]| -> Result<Vec<Heredoc>, ExpandError> {
+            v.iter()
+                .map(|h| {
+                    if !h.expand {
+                        return Ok(h.clone());
+                    }
+                    Ok(Heredoc {
+                        content: expand_heredoc(&h.text(), lookup)?,
+                        expand: false,
+                        chomp: false,
+                        ..h.clone()
+                    })
+                })
+                .collect()
+        };
+        Ok(match self {
+            Instruction::Env(v) => Instruction::Env(kvs(v)?),
+            Instruction::Label(v) => Instruction::Label(kvs(v)?),
+            Instruction::Arg(v) => Instruction::Arg(
+                v.iter()
+                    .map(|a| {
+                        Ok(Arg {
+                            name: x(&a.name)?,
+                            default: a.default.as_deref().map(x).transpose()?,
+                        })
+                    })
+                    .collect::<Result<_, ExpandError>>()?,
+            ),
+            Instruction::Copy(c) => Instruction::Copy(Copy {
+                sources: list(&c.sources)?,
+                heredocs: docs(&c.heredocs)?,
+                dest: x(&c.dest)?,
+                chown: c.chown.as_deref().map(x).transpose()?,
+                ..c.clone()
+            }),
+            Instruction::Add(a) => Instruction::Add(Add {
+                sources: list(&a.sources)?,
+                heredocs: docs(&a.heredocs)?,
+                dest: x(&a.dest)?,
+                chown: a.chown.as_deref().map(x).transpose()?,
+                ..a.clone()
+            }),
+            Instruction::Expose(ports) => {
+                let mut out = Vec::new();
+                for p in ports {
+                    out.extend(expand_words(p, lookup, escape)?);
+                }
+                Instruction::Expose(out)
+            }
+            Instruction::Volume(v) => Instruction::Volume(list(v)?),
+            Instruction::User(u) => Instruction::User(x(u)?),
+            Instruction::Workdir(w) => Instruction::Workdir(x(w)?),
+            Instruction::Stopsignal(s) => Instruction::Stopsignal(x(s)?),
+            other => other.clone(),
+        })
+    }
+
     /// The keyword in upper case (`RUN`, `COPY`, ...).
     pub fn keyword(&self) -> &'static str {
         match self {

@@ -155,11 +155,21 @@ fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
 }
 
 pub(crate) fn parse_lines(src: &[u8]) -> Result<Lines, ParseError> {
+    parse_lines_with(src, '\\', true)
+}
+
+/// `escape` is the escape character to start with; `directives` says whether
+/// parser directives at the top count (not for ONBUILD triggers).
+pub(crate) fn parse_lines_with(
+    src: &[u8],
+    escape: char,
+    directives: bool,
+) -> Result<Lines, ParseError> {
     let text = String::from_utf8_lossy(src);
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut d = Directives {
-        escape: '\\',
-        done: false,
+        escape,
+        done: !directives,
         seen: Vec::new(),
         syntax: None,
         check: None,
@@ -271,6 +281,7 @@ fn heredocs_from_line(line: &str) -> Result<Vec<Heredoc>, String> {
         raw_quotes: true,
         raw_escapes: true,
         skip_unset: true,
+        skip_quotes: false,
     };
     let words = match shell::process(line, &none, '\\', raw) {
         Ok((_, w)) => w,
@@ -310,6 +321,7 @@ pub(crate) fn parse_heredoc(word: &str) -> Result<Option<Heredoc>, String> {
         raw_quotes: false,
         raw_escapes: false,
         skip_unset: true,
+        skip_quotes: false,
     };
     let words = shell::process(rest, &none, '\\', cooked)
         .map_err(|e| e.to_string())?

@@ -49,6 +49,22 @@ pub fn expand(
     process(word, lookup, escape, Options::default()).map(|(w, _)| w)
 }
 
+/// Expands variables in the body of a COPY/ADD heredoc whose delimiter was
+/// not quoted ([`crate::Heredoc::expand`]), as BuildKit does: `$v` and
+/// `${v...}` are replaced and `\` escapes, but quotes are ordinary
+/// characters. RUN heredocs are not expanded by the builder: the shell that
+/// runs them does that.
+pub fn expand_heredoc(
+    content: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ExpandError> {
+    let opts = Options {
+        skip_quotes: true,
+        ..Options::default()
+    };
+    process(content, lookup, '\\', opts).map(|(w, _)| w)
+}
+
 /// Expands `word` like [`expand`] and splits the result into words at
 /// unquoted white space, like Docker's `ProcessWords`: white space that came
 /// from a quoted part or an escape stays inside a word, white space that came
@@ -70,6 +86,8 @@ pub(crate) struct Options {
     pub raw_escapes: bool,
     /// leave references to unset variables as written
     pub skip_unset: bool,
+    /// quotes are ordinary characters
+    pub skip_quotes: bool,
 }
 
 /// How deeply `${a:-${b:-...}}` may nest before we refuse (Docker recurses
@@ -89,6 +107,7 @@ pub(crate) fn process(
         raw_quotes: opts.raw_quotes,
         raw_escapes: opts.raw_escapes,
         skip_unset: opts.skip_unset,
+        skip_quotes: opts.skip_quotes,
         lookup,
         depth: 0,
     };
@@ -106,6 +125,7 @@ struct Lexer<'a> {
     raw_quotes: bool,
     raw_escapes: bool,
     skip_unset: bool,
+    skip_quotes: bool,
     lookup: &'a dyn Fn(&str) -> Option<String>,
     depth: usize,
 }
@@ -180,7 +200,7 @@ impl Lexer<'_> {
                 return Ok((result, words.finish()));
             }
             match ch {
-                '\'' | '"' => {
+                '\'' | '"' if !self.skip_quotes => {
                     let s = if ch == '\'' {
                         self.single_quote()?
                     } else {
@@ -749,6 +769,15 @@ mod tests {
     }
 
     #[test]
+    fn heredoc_bodies_keep_quotes() {
+        let e = env(&[("A", "a b")]);
+        assert_eq!(
+            expand_heredoc("echo \"$A\" '${A}' \\$A ${B:-x}\n", &e).unwrap(),
+            "echo \"a b\" 'a b' $A x\n"
+        );
+    }
+
+    #[test]
     fn nesting_is_bounded() {
         let deep = "${A:-".repeat(10_000) + &"}".repeat(10_000);
         assert!(x(&deep).unwrap_err().contains("nested too deeply"));
@@ -761,6 +790,7 @@ mod tests {
             raw_quotes: true,
             raw_escapes: true,
             skip_unset: true,
+            skip_quotes: false,
         };
         let (_, ws) = process("RUN <<'EOF' a\\ b $X ${Y:-z}", &none, '\\', opts).unwrap();
         assert_eq!(ws, ["RUN", "<<'EOF'", "a\\ b", "$X", "${Y:-z}"]);

@@ -385,6 +385,12 @@ fn onbuild() {
             .to_string(),
         "dockerfile parse error line 1: FROM isn't allowed as an ONBUILD trigger"
     );
+    let steps = parse_triggers(&["RUN <<EOF\necho x\nEOF".into()], '\\').unwrap();
+    let Instruction::Run(r) = &steps[0].instruction else {
+        panic!()
+    };
+    assert_eq!(r.heredocs[0].content, "echo x\n");
+    assert_eq!(steps[0].original, "RUN <<EOF");
     assert_eq!(
         parse_triggers(&["BOGUS x".into()], '\\')
             .unwrap_err()
@@ -417,6 +423,10 @@ fn docker_errors_cite_the_line() {
     assert_eq!(e.to_string(), "no build stage in current context");
     let e = parse(b"ARG A\n").unwrap_err();
     assert_eq!(e.kind, ParseErrorKind::NoStage);
+    assert_eq!(
+        e.to_string(),
+        "No image was generated. Is your Dockerfile empty?"
+    );
     let e = parse(b"# only a comment\n\n").unwrap_err();
     assert_eq!(e.to_string(), "file with no instructions");
     assert_eq!(parse(b"").unwrap_err().kind, ParseErrorKind::NoInstructions);
@@ -563,4 +573,72 @@ fn steps_print_like_docker() {
     assert_eq!(s[0].original, "RUN   echo  hi");
     assert_eq!(s[1].original, "ENV A=1     B=2");
     assert_eq!(s[1].instruction.keyword(), "ENV");
+}
+
+#[test]
+fn expanded_follows_docker_rules() {
+    let env = |k: &str| match k {
+        "A" => Some("old".to_string()),
+        "PORTS" => Some("80 443/tcp".to_string()),
+        "U" => Some("app".to_string()),
+        _ => None,
+    };
+    let x = |src: &str| one(src).expanded(&env, '\\').unwrap();
+    assert_eq!(
+        x(r#"ENV A=new B=$A C="${A} and 'q'""#),
+        Instruction::Env(vec![kv("A", "new"), kv("B", "old"), kv("C", "old and 'q'")])
+    );
+    assert_eq!(
+        x("LABEL \"k $A\"=v"),
+        Instruction::Label(vec![kv("k old", "v")])
+    );
+    assert_eq!(
+        x("EXPOSE $PORTS 8080"),
+        Instruction::Expose(vec!["80".into(), "443/tcp".into(), "8080".into()])
+    );
+    assert_eq!(
+        x("USER ${U}:${G:-staff}"),
+        Instruction::User("app:staff".into())
+    );
+    assert_eq!(
+        x("WORKDIR /home/$U"),
+        Instruction::Workdir("/home/app".into())
+    );
+    assert_eq!(
+        x("VOLUME /v/$A /w"),
+        Instruction::Volume(vec!["/v/old".into(), "/w".into()])
+    );
+    // VOLUME's words are split at blanks before expansion, as in Docker, so
+    // quotes cannot hold a blank there
+    assert!(one("VOLUME \"/q w\"").expanded(&env, '\\').is_err());
+    let Instruction::Arg(a) = x("ARG X=${A}1 Y") else {
+        panic!()
+    };
+    assert_eq!(a[0].default.as_deref(), Some("old1"));
+    assert_eq!(a[1].default, None);
+    let Instruction::Copy(c) = x("COPY --from=$A --chown=$U:$U src/$A \"$A\" /dst/$A/") else {
+        panic!()
+    };
+    assert_eq!(c.sources, ["src/old", "old"]);
+    assert_eq!(c.dest, "/dst/old/");
+    assert_eq!(c.chown.as_deref(), Some("app:app"));
+    assert_eq!(c.from.as_deref(), Some("$A"), "--from is not expanded");
+    let Instruction::Copy(c) = one("COPY <<-a <<'b' /d/\n\tx=\"$A\"\n\ta\n$A\nb")
+        .expanded(&env, '\\')
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(c.heredocs[0].content, "x=\"old\"\n");
+    assert!(!c.heredocs[0].chomp && !c.heredocs[0].expand);
+    assert_eq!(c.heredocs[1].content, "$A\n");
+    // RUN and CMD are left to the shell
+    assert_eq!(x("RUN echo $A"), one("RUN echo $A"));
+    assert_eq!(
+        one("WORKDIR ${A")
+            .expanded(&env, '\\')
+            .unwrap_err()
+            .to_string(),
+        "failed to process \"${A\": syntax error: missing '}'"
+    );
 }
