@@ -3,7 +3,6 @@
 //! `system df` lists it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
@@ -21,7 +20,7 @@ use serde_json::{Map, Value, json};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::{ApiError, ApiResult, AppState, Query, blocking};
-use crate::build::{BuildOptions, Builder, context};
+use crate::build::{BuildOptions, context};
 
 pub fn routes() -> Router<AppState> {
     Router::new()

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs;
 use std::io::{self, BufReader, Read, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 
@@ -208,8 +208,6 @@ pub struct Item {
 /// resolved. `context` applies the context's rules: `..` escaping is an
 /// error and `.dockerignore` hides files.
 pub struct Source {
-    /// Path as written (for messages).
-    pub written: String,
     /// Resolved on disk.
     pub path: PathBuf,
     /// Relative to `root`.
@@ -255,7 +253,6 @@ pub fn expand_sources(
             return Err(not_found());
         }
         return Ok(vec![Source {
-            written: written.to_string(),
             path,
             rel: rel_resolved,
         }]);
@@ -293,7 +290,6 @@ pub fn expand_sources(
         let path = resolve_in_root(root, &rel, true)?;
         if fs::symlink_metadata(&path).is_ok() {
             out.push(Source {
-                written: written.to_string(),
                 rel: path.strip_prefix(root).unwrap_or(&rel).to_path_buf(),
                 path,
             });
@@ -553,11 +549,6 @@ pub fn resolve_owner(root: &Path, spec: &str) -> Result<(u32, u32)> {
         None => primary.unwrap_or(uid),
     };
     Ok((uid, gid))
-}
-
-/// Mode bits of an item, for callers that need them.
-pub fn mode_of(m: &fs::Metadata) -> u32 {
-    m.permissions().mode()
 }
 
 #[cfg(test)]

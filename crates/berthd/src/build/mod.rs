@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use berth_api::{ErrorDetail, JsonMessage};
+use berth_api::JsonMessage;
 use berth_dockerfile::{CommandLine, Healthcheck, Instruction, Step};
 use berth_images::distribution::{AuthConfig, registry_host};
 use berth_images::{HistoryEntry, ImageCommit, ImageService, PullOptions};
