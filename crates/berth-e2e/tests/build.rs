@@ -80,10 +80,19 @@ fn multi_stage_build_runs_caches_and_shows_history() {
     let d = Daemon::start();
     d.load_busybox();
     let ctx = context(&d, "ctx");
-    let out = docker_build(&d, &["--build-arg", "GREETING=hi", "-t", "greet:v1", arg(&ctx)]);
+    let out = docker_build(
+        &d,
+        &["--build-arg", "GREETING=hi", "-t", "greet:v1", arg(&ctx)],
+    );
     let text = out.ok();
-    assert!(text.contains(&format!("Step 1/{STEPS} : ARG BASE=busybox")), "{out}");
-    assert!(text.contains(&format!("Step 2/{STEPS} : FROM $BASE AS compile")), "{out}");
+    assert!(
+        text.contains(&format!("Step 1/{STEPS} : ARG BASE=busybox")),
+        "{out}"
+    );
+    assert!(
+        text.contains(&format!("Step 2/{STEPS} : FROM $BASE AS compile")),
+        "{out}"
+    );
     assert!(text.contains(" ---> Running in "), "{out}");
     assert!(text.contains("Removing intermediate container "), "{out}");
     assert!(text.contains("Successfully built "), "{out}");
@@ -93,7 +102,15 @@ fn multi_stage_build_runs_caches_and_shows_history() {
     // The program runs, built with the build arg, without ignored files.
     assert_eq!(d.docker(["run", "--rm", "greet:v1"]).ok(), "hi, world\n");
     assert_eq!(
-        d.docker(["run", "--rm", "--entrypoint", "cat", "greet:v1", "/app/files"]).ok(),
+        d.docker([
+            "run",
+            "--rm",
+            "--entrypoint",
+            "cat",
+            "greet:v1",
+            "/app/files"
+        ])
+        .ok(),
         ".\n..\ngreet.sh.in\n"
     );
     let c = config(&d, "greet:v1");
@@ -103,13 +120,22 @@ fn multi_stage_build_runs_caches_and_shows_history() {
     assert_eq!(c["Entrypoint"], serde_json::json!(["/app/greet"]));
     assert_eq!(c["Cmd"], serde_json::json!(["world"]));
     assert_eq!(c["Labels"]["org.example.app"], "greet");
-    assert_eq!(c["Healthcheck"]["Test"], serde_json::json!(["CMD-SHELL", "true"]));
+    assert_eq!(
+        c["Healthcheck"]["Test"],
+        serde_json::json!(["CMD-SHELL", "true"])
+    );
     assert_eq!(c["Healthcheck"]["Interval"], 5_000_000_000u64);
     assert_eq!(c["Healthcheck"]["Timeout"], 2_000_000_000u64);
     // ENV of the first stage does not leak into the second.
     assert!(!c["Env"].to_string().contains("OUT="), "{c}");
 
-    let hist = d.docker(["history", "--no-trunc", "--format", "{{.CreatedBy}}", "greet:v1"]);
+    let hist = d.docker([
+        "history",
+        "--no-trunc",
+        "--format",
+        "{{.CreatedBy}}",
+        "greet:v1",
+    ]);
     let h = hist.ok();
     for want in [
         "/bin/sh -c #(nop)  CMD [\"world\"]",
@@ -126,7 +152,11 @@ fn multi_stage_build_runs_caches_and_shows_history() {
     // Intermediate images only show with -a; the first stage's last image
     // is dangling, as with dockerd.
     let shown = d.docker(["images", "-q"]).ok().lines().count();
-    let tagged = d.docker(["images", "-q", "--filter", "dangling=false"]).ok().lines().count();
+    let tagged = d
+        .docker(["images", "-q", "--filter", "dangling=false"])
+        .ok()
+        .lines()
+        .count();
     let all = d.docker(["images", "-aq"]).ok().lines().count();
     assert_eq!(tagged, 2, "busybox and greet:v1");
     assert_eq!(shown, 3, "and the compile stage's image");
@@ -134,42 +164,103 @@ fn multi_stage_build_runs_caches_and_shows_history() {
     let id = d.inspect("greet:v1")["Id"].as_str().unwrap().to_string();
 
     // Nothing changed: every step but the FROMs comes from the cache.
-    let again = docker_build(&d, &["--build-arg", "GREETING=hi", "-t", "greet:v1", arg(&ctx)]);
+    let again = docker_build(
+        &d,
+        &["--build-arg", "GREETING=hi", "-t", "greet:v1", arg(&ctx)],
+    );
     let text = again.ok();
-    assert_eq!(text.matches(" ---> Using cache").count(), STEPS - 3, "{again}");
+    assert_eq!(
+        text.matches(" ---> Using cache").count(),
+        STEPS - 3,
+        "{again}"
+    );
     assert!(!text.contains("Running in"), "{again}");
     assert_eq!(d.inspect("greet:v1")["Id"], id.as_str());
     // berth build agrees (its own context tar, same content).
-    let b = d.berth(["build", "--build-arg", "GREETING=hi", "-t", "greet:v1", arg(&ctx)]);
-    assert_eq!(b.ok().matches(" ---> Using cache").count(), STEPS - 3, "{b}");
+    let b = d.berth([
+        "build",
+        "--build-arg",
+        "GREETING=hi",
+        "-t",
+        "greet:v1",
+        arg(&ctx),
+    ]);
+    assert_eq!(
+        b.ok().matches(" ---> Using cache").count(),
+        STEPS - 3,
+        "{b}"
+    );
     assert_eq!(d.inspect("greet:v1")["Id"], id.as_str());
 
     // A different build arg changes the RUN that uses it, not what is before.
-    let other = docker_build(&d, &["--build-arg", "GREETING=hey", "-t", "greet:v2", arg(&ctx)]);
+    let other = docker_build(
+        &d,
+        &["--build-arg", "GREETING=hey", "-t", "greet:v2", arg(&ctx)],
+    );
     let text = other.ok();
     let (before, after) = text.split_once("RUN mkdir").unwrap();
     assert_eq!(before.matches("Using cache").count(), 4, "{other}");
-    assert!(after.split("Step").next().unwrap().contains("Running in"), "{other}");
-    assert_eq!(d.docker(["run", "--rm", "greet:v2", "you"]).ok(), "hey, you\n");
+    assert!(
+        after.split("Step").next().unwrap().contains("Running in"),
+        "{other}"
+    );
+    assert_eq!(
+        d.docker(["run", "--rm", "greet:v2", "you"]).ok(),
+        "hey, you\n"
+    );
 
     // Changing a copied file rebuilds from the COPY that copies it.
-    std::fs::write(ctx.join("src/greet.sh.in"), "#!/bin/sh\necho \"@GREETING@ there, $1\"\n").unwrap();
+    std::fs::write(
+        ctx.join("src/greet.sh.in"),
+        "#!/bin/sh\necho \"@GREETING@ there, $1\"\n",
+    )
+    .unwrap();
     // An ignored file changing changes nothing.
     std::fs::write(ctx.join("src/notes.tmp"), "still ignored\n").unwrap();
-    let changed = docker_build(&d, &["--build-arg", "GREETING=hi", "-t", "greet:v1", arg(&ctx)]);
+    let changed = docker_build(
+        &d,
+        &["--build-arg", "GREETING=hi", "-t", "greet:v1", arg(&ctx)],
+    );
     let text = changed.ok();
     let (before, after) = text.split_once("COPY src/ ./").unwrap();
     assert_eq!(before.matches("Using cache").count(), 3, "{changed}");
-    assert!(!after.split("Step").next().unwrap().contains("Using cache"), "{changed}");
-    assert_eq!(d.docker(["run", "--rm", "greet:v1"]).ok(), "hi there, world\n");
+    assert!(
+        !after.split("Step").next().unwrap().contains("Using cache"),
+        "{changed}"
+    );
+    assert_eq!(
+        d.docker(["run", "--rm", "greet:v1"]).ok(),
+        "hi there, world\n"
+    );
 
     // --no-cache rebuilds every step.
-    let fresh = docker_build(&d, &["--no-cache", "--build-arg", "GREETING=hi", "-t", "greet:v1", arg(&ctx)]);
+    let fresh = docker_build(
+        &d,
+        &[
+            "--no-cache",
+            "--build-arg",
+            "GREETING=hi",
+            "-t",
+            "greet:v1",
+            arg(&ctx),
+        ],
+    );
     assert!(!fresh.ok().contains("Using cache"), "{fresh}");
-    assert_eq!(d.docker(["run", "--rm", "greet:v1"]).ok(), "hi there, world\n");
+    assert_eq!(
+        d.docker(["run", "--rm", "greet:v1"]).ok(),
+        "hi there, world\n"
+    );
 
     // --target stops at a stage.
-    let t = d.berth(["build", "--target", "compile", "-q", "-t", "greet:compile", arg(&ctx)]);
+    let t = d.berth([
+        "build",
+        "--target",
+        "compile",
+        "-q",
+        "-t",
+        "greet:compile",
+        arg(&ctx),
+    ]);
     assert!(t.ok().trim().starts_with("sha256:"), "{t}");
     assert_eq!(config(&d, "greet:compile")["WorkingDir"], "/src");
 
@@ -198,27 +289,52 @@ fn cache_survives_restart_and_builder_prune_empties_it() {
     let df = d.get_json("/system/df");
     let caches = df["BuildCache"].as_array().unwrap();
     assert_eq!(caches.len(), 3, "{df}");
-    assert!(caches.iter().any(|c| c["Description"].as_str().unwrap().contains("cat /a.txt")), "{df}");
+    assert!(
+        caches
+            .iter()
+            .any(|c| c["Description"].as_str().unwrap().contains("cat /a.txt")),
+        "{df}"
+    );
 
     // Without -a, cache behind a tagged image stays.
     let p = d.berth(["builder", "prune", "-f"]);
     assert!(p.ok().contains("Total reclaimed space"), "{p}");
-    assert_eq!(d.get_json("/system/df")["BuildCache"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        d.get_json("/system/df")["BuildCache"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
     // -a forgets every step; the tagged image and its parents stay.
     let p = d.berth(["builder", "prune", "-af"]);
     assert!(p.ok().contains("Deleted build cache objects:"), "{p}");
-    assert_eq!(d.get_json("/system/df")["BuildCache"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        d.get_json("/system/df")["BuildCache"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
     // --cache-from finds the steps in the image's chain instead.
     let from = docker_build(&d, &["--cache-from", "c:1", "-t", "c:1", arg(&ctx)]);
     assert_eq!(from.ok().matches("Using cache").count(), 3, "{from}");
     d.docker(["rmi", "c:1"]).ok();
     d.berth(["builder", "prune", "-af"]).ok();
-    assert_eq!(d.docker(["images", "-aq"]).ok().lines().count(), 1, "only busybox is left");
+    assert_eq!(
+        d.docker(["images", "-aq"]).ok().lines().count(),
+        1,
+        "only busybox is left"
+    );
     let cold = docker_build(&d, &["-t", "c:1", arg(&ctx)]);
     assert!(!cold.ok().contains("Using cache"), "{cold}");
     d.docker(["rmi", "c:1"]).ok();
     d.berth(["builder", "prune", "-af"]).ok();
-    assert_eq!(d.docker(["images", "-aq"]).ok().lines().count(), 1, "only busybox is left");
+    assert_eq!(
+        d.docker(["images", "-aq"]).ok().lines().count(),
+        1,
+        "only busybox is left"
+    );
     d.assert_no_garbage();
 }
 
@@ -231,13 +347,19 @@ fn built_image_pushes_to_a_registry() {
     let ctx = context(&d, "ctx");
     let name = reg.name("team/greet:v1");
     let out = docker_build(&d, &["--network", "none", "-t", &name, arg(&ctx)]);
-    assert!(out.ok().contains(&format!("Successfully tagged {name}")), "{out}");
+    assert!(
+        out.ok().contains(&format!("Successfully tagged {name}")),
+        "{out}"
+    );
     let push = d.docker(["push", &name]);
     assert!(push.ok().contains("digest: sha256:"), "{push}");
     // What the registry holds runs in a fresh daemon.
     let d2 = Daemon::start_host_network();
     d2.docker(["pull", &name]).ok();
-    assert_eq!(d2.docker(["run", "--rm", &name, "reg"]).ok(), "hello, reg\n");
+    assert_eq!(
+        d2.docker(["run", "--rm", &name, "reg"]).ok(),
+        "hello, reg\n"
+    );
 }
 
 /// Each bad build: a clear error, the exit status, nothing tagged, no
@@ -248,8 +370,18 @@ fn bad_input_fails_cleanly() {
     let d = Daemon::start();
     d.load_busybox();
     let cases: &[(&str, &[&str], &str, i32)] = &[
-        ("FROM busybox\nENV\n", &[], "dockerfile parse error line 2: ENV requires at least one argument", 1),
-        ("FROM busybox\nFOO bar\n", &[], "dockerfile parse error line 2: unknown instruction: FOO", 1),
+        (
+            "FROM busybox\nENV\n",
+            &[],
+            "dockerfile parse error line 2: ENV requires at least one argument",
+            1,
+        ),
+        (
+            "FROM busybox\nFOO bar\n",
+            &[],
+            "dockerfile parse error line 2: unknown instruction: FOO",
+            1,
+        ),
         (
             "FROM busybox\nCOPY nope /x\n",
             &[],
@@ -268,8 +400,18 @@ fn bad_input_fails_cleanly() {
             "The command '/bin/sh -c exit 3' returned a non-zero code: 3",
             3,
         ),
-        ("FROM busybox\nADD http://127.0.0.1:1/x /x\n", &[], "ADD failed: Get \"http://127.0.0.1:1/x\"", 1),
-        ("FROM busybox\nCOPY secret /x\n", &[], "excluded by .dockerignore", 1),
+        (
+            "FROM busybox\nADD http://127.0.0.1:1/x /x\n",
+            &[],
+            "ADD failed: Get \"http://127.0.0.1:1/x\"",
+            1,
+        ),
+        (
+            "FROM busybox\nCOPY secret /x\n",
+            &[],
+            "excluded by .dockerignore",
+            1,
+        ),
     ];
     for (i, (dockerfile, extra, want, code)) in cases.iter().enumerate() {
         let ctx = d.path(&format!("bad{i}"));
@@ -283,13 +425,17 @@ fn bad_input_fails_cleanly() {
         let err = out.fails_with(*code);
         assert!(err.contains(want), "case {i}: want {want:?}\n{out}");
         assert!(
-            !d.docker(["images", "--format", "{{.Repository}}"]).ok().contains("bad"),
+            !d.docker(["images", "--format", "{{.Repository}}"])
+                .ok()
+                .contains("bad"),
             "case {i}: something was tagged"
         );
         assert_eq!(containers(&d), "", "case {i}: a build container is left");
         // berth build reports the same error and status.
         let b = d.berth(
-            std::iter::once("build").chain(args.iter().copied()).collect::<Vec<_>>(),
+            std::iter::once("build")
+                .chain(args.iter().copied())
+                .collect::<Vec<_>>(),
         );
         assert!(b.fails_with(*code).contains(want), "case {i} (berth): {b}");
     }
@@ -300,6 +446,9 @@ fn bad_input_fails_cleanly() {
     docker_build(&d, &[arg(&ctx)]).fails_with(5);
     assert_eq!(containers(&d).lines().count(), 1);
     d.docker(["container", "prune", "-f"]).ok();
-    assert_eq!(d.docker(["version", "--format", "{{.Server.Os}}"]).ok(), "linux\n");
+    assert_eq!(
+        d.docker(["version", "--format", "{{.Server.Os}}"]).ok(),
+        "linux\n"
+    );
     d.assert_no_garbage();
 }

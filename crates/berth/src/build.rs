@@ -136,7 +136,12 @@ async fn prune(c: &Client, a: PruneArgs) -> Result<()> {
 /// Write `dir` as a tar to `w`, leaving out what `.dockerignore` excludes
 /// (but never the Dockerfile or `.dockerignore` themselves), owners as
 /// root, as the docker CLI sends it.
-fn write_context(dir: &Path, keep: &[String], extra: Option<(&str, &[u8])>, w: impl Write) -> Result<()> {
+fn write_context(
+    dir: &Path,
+    keep: &[String],
+    extra: Option<(&str, &[u8])>,
+    w: impl Write,
+) -> Result<()> {
     let ignore = match std::fs::read_to_string(dir.join(".dockerignore")) {
         Ok(t) => Matcher::new(&t).map_err(|e| anyhow::anyhow!("invalid .dockerignore: {e:?}"))?,
         Err(_) => Matcher::new("").expect("empty matcher"),
@@ -208,8 +213,11 @@ fn looks_like_tar(head: &[u8]) -> bool {
 pub async fn build(c: &Client, a: BuildArgs) -> Result<()> {
     let mut q: Vec<String> = Vec::new();
     for t in &a.tags {
-        berth_types::Reference::parse(t)
-            .map_err(|_| anyhow::anyhow!("invalid argument {t:?} for \"-t, --tag\" flag: invalid reference format"))?;
+        berth_types::Reference::parse(t).map_err(|_| {
+            anyhow::anyhow!(
+                "invalid argument {t:?} for \"-t, --tag\" flag: invalid reference format"
+            )
+        })?;
         q.push(format!("t={}", enc(t)));
     }
     let mut args: BTreeMap<String, Option<String>> = BTreeMap::new();
@@ -255,7 +263,10 @@ pub async fn build(c: &Client, a: BuildArgs) -> Result<()> {
         q.push(format!("extrahosts={}", enc(&a.add_host.join(","))));
     }
     if !a.cache_from.is_empty() {
-        q.push(format!("cachefrom={}", enc(&serde_json::to_string(&a.cache_from)?)));
+        q.push(format!(
+            "cachefrom={}",
+            enc(&serde_json::to_string(&a.cache_from)?)
+        ));
     }
 
     // The context: a directory, or stdin (a tar, or just a Dockerfile).
@@ -303,7 +314,10 @@ pub async fn build(c: &Client, a: BuildArgs) -> Result<()> {
             Some("-") => {
                 let mut text = Vec::new();
                 std::io::stdin().lock().read_to_end(&mut text)?;
-                (format!(".dockerfile.{:012x}", rand_u64() & 0xffff_ffff_ffff), Some(text))
+                (
+                    format!(".dockerfile.{:012x}", rand_u64() & 0xffff_ffff_ffff),
+                    Some(text),
+                )
             }
             Some(f) => {
                 let p = Path::new(f);
@@ -352,7 +366,10 @@ pub async fn build(c: &Client, a: BuildArgs) -> Result<()> {
     while let Some(m) = msgs.next().await {
         let m = m?;
         if let Some(e) = m.get("error").and_then(|e| e.as_str()) {
-            let code = m["errorDetail"]["code"].as_i64().filter(|c| *c != 0).unwrap_or(1);
+            let code = m["errorDetail"]["code"]
+                .as_i64()
+                .filter(|c| *c != 0)
+                .unwrap_or(1);
             failure = Some((e.to_string(), code));
             break;
         }
@@ -379,7 +396,8 @@ pub async fn build(c: &Client, a: BuildArgs) -> Result<()> {
         return Err(Exit(code.clamp(1, 255) as u8).into());
     }
     if let (Some(path), Some(id)) = (&a.iidfile, &image_id) {
-        std::fs::write(path, id).with_context(|| format!("write image ID to {}", path.display()))?;
+        std::fs::write(path, id)
+            .with_context(|| format!("write image ID to {}", path.display()))?;
     }
     if a.quiet
         && let Some(id) = &image_id
@@ -467,7 +485,10 @@ impl View {
         if l.starts_with(" ---> ") || l.starts_with("Removing intermediate container") {
             return Ok(());
         }
-        if l.starts_with("Successfully ") || l.starts_with("[Warning]") || l.starts_with("[WARNING]") {
+        if l.starts_with("Successfully ")
+            || l.starts_with("[Warning]")
+            || l.starts_with("[WARNING]")
+        {
             self.end_step(true)?;
             let mut o = self.out.lock();
             writeln!(o, "{l}")?;
@@ -502,20 +523,33 @@ mod tests {
     fn context_tar_honours_dockerignore_but_keeps_the_dockerfile() {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("Dockerfile"), "FROM scratch\n").unwrap();
-        std::fs::write(d.path().join(".dockerignore"), "*.log\nDockerfile\nsecret/\n!secret/keep\n").unwrap();
+        std::fs::write(
+            d.path().join(".dockerignore"),
+            "*.log\nDockerfile\nsecret/\n!secret/keep\n",
+        )
+        .unwrap();
         std::fs::write(d.path().join("a.log"), "x").unwrap();
         std::fs::write(d.path().join("b.txt"), "x").unwrap();
         std::fs::create_dir(d.path().join("secret")).unwrap();
         std::fs::write(d.path().join("secret/key"), "x").unwrap();
         std::fs::write(d.path().join("secret/keep"), "x").unwrap();
         let mut out = Vec::new();
-        write_context(d.path(), &["Dockerfile".into(), ".dockerignore".into()], None, &mut out).unwrap();
+        write_context(
+            d.path(),
+            &["Dockerfile".into(), ".dockerignore".into()],
+            None,
+            &mut out,
+        )
+        .unwrap();
         let mut names: Vec<String> = tar::Archive::new(out.as_slice())
             .entries()
             .unwrap()
             .map(|e| e.unwrap().path().unwrap().to_string_lossy().to_string())
             .collect();
         names.sort();
-        assert_eq!(names, [".dockerignore", "Dockerfile", "b.txt", "secret/keep"]);
+        assert_eq!(
+            names,
+            [".dockerignore", "Dockerfile", "b.txt", "secret/keep"]
+        );
     }
 }

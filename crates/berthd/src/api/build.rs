@@ -67,9 +67,16 @@ fn registry_config(headers: &HeaderMap) -> ApiResult<HashMap<String, AuthConfig>
     let bytes = engines
         .iter()
         .find_map(|e| e.decode(v).ok())
-        .ok_or_else(|| ApiError(Error::invalid("invalid X-Registry-Config header: not base64")))?;
-    let map: HashMap<String, AuthConfig> = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError(Error::invalid(format!("invalid X-Registry-Config header: {e}"))))?;
+        .ok_or_else(|| {
+            ApiError(Error::invalid(
+                "invalid X-Registry-Config header: not base64",
+            ))
+        })?;
+    let map: HashMap<String, AuthConfig> = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError(Error::invalid(format!(
+            "invalid X-Registry-Config header: {e}"
+        )))
+    })?;
     Ok(map
         .into_iter()
         .map(|(k, v)| (registry_host(&k), v))
@@ -124,8 +131,14 @@ pub fn options(q: &Query, headers: &HeaderMap) -> ApiResult<BuildOptions> {
         rm,
         force_rm: q.bool("forcerm"),
         labels,
-        target: q.get("target").map(str::to_string).filter(|s| !s.is_empty()),
-        platform: q.get("platform").map(str::to_string).filter(|s| !s.is_empty()),
+        target: q
+            .get("target")
+            .map(str::to_string)
+            .filter(|s| !s.is_empty()),
+        platform: q
+            .get("platform")
+            .map(str::to_string)
+            .filter(|s| !s.is_empty()),
         quiet: q.bool("q"),
         network_mode: q.get("networkmode").unwrap_or("").to_string(),
         extra_hosts,
@@ -144,8 +157,12 @@ async fn build(
     let q = Query::parse(q.as_deref())?;
     let opts = options(&q, &headers)?;
     if let Some(p) = &opts.platform {
-        berth_images::distribution::Platform::parse(p)
-            .map_err(|e| ApiError(Error::invalid(format!("invalid platform {p:?}: {}", e.message))))?;
+        berth_images::distribution::Platform::parse(p).map_err(|e| {
+            ApiError(Error::invalid(format!(
+                "invalid platform {p:?}: {}",
+                e.message
+            )))
+        })?;
     }
     let builder = st.builder.clone();
     let tmp = st.daemon.data_root.join("tmp");
@@ -156,7 +173,10 @@ async fn build(
         let r = context::receive(&staging, &mut reader);
         if r.is_err() {
             // Read what the client still sends, so it sees the error.
-            let _ = std::io::copy(&mut std::io::Read::take(&mut reader, 1 << 30), &mut std::io::sink());
+            let _ = std::io::copy(
+                &mut std::io::Read::take(&mut reader, 1 << 30),
+                &mut std::io::sink(),
+            );
         }
         Ok((staging, r?))
     })
@@ -187,7 +207,11 @@ async fn build(
     let first = rx.recv().await;
     let Some(first) = first else {
         return match handle.await {
-            Ok(Ok(_)) => Ok(([(header::CONTENT_TYPE, "application/json")], Vec::<u8>::new()).into_response()),
+            Ok(Ok(_)) => Ok((
+                [(header::CONTENT_TYPE, "application/json")],
+                Vec::<u8>::new(),
+            )
+                .into_response()),
             Ok(Err(e)) => Err(ApiError(e.error)),
             Err(e) => Err(ApiError(Error::internal(format!("build task: {e}")))),
         };
@@ -226,8 +250,15 @@ async fn build(
         }
     });
     let stream =
-        futures_util::stream::unfold(brx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
-    Ok(([(header::CONTENT_TYPE, "application/json")], Body::from_stream(stream)).into_response())
+        futures_util::stream::unfold(
+            brx,
+            |mut rx| async move { rx.recv().await.map(|c| (c, rx)) },
+        );
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(stream),
+    )
+        .into_response())
 }
 
 fn line(m: &JsonMessage) -> bytes::Bytes {
@@ -239,7 +270,9 @@ fn line(m: &JsonMessage) -> bytes::Bytes {
 /// Docker's byte sizes for `keep-storage` (`10GB`, `512MB`, `1024`).
 fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (n, unit) = s.split_at(split);
     let n: f64 = n.parse().ok()?;
     let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
@@ -294,7 +327,8 @@ fn parse_until(s: &str) -> ApiResult<i64> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         return Ok(t.timestamp());
     }
-    let secs = humantime_secs(s).ok_or_else(|| ApiError(Error::invalid(format!("invalid filter 'until={s}'"))))?;
+    let secs = humantime_secs(s)
+        .ok_or_else(|| ApiError(Error::invalid(format!("invalid filter 'until={s}'"))))?;
     Ok(chrono::Utc::now().timestamp() - secs)
 }
 

@@ -381,7 +381,11 @@ pub fn hash_file(path: &Path) -> Result<[u8; 32]> {
 
 /// The content hash of what a COPY/ADD copies: every item's destination,
 /// type, mode, owner and bytes (not its mtime), as the cache key needs.
-pub fn hash_items(items: &[Item], ctx: Option<&Context>, owner: Option<(u32, u32)>) -> Result<String> {
+pub fn hash_items(
+    items: &[Item],
+    ctx: Option<&Context>,
+    owner: Option<(u32, u32)>,
+) -> Result<String> {
     let mut h = Sha256::new();
     for it in items {
         h.update(it.dest.as_os_str().as_encoded_bytes());
@@ -451,6 +455,7 @@ impl<W: Write> LayerTar<W> {
     }
 
     /// Add `data` as a regular file.
+    #[allow(clippy::too_many_arguments)]
     pub fn file(
         &mut self,
         dest: &Path,
@@ -467,7 +472,14 @@ impl<W: Write> LayerTar<W> {
         Ok(())
     }
 
-    pub fn symlink(&mut self, dest: &Path, target: &Path, uid: u32, gid: u32, mtime: u64) -> Result<()> {
+    pub fn symlink(
+        &mut self,
+        dest: &Path,
+        target: &Path,
+        uid: u32,
+        gid: u32,
+        mtime: u64,
+    ) -> Result<()> {
         let mut h = Self::header(tar::EntryType::Symlink, 0o777, uid, gid, mtime);
         self.b.append_link(&mut h, dest, target)?;
         Ok(())
@@ -540,7 +552,11 @@ pub fn resolve_owner(root: &Path, spec: &str) -> Result<(u32, u32)> {
         }
         Err(Error::invalid(format!(
             "unable to convert uid/gid chown string to host mapping: can't find {} {name} in {file}",
-            if file.ends_with("passwd") { "uid for user" } else { "gid for group" }
+            if file.ends_with("passwd") {
+                "uid for user"
+            } else {
+                "gid for group"
+            }
         )))
     };
     let (uid, primary) = lookup("etc/passwd", u)?;
@@ -588,7 +604,11 @@ mod tests {
     fn owners_resolve_from_the_image() {
         let d = tempfile::tempdir().unwrap();
         fs::create_dir_all(d.path().join("etc")).unwrap();
-        fs::write(d.path().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/:/bin/sh\n").unwrap();
+        fs::write(
+            d.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/:/bin/sh\n",
+        )
+        .unwrap();
         fs::write(d.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
         assert_eq!(resolve_owner(d.path(), "app").unwrap(), (1000, 1001));
         assert_eq!(resolve_owner(d.path(), "app:staff").unwrap(), (1000, 50));

@@ -202,7 +202,7 @@ fn go_duration(d: std::time::Duration) -> String {
     if h > 0 || m > 0 {
         out.push_str(&format!("{m}m"));
     }
-    if total_s == 0 && frac % 1_000_000 == 0 {
+    if total_s == 0 && frac.is_multiple_of(1_000_000) {
         return format!("{}ms", frac / 1_000_000);
     }
     if frac == 0 {
@@ -226,9 +226,11 @@ fn env_list(cfg: &Map<String, Value>) -> Vec<String> {
 }
 
 fn env_get(cfg: &Map<String, Value>, k: &str) -> Option<String> {
-    env_list(cfg)
-        .into_iter()
-        .find_map(|e| e.split_once('=').filter(|(ek, _)| *ek == k).map(|(_, v)| v.to_string()))
+    env_list(cfg).into_iter().find_map(|e| {
+        e.split_once('=')
+            .filter(|(ek, _)| *ek == k)
+            .map(|(_, v)| v.to_string())
+    })
 }
 
 fn env_set(cfg: &mut Map<String, Value>, k: &str, v: &str) {
@@ -361,15 +363,23 @@ impl Builder {
                 Some(v) => v.clone(),
                 None => match &a.default {
                     Some(d) => Some(
-                        berth_dockerfile::expand(d, &|k| meta_args.get(k).cloned().flatten(), df.escape)
-                            .map_err(|e| Error::invalid(e.to_string()))?,
+                        berth_dockerfile::expand(
+                            d,
+                            &|k| meta_args.get(k).cloned().flatten(),
+                            df.escape,
+                        )
+                        .map_err(|e| Error::invalid(e.to_string()))?,
                     ),
                     None => None,
                 },
             };
             meta_args.insert(a.name.clone(), v);
         }
-        let total = df.meta_args.len() + stages.iter().map(|s| 1 + s.instructions.len()).sum::<usize>();
+        let total = df.meta_args.len()
+            + stages
+                .iter()
+                .map(|s| 1 + s.instructions.len())
+                .sum::<usize>();
         let out = Out {
             tx: tx.clone(),
             quiet: opts.quiet,
@@ -449,7 +459,8 @@ impl Builder {
                 .unwrap_or_else(|e| Err(internal(format!("build stage task: {e}"))));
             match (&result, r) {
                 (Some(Err(_)), _) => {}
-                (_, Err(e)) if e.error.kind == ErrorKind::Unavailable && e.error.message == CANCELLED => {}
+                (_, Err(e))
+                    if e.error.kind == ErrorKind::Unavailable && e.error.message == CANCELLED => {}
                 (_, r) => result = Some(r),
             }
         }
@@ -489,12 +500,15 @@ impl Builder {
             let idc = id;
             tokio::task::spawn_blocking(move || {
                 // Nothing to write when the tag is already there.
-                if images.resolve(&format!("{name}:{}", tag.as_deref().unwrap_or("latest")))
+                if images
+                    .resolve(&format!("{name}:{}", tag.as_deref().unwrap_or("latest")))
                     .is_ok_and(|r| r.id == idc)
                 {
                     return Ok(());
                 }
-                images.tag(&idc.to_string(), &name, tag.as_deref()).map(|_| ())
+                images
+                    .tag(&idc.to_string(), &name, tag.as_deref())
+                    .map(|_| ())
             })
             .await
             .map_err(internal)??;
@@ -533,9 +547,18 @@ fn touch_cache(meta: &MetaStore, keys: &[String]) -> berth_types::Result<()> {
     })
 }
 
-fn cache_key(parent: Option<&Digest>, created_by: &str, config: &Map<String, Value>, extra: &str) -> String {
+fn cache_key(
+    parent: Option<&Digest>,
+    created_by: &str,
+    config: &Map<String, Value>,
+    extra: &str,
+) -> String {
     let mut h = Sha256::new();
-    h.update(parent.map(|p| p.to_string()).unwrap_or_else(|| "scratch".into()));
+    h.update(
+        parent
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "scratch".into()),
+    );
     h.update(b"\n");
     h.update(created_by.as_bytes());
     h.update(b"\n");
@@ -557,7 +580,8 @@ impl Demux {
             if self.buf.len() < 8 {
                 return;
             }
-            let n = u32::from_be_bytes([self.buf[4], self.buf[5], self.buf[6], self.buf[7]]) as usize;
+            let n =
+                u32::from_be_bytes([self.buf[4], self.buf[5], self.buf[6], self.buf[7]]) as usize;
             if self.buf.len() < 8 + n {
                 return;
             }
@@ -600,7 +624,8 @@ impl Run {
 
     /// An image by name, pulled when missing (or always, with `pull`).
     async fn image(&self, name: &str, out: &Out) -> BResult<Digest> {
-        let rf = Reference::parse(name).map_err(|_| Error::invalid(format!("invalid reference format: {name}")))?;
+        let rf = Reference::parse(name)
+            .map_err(|_| Error::invalid(format!("invalid reference format: {name}")))?;
         let rf = rf.with_default_tag();
         let key = rf.to_string();
         let mut pulled = self.pulled.lock().await;
@@ -701,7 +726,10 @@ impl Run {
             st.image = Some(id);
             st.config = cfg;
             if let Some(sh) = st.config.get("Shell").and_then(|s| s.as_array()) {
-                st.shell = sh.iter().filter_map(|x| x.as_str().map(String::from)).collect();
+                st.shell = sh
+                    .iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect();
             }
             out.stream(format!(" ---> {}\n", short(&id)));
         }
@@ -710,7 +738,11 @@ impl Run {
             .config
             .get("OnBuild")
             .and_then(|o| o.as_array())
-            .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default();
         if !triggers.is_empty() {
             st.config.insert("OnBuild".into(), json!([]));
@@ -728,7 +760,11 @@ impl Run {
         }
         for (k, s) in stage.instructions.iter().enumerate() {
             self.cancelled()?;
-            out.stream(format!("Step {}/{total} : {}", first_step + 1 + k, s.original));
+            out.stream(format!(
+                "Step {}/{total} : {}",
+                first_step + 1 + k,
+                s.original
+            ));
             out.stream("\n");
             self.step(index, &mut st, s, out).await?;
         }
@@ -859,7 +895,10 @@ impl Run {
                 for v in vols {
                     for w in self.expand_words(st, v)? {
                         if w.trim().is_empty() {
-                            return Err(Error::invalid("VOLUME specified can not be an empty string").into());
+                            return Err(Error::invalid(
+                                "VOLUME specified can not be an empty string",
+                            )
+                            .into());
                         }
                         map.insert(w.clone(), json!({}));
                         all.push(w);
@@ -1005,7 +1044,11 @@ impl Run {
                     && matches!(&r.command, CommandLine::Shell(t) if t.trim_start().starts_with("<<"))
                 {
                     // `RUN <<EOF`: the heredoc is the script.
-                    let body = if h.expand { self.expand(st, &h.text()).unwrap_or_else(|_| h.text()) } else { h.text() };
+                    let body = if h.expand {
+                        self.expand(st, &h.text()).unwrap_or_else(|_| h.text())
+                    } else {
+                        h.text()
+                    };
                     argv = st.shell.clone();
                     argv.push(body);
                 }
@@ -1073,7 +1116,10 @@ impl Run {
         } else {
             match self.cached(&key).await? {
                 Some(id) => Some(id),
-                None => self.cache_from_match(st.image.as_ref(), &created_by, &new_cfg).await?,
+                None => {
+                    self.cache_from_match(st.image.as_ref(), &created_by, &new_cfg)
+                        .await?
+                }
             }
         };
         if let Some(id) = hit {
@@ -1096,18 +1142,22 @@ impl Run {
         };
         let (id, size) = match action {
             Action::Meta => {
-                self.commit(st.image.as_ref(), None, &new_cfg, history).await?
+                self.commit(st.image.as_ref(), None, &new_cfg, history)
+                    .await?
             }
             Action::Workdir(dir) => {
                 let layer = self.workdir_layer(st, &dir).await?;
-                self.commit(st.image.as_ref(), layer, &new_cfg, history).await?
+                self.commit(st.image.as_ref(), layer, &new_cfg, history)
+                    .await?
             }
             Action::Copy(plan) => {
                 let layer = self.copy_layer(st, *plan).await?;
-                self.commit(st.image.as_ref(), Some(layer), &new_cfg, history).await?
+                self.commit(st.image.as_ref(), Some(layer), &new_cfg, history)
+                    .await?
             }
             Action::Run { argv, env, network } => {
-                self.run_step(st, &new_cfg, argv, env, network, history, out).await?
+                self.run_step(st, &new_cfg, argv, env, network, history, out)
+                    .await?
             }
         };
         out.stream(format!(" ---> {}\n", short(&id)));
@@ -1166,7 +1216,9 @@ impl Run {
                             if out.iter().any(|s| s.id == id) {
                                 break;
                             }
-                            let Ok(d) = images.inspect(&id.to_string()) else { break };
+                            let Ok(d) = images.inspect(&id.to_string()) else {
+                                break;
+                            };
                             let created_by = d
                                 .config
                                 .history
@@ -1234,7 +1286,11 @@ impl Run {
 
     /// A layer holding `dir` (and its missing parents) when the image does
     /// not have it; `None` when it does.
-    async fn workdir_layer(&self, st: &State, dir: &str) -> BResult<Option<berth_images::NewLayer>> {
+    async fn workdir_layer(
+        &self,
+        st: &State,
+        dir: &str,
+    ) -> BResult<Option<berth_images::NewLayer>> {
         let layer_dirs = match &st.image {
             Some(id) => self.image_config(id).await?.1,
             None => vec![],
@@ -1304,7 +1360,14 @@ impl Run {
         let abs_dest = if dest.starts_with('/') {
             dest.clone()
         } else {
-            format!("{}/{dest}", if workdir.is_empty() { "" } else { workdir.as_str() })
+            format!(
+                "{}/{dest}",
+                if workdir.is_empty() {
+                    ""
+                } else {
+                    workdir.as_str()
+                }
+            )
         };
         let dest_dir_written = dest.ends_with('/') || dest.ends_with("/.") || dest == ".";
         let mut plan = CopyPlan {
@@ -1347,7 +1410,9 @@ impl Run {
                 continue;
             }
             if what == "ADD" && checksum.is_some() {
-                return Err(Error::invalid("checksum can't be specified for non-HTTP(S) sources").into());
+                return Err(
+                    Error::invalid("checksum can't be specified for non-HTTP(S) sources").into(),
+                );
             }
             let found = {
                 let root = root.clone();
@@ -1378,20 +1443,22 @@ impl Run {
             }
         }
         for h in heredocs {
-            let body = if h.expand { self.expand(st, &h.text()).unwrap_or_else(|_| h.text()) } else { h.text() };
+            let body = if h.expand {
+                self.expand(st, &h.text()).unwrap_or_else(|_| h.text())
+            } else {
+                h.text()
+            };
             let f = self.staging.path("heredoc");
             std::fs::write(&f, body)?;
             plan.extra.push((PathBuf::from(&h.name), f, 0o644));
             plan.sources.push(false);
             count += 1;
         }
-        if count > 1 || srcs.iter().any(|s| context::has_wildcards(s)) {
-            if !plan.dest_is_dir {
-                return Err(Error::invalid(format!(
-                    "When using {what} with more than one source file, the destination must be a directory and end with a /"
-                ))
-                .into());
-            }
+        if (count > 1 || srcs.iter().any(|s| context::has_wildcards(s))) && !plan.dest_is_dir {
+            return Err(Error::invalid(format!(
+                "When using {what} with more than one source file, the destination must be a directory and end with a /"
+            ))
+            .into());
         }
         Ok(plan)
     }
@@ -1457,7 +1524,11 @@ impl Run {
         r
     }
 
-    async fn copy_layer_in(&self, parent_root: &Path, plan: CopyPlan) -> BResult<berth_images::NewLayer> {
+    async fn copy_layer_in(
+        &self,
+        parent_root: &Path,
+        plan: CopyPlan,
+    ) -> BResult<berth_images::NewLayer> {
         let dest_rel = context::clean_rel(&plan.dest).unwrap_or_default();
         let single_file = plan.items.len() == 1
             && plan.extra.is_empty()
@@ -1465,9 +1536,8 @@ impl Run {
             && !plan.items[0].meta.is_dir();
         // A single file goes to dest itself unless dest is (or is written
         // as) a directory.
-        let into_dir = plan.dest_is_dir
-            || !single_file
-            || context::is_dir_in(parent_root, &dest_rel);
+        let into_dir =
+            plan.dest_is_dir || !single_file || context::is_dir_in(parent_root, &dest_rel);
         let owner = match &plan.chown {
             Some(c) => Some(context::resolve_owner(parent_root, c)?),
             None => Some((0, 0)),
@@ -1482,7 +1552,11 @@ impl Run {
             let mut v = Vec::new();
             let mut p = PathBuf::new();
             let comps: Vec<_> = dest_rel.components().collect();
-            let n = if into_dir { comps.len() } else { comps.len().saturating_sub(1) };
+            let n = if into_dir {
+                comps.len()
+            } else {
+                comps.len().saturating_sub(1)
+            };
             for c in &comps[..n] {
                 p.push(c);
                 v.push(p.clone());
@@ -1554,9 +1628,9 @@ impl Run {
         history: HistoryEntry,
         out: &Out,
     ) -> BResult<(Digest, u64)> {
-        let parent = st
-            .image
-            .ok_or_else(|| Error::invalid("Please provide a source image with `from` prior to run"))?;
+        let parent = st.image.ok_or_else(|| {
+            Error::invalid("Please provide a source image with `from` prior to run")
+        })?;
         let mut env = env_list(cfg);
         env.extend(args_env);
         let mut host = self.opts.host_config.clone();
@@ -1656,7 +1730,9 @@ impl Run {
             if n == 0 {
                 break;
             }
-            demux.push(&buf[..n], |b: &[u8]| out.stream(String::from_utf8_lossy(b).to_string()));
+            demux.push(&buf[..n], |b: &[u8]| {
+                out.stream(String::from_utf8_lossy(b).to_string())
+            });
         }
         Ok(c.wait(cid, "not-running").await?)
     }
@@ -1723,7 +1799,10 @@ fn expose_keys(w: &str) -> BResult<Vec<String>> {
     };
     let bad = || -> BuildError { Error::invalid(format!("Invalid containerPort: {w}")).into() };
     let (a, b) = match ports.split_once('-') {
-        Some((a, b)) => (a.parse::<u16>().map_err(|_| bad())?, b.parse::<u16>().map_err(|_| bad())?),
+        Some((a, b)) => (
+            a.parse::<u16>().map_err(|_| bad())?,
+            b.parse::<u16>().map_err(|_| bad())?,
+        ),
         None => {
             let p = ports.parse::<u16>().map_err(|_| bad())?;
             (p, p)
@@ -1760,13 +1839,20 @@ fn is_archive(path: &Path) -> bool {
 
 fn tar_checksum_ok(h: &[u8; 512]) -> bool {
     let field = std::str::from_utf8(&h[148..156]).unwrap_or("");
-    let Ok(want) = u32::from_str_radix(field.trim_matches(|c: char| c == '\0' || c == ' '), 8) else {
+    let Ok(want) = u32::from_str_radix(field.trim_matches(|c: char| c == '\0' || c == ' '), 8)
+    else {
         return false;
     };
     let sum: u32 = h
         .iter()
         .enumerate()
-        .map(|(i, b)| if (148..156).contains(&i) { b' ' as u32 } else { *b as u32 })
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                b' ' as u32
+            } else {
+                *b as u32
+            }
+        })
         .sum();
     sum == want
 }
@@ -1850,7 +1936,10 @@ pub fn prune(
         .filter(|r| {
             until.is_none_or(|u| {
                 let t = r.last_used.as_deref().unwrap_or(&r.created);
-                chrono::DateTime::parse_from_rfc3339(t).map(|t| t.timestamp()).unwrap_or(0) < u
+                chrono::DateTime::parse_from_rfc3339(t)
+                    .map(|t| t.timestamp())
+                    .unwrap_or(0)
+                    < u
             })
         })
         .collect();
@@ -1895,7 +1984,10 @@ pub fn prune(
             }
             match images.remove(&id.to_string(), false, false) {
                 Ok(items) => {
-                    if items.iter().any(|i| matches!(i, berth_images::DeleteItem::Deleted(_))) {
+                    if items
+                        .iter()
+                        .any(|i| matches!(i, berth_images::DeleteItem::Deleted(_)))
+                    {
                         reclaimed += s.record.size;
                         changed = true;
                     }
