@@ -452,3 +452,93 @@ fn bad_input_fails_cleanly() {
     );
     d.assert_no_garbage();
 }
+
+/// Serves `body` for every GET on 127.0.0.1 (a thread of the test).
+fn serve(body: &'static [u8]) -> u16 {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(body);
+        }
+    });
+    port
+}
+
+#[test]
+fn add_unpacks_archives_fetches_urls_and_copy_sets_owners() {
+    require_root!();
+    use sha2::Digest as _;
+    const BODY: &[u8] = b"downloaded\n";
+    let port = serve(BODY);
+    let sum = hex::encode(sha2::Sha256::digest(BODY));
+    let d = Daemon::start_host_network();
+    d.load_busybox();
+    let ctx = d.path("ctx");
+    std::fs::create_dir_all(ctx.join("tree/x")).unwrap();
+    std::fs::write(ctx.join("tree/x/y"), "in archive\n").unwrap();
+    let tar = std::process::Command::new("tar")
+        .args([
+            "czf",
+            arg(&ctx.join("files.tar.gz")),
+            "-C",
+            arg(&ctx.join("tree")),
+            "x",
+        ])
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    std::fs::remove_dir_all(ctx.join("tree")).unwrap();
+    std::fs::write(ctx.join("plain.txt"), "plain\n").unwrap();
+    std::fs::write(ctx.join("a.md"), "a\n").unwrap();
+    std::fs::write(ctx.join("b.md"), "b\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM busybox\n\
+             ADD files.tar.gz /opt/\n\
+             ADD --checksum=sha256:{sum} http://127.0.0.1:{port}/hello.txt /hello.txt\n\
+             ADD http://127.0.0.1:{port}/dir/hello.txt /dl/\n\
+             COPY --chown=1000:1000 --chmod=640 plain.txt /plain.txt\n\
+             COPY *.md /docs/\n"
+        ),
+    )
+    .unwrap();
+    let out = docker_build(&d, &["--network", "none", "-t", "add:1", arg(&ctx)]);
+    assert!(out.ok().contains("Successfully tagged add:1"), "{out}");
+    let r = d.docker([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "add:1",
+        "sh",
+        "-c",
+        "cat /opt/x/y /hello.txt /dl/hello.txt /docs/a.md /docs/b.md; stat -c '%u:%g %a' /plain.txt; stat -c %a /hello.txt",
+    ]);
+    assert_eq!(
+        r.ok(),
+        "in archive\ndownloaded\ndownloaded\na\nb\n1000:1000 640\n600\n"
+    );
+    // A wrong checksum is refused.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM busybox\nADD --checksum=sha256:{} http://127.0.0.1:{port}/hello.txt /h\n",
+            "0".repeat(64)
+        ),
+    )
+    .unwrap();
+    let bad = docker_build(&d, &["--network", "none", "-t", "add:2", arg(&ctx)]);
+    assert!(bad.fails().contains("digest mismatch"), "{bad}");
+    d.assert_no_garbage();
+}

@@ -378,6 +378,12 @@ pub async fn build(c: &Client, a: BuildArgs) -> Result<()> {
             continue;
         }
         if a.quiet {
+            // The daemon answers `-q` with the image ID as a stream line.
+            if let Some(s) = m.get("stream").and_then(|s| s.as_str())
+                && s.starts_with("sha256:")
+            {
+                image_id = Some(s.trim().to_string());
+            }
             continue;
         }
         if let Some(s) = m.get("stream").and_then(|s| s.as_str()) {

@@ -115,6 +115,9 @@ impl Out {
         }
     }
     fn aux(&self, id: &Digest) {
+        if self.quiet {
+            return; // dockerd sends only the ID, as a stream line
+        }
         let _ = self.tx.send(JsonMessage {
             aux: Some(json!({"ID": id.to_string()})),
             ..Default::default()
@@ -352,7 +355,14 @@ impl Builder {
             let text = format!("LABEL {}", kv.join(" "));
             let extra = berth_dockerfile::parse(format!("FROM scratch\n{text}\n").as_bytes())
                 .map_err(|e| Error::invalid(e.to_string()))?;
-            let step = extra.stages[0].instructions[0].clone();
+            let mut step = extra.stages[0].instructions[0].clone();
+            // Shown as dockerd shows it: values unquoted.
+            let plain: Vec<String> = opts
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            step.original = format!("LABEL {}", plain.join(" "));
             stages.last_mut().expect("a stage").instructions.push(step);
         }
 
@@ -713,6 +723,7 @@ impl Run {
         };
         if base.eq_ignore_ascii_case("scratch") {
             st.config.insert("Env".into(), json!([DEFAULT_PATH]));
+            out.stream(" ---> \n");
         } else {
             let id = match self.stage_index(&base, index) {
                 Some(j) => self
@@ -1530,10 +1541,7 @@ impl Run {
         plan: CopyPlan,
     ) -> BResult<berth_images::NewLayer> {
         let dest_rel = context::clean_rel(&plan.dest).unwrap_or_default();
-        let single_file = plan.items.len() == 1
-            && plan.extra.is_empty()
-            && plan.archives.is_empty()
-            && !plan.items[0].meta.is_dir();
+        let single_file = plan.sources.as_slice() == [false] && plan.archives.is_empty();
         // A single file goes to dest itself unless dest is (or is written
         // as) a directory.
         let into_dir =
@@ -1594,7 +1602,7 @@ impl Run {
                         t.item(&it, attrs)?;
                     }
                     for (name, file, mode) in &plan.extra {
-                        let d = if into_dir || plan.extra.len() > 1 {
+                        let d = if into_dir {
                             dest_rel.join(name)
                         } else {
                             dest_rel.clone()
