@@ -542,3 +542,52 @@ fn add_unpacks_archives_fetches_urls_and_copy_sets_owners() {
     assert!(bad.fails().contains("digest mismatch"), "{bad}");
     d.assert_no_garbage();
 }
+
+/// docker-py's `images.build` (the legacy API it speaks) against berthd.
+#[test]
+fn docker_py_builds() {
+    require_root!();
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import docker"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        eprintln!("SKIPPED: docker-py is not installed (pip install docker)");
+        return;
+    }
+    let d = Daemon::start();
+    d.load_busybox();
+    let ctx = context(&d, "ctx");
+    let script = format!(
+        r#"
+import docker, sys
+c = docker.from_env()
+img, logs = c.images.build(path={ctx:?}, tag="py:1", buildargs={{"GREETING": "py"}}, rm=True)
+text = "".join(l.get("stream", "") for l in logs)
+assert "Successfully built" in text, text
+assert "py:1" in img.tags, img.tags
+print(c.containers.run("py:1", remove=True).decode(), end="")
+open({bad:?}, "w").write("FROM busybox\nRUN exit 7\n")
+try:
+    c.images.build(path={badctx:?}, tag="py:bad", forcerm=True)
+    sys.exit("a failing build succeeded")
+except docker.errors.BuildError as e:
+    print(e.msg)
+"#,
+        ctx = arg(&ctx),
+        bad = arg(&d.path("badctx/Dockerfile")),
+        badctx = arg(&d.path("badctx")),
+    );
+    std::fs::create_dir_all(d.path("badctx")).unwrap();
+    let (env, _) = d.cli_for_shell(true);
+    let mut cmd = std::process::Command::new("python3");
+    cmd.args(["-c", &script]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = Run::exec(cmd, None);
+    assert_eq!(
+        out.ok(),
+        "py, world\nThe command '/bin/sh -c exit 7' returned a non-zero code: 7\n"
+    );
+    assert_eq!(containers(&d), "");
+}
