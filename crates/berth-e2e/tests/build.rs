@@ -591,3 +591,56 @@ except docker.errors.BuildError as e:
     );
     assert_eq!(containers(&d), "");
 }
+
+/// A base image's ONBUILD triggers run in the child's build; independent
+/// stages run side by side, their output still in stage order.
+#[test]
+fn onbuild_triggers_and_parallel_stages() {
+    require_root!();
+    let d = Daemon::start();
+    d.load_busybox();
+    let base = d.path("base");
+    std::fs::create_dir_all(&base).unwrap();
+    std::fs::write(
+        base.join("Dockerfile"),
+        "FROM busybox\nONBUILD COPY trigger.txt /trigger.txt\nONBUILD RUN echo triggered > /t2\n",
+    )
+    .unwrap();
+    d.berth(["build", "-t", "onb:base", arg(&base)]).ok();
+    let ctx = d.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("trigger.txt"), "from the trigger\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox AS a\nRUN sleep 1 && echo a > /a\n\
+         FROM busybox AS b\nRUN sleep 1 && echo b > /b\n\
+         FROM onb:base\nCOPY --from=a /a /a\nCOPY --from=b /b /b\nCOPY --from=0 /a /a0\n",
+    )
+    .unwrap();
+    let t = std::time::Instant::now();
+    let out = docker_build(&d, &["-t", "onb:child", arg(&ctx)]);
+    let took = t.elapsed();
+    let text = out.ok();
+    assert!(text.contains("# Executing 2 build triggers"), "{out}");
+    let pos = |s: &str| text.find(s).unwrap_or_else(|| panic!("no {s:?} in\n{out}"));
+    assert!(pos("Step 1/8 : FROM busybox AS a") < pos("Step 3/8 : FROM busybox AS b"));
+    assert!(pos("Step 3/8 : FROM busybox AS b") < pos("Step 5/8 : FROM onb:base"));
+    eprintln!("two 1 s stages and the rest took {took:?}");
+    assert_eq!(
+        d.docker([
+            "run",
+            "--rm",
+            "onb:child",
+            "cat",
+            "/trigger.txt",
+            "/t2",
+            "/a",
+            "/b",
+            "/a0"
+        ])
+        .ok(),
+        "from the trigger\ntriggered\na\nb\na\n"
+    );
+    // The triggers ran; the child has none left.
+    assert_eq!(config(&d, "onb:child")["OnBuild"], Value::Null);
+}

@@ -742,9 +742,9 @@ impl Run {
                     .filter_map(|x| x.as_str().map(String::from))
                     .collect();
             }
-            out.stream(format!(" ---> {}\n", short(&id)));
         }
-        // ONBUILD triggers of the base run first, as Docker runs them.
+        // ONBUILD triggers of the base run first, as Docker runs them; the
+        // FROM step's ` ---> ID` is the image after them.
         let triggers: Vec<String> = st
             .config
             .get("OnBuild")
@@ -756,7 +756,7 @@ impl Run {
             })
             .unwrap_or_default();
         if !triggers.is_empty() {
-            st.config.insert("OnBuild".into(), json!([]));
+            st.config.insert("OnBuild".into(), Value::Null);
             let steps = berth_dockerfile::parse_triggers(&triggers, self.escape)
                 .map_err(|e| Error::invalid(e.to_string()))?;
             out.stream(format!(
@@ -766,8 +766,11 @@ impl Run {
             ));
             for s in steps {
                 self.cancelled()?;
-                self.step(index, &mut st, &s, out).await?;
+                self.step(index, &mut st, &s, out, false).await?;
             }
+        }
+        if let Some(id) = &st.image {
+            out.stream(format!(" ---> {}\n", short(id)));
         }
         for (k, s) in stage.instructions.iter().enumerate() {
             self.cancelled()?;
@@ -777,7 +780,7 @@ impl Run {
                 s.original
             ));
             out.stream("\n");
-            self.step(index, &mut st, s, out).await?;
+            self.step(index, &mut st, s, out, true).await?;
         }
         if let Some(id) = &st.image {
             out.aux(id);
@@ -819,7 +822,14 @@ impl Run {
         (shown, env)
     }
 
-    async fn step(&self, index: usize, st: &mut State, s: &Step, out: &Out) -> BResult<()> {
+    async fn step(
+        &self,
+        index: usize,
+        st: &mut State,
+        s: &Step,
+        out: &Out,
+        show_id: bool,
+    ) -> BResult<()> {
         let mut new_cfg = st.config.clone();
         let nop = |t: &str| format!("/bin/sh -c #(nop)  {t}");
         let (created_by, action) = match &s.instruction {
@@ -1140,7 +1150,9 @@ impl Run {
                 self.staging.unmount(m);
             }
             out.stream(" ---> Using cache\n");
-            out.stream(format!(" ---> {}\n", short(&id)));
+            if show_id {
+                out.stream(format!(" ---> {}\n", short(&id)));
+            }
             st.image = Some(id);
             st.config = new_cfg;
             self.hits.lock().unwrap().push(key);
@@ -1171,7 +1183,9 @@ impl Run {
                     .await?
             }
         };
-        out.stream(format!(" ---> {}\n", short(&id)));
+        if show_id {
+            out.stream(format!(" ---> {}\n", short(&id)));
+        }
         let row = BuildCacheRow {
             v: 1,
             key,
