@@ -227,6 +227,9 @@ async fn build(
                     None => break,
                 },
             };
+            if is_marker(&m) {
+                continue;
+            }
             if btx.send(Ok(line(&m))).await.is_err() {
                 // The client went away; the build finishes on its own.
                 while rx.recv().await.is_some() {}
@@ -259,6 +262,16 @@ async fn build(
         Body::from_stream(stream),
     )
         .into_response())
+}
+
+/// The builder's "started" signal: a message with nothing in it.
+fn is_marker(m: &JsonMessage) -> bool {
+    m.stream.is_none()
+        && m.status.is_none()
+        && m.aux.is_none()
+        && m.error.is_none()
+        && m.error_detail.is_none()
+        && m.id.is_none()
 }
 
 fn line(m: &JsonMessage) -> bytes::Bytes {

@@ -394,6 +394,9 @@ impl Builder {
             tx: tx.clone(),
             quiet: opts.quiet,
         };
+        // The build has started: from here on failures travel in the
+        // stream (an empty message tells the API layer, which drops it).
+        let _ = tx.send(JsonMessage::default());
         for w in &df.warnings {
             out.stream(format!("[WARNING]: {w}\n"));
         }
