@@ -644,3 +644,37 @@ fn onbuild_triggers_and_parallel_stages() {
     // The triggers ran; the child has none left.
     assert_eq!(config(&d, "onb:child")["OnBuild"], Value::Null);
 }
+
+/// On a terminal `berth build` shows one line per step with its outcome.
+#[test]
+fn berth_build_on_a_terminal_shows_steps() {
+    require_root!();
+    let d = Daemon::start();
+    d.load_busybox();
+    let ctx = d.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN echo from-the-run\nENV A=1\n",
+    )
+    .unwrap();
+    let (env, cli) = d.cli_for_shell(false);
+    let t = berth_e2e::Term::new(d.dir(), &env);
+    t.line(&format!(
+        "{cli} build -t tty:1 {}; echo EXIT:$((40+2))",
+        arg(&ctx)
+    ));
+    let screen = t.wait_for("EXIT:42");
+    assert!(
+        screen.contains("[2/3] RUN echo from-the-run DONE"),
+        "{screen}"
+    );
+    assert!(screen.contains("  from-the-run"), "{screen}");
+    assert!(screen.contains("Successfully tagged tty:1"), "{screen}");
+    t.line(&format!(
+        "{cli} build -t tty:1 {}; echo EXIT:$((50+2))",
+        arg(&ctx)
+    ));
+    let screen = t.wait_for("EXIT:52");
+    assert!(screen.contains("[3/3] ENV A=1 CACHED"), "{screen}");
+}
