@@ -296,7 +296,17 @@ fn cache_survives_restart_and_builder_prune_empties_it() {
         "{df}"
     );
 
+    let sdf = d.docker(["system", "df"]);
+    let line = sdf
+        .ok()
+        .lines()
+        .find(|l| l.starts_with("Build Cache"))
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(line.split_whitespace().nth(2), Some("3"), "{sdf}");
     // Without -a, cache behind a tagged image stays.
+    let p = d.docker(["builder", "prune", "-f"]);
+    assert!(p.ok().contains("Total reclaimed space"), "{p}");
     let p = d.berth(["builder", "prune", "-f"]);
     assert!(p.ok().contains("Total reclaimed space"), "{p}");
     assert_eq!(
