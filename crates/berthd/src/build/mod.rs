@@ -837,19 +837,12 @@ impl Run {
         let nop = |t: &str| format!("/bin/sh -c #(nop)  {t}");
         let (created_by, action) = match &s.instruction {
             Instruction::Env(kvs) => {
+                // Every word is expanded with the environment before the
+                // line (`ENV a=bye b=$a` gives b the old a), as Docker does.
                 let mut parts = Vec::new();
                 for kv in kvs {
                     let k = self.expand(st, &kv.key)?;
-                    // Later pairs see earlier ones of the same line.
-                    let tmp = State {
-                        image: None,
-                        config: new_cfg.clone(),
-                        args: st.args.clone(),
-                        shell: vec![],
-                        cmd_set: false,
-                        author: None,
-                    };
-                    let v = self.expand(&tmp, &kv.value)?;
+                    let v = self.expand(st, &kv.value)?;
                     env_set(&mut new_cfg, &k, &v);
                     parts.push(format!("{k}={v}"));
                 }
