@@ -688,3 +688,45 @@ fn berth_build_on_a_terminal_shows_steps() {
     let screen = t.wait_for("EXIT:52");
     assert!(screen.contains("[3/3] ENV A=1 CACHED"), "{screen}");
 }
+
+/// Heredocs, SHELL, STOPSIGNAL, VOLUME, MAINTAINER and build-time labels.
+#[test]
+fn heredocs_and_config_instructions() {
+    require_root!();
+    let d = Daemon::start();
+    d.load_busybox();
+    let ctx = d.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\n\
+         MAINTAINER someone\n\
+         ARG WHO=heredoc\n\
+         COPY <<EOF /etc/motd\nhello $WHO\nEOF\n\
+         RUN <<EOF\necho ran > /ran\nEOF\n\
+         SHELL [\"/bin/sh\", \"-ec\"]\n\
+         RUN test \"$WHO\" = heredoc && echo shell-ok > /shell\n\
+         STOPSIGNAL SIGINT\n\
+         VOLUME /data\n",
+    )
+    .unwrap();
+    let out = docker_build(
+        &d,
+        &["--label", "built.by=e2e test", "-t", "h:1", arg(&ctx)],
+    );
+    assert!(out.ok().contains("LABEL built.by=e2e test"), "{out}");
+    assert_eq!(
+        d.docker(["run", "--rm", "h:1", "cat", "/etc/motd", "/ran", "/shell"])
+            .ok(),
+        "hello heredoc\nran\nshell-ok\n"
+    );
+    let img = d.inspect("h:1");
+    assert_eq!(img["Author"], "someone");
+    let c = &img["Config"];
+    assert_eq!(c["StopSignal"], "SIGINT");
+    assert_eq!(c["Volumes"], serde_json::json!({"/data": {}}));
+    assert_eq!(c["Shell"], serde_json::json!(["/bin/sh", "-ec"]));
+    assert_eq!(c["Labels"]["built.by"], "e2e test");
+    assert_eq!(containers(&d), "");
+    d.assert_no_garbage();
+}
