@@ -730,3 +730,43 @@ fn heredocs_and_config_instructions() {
     assert_eq!(containers(&d), "");
     d.assert_no_garbage();
 }
+
+/// A client that goes away mid-RUN stops the build: the container is
+/// killed and removed, nothing is tagged, the staging is gone.
+#[test]
+fn client_going_away_cancels_the_build() {
+    require_root!();
+    use std::io::BufRead;
+    let d = Daemon::start();
+    d.load_busybox();
+    let ctx = d.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN echo started; sleep 60\n",
+    )
+    .unwrap();
+    let mut cmd = d.docker_command(["build", "-t", "gone:1", arg(&ctx)]);
+    cmd.env("DOCKER_BUILDKIT", "0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    for l in lines.by_ref() {
+        if l.unwrap().contains("started") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let t = std::time::Instant::now();
+    while containers(&d) != "" || !d.store().tmp.is_empty() {
+        assert!(
+            t.elapsed().as_secs() < 20,
+            "the build container or staging is still there"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!d.docker(["images"]).ok().contains("gone"));
+    d.assert_no_garbage();
+}

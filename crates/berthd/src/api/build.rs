@@ -145,6 +145,7 @@ pub fn options(q: &Query, headers: &HeaderMap) -> ApiResult<BuildOptions> {
         host_config: host,
         cache_from,
         auth: registry_config(headers)?,
+        cancel: Default::default(),
     })
 }
 
@@ -184,6 +185,8 @@ async fn build(
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<JsonMessage>();
     let events = st.events.clone();
     let tags = opts.tags.clone();
+    let cancel = opts.cancel.clone();
+    let done = opts.cancel.clone();
     let handle = tokio::spawn(async move {
         let r = builder.build(opts, staging, ctx, tx).await;
         if let Ok(id) = &r {
@@ -217,6 +220,16 @@ async fn build(
         };
     };
     let (btx, brx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
+    {
+        // The response body is dropped when the client disconnects.
+        let btx = btx.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = btx.closed() => cancel.cancel(),
+                _ = cancel.cancelled() => {}
+            }
+        });
+    }
     tokio::spawn(async move {
         let mut next = Some(first);
         loop {
@@ -236,7 +249,10 @@ async fn build(
                 break;
             }
         }
-        let end = match handle.await {
+        let r = handle.await;
+        // The build is over: the disconnect watcher can go.
+        done.cancel();
+        let end = match r {
             Ok(Ok(_)) => None,
             Ok(Err(e)) => Some(JsonMessage {
                 error_detail: Some(ErrorDetail {

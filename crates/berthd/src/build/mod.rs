@@ -74,6 +74,9 @@ pub struct BuildOptions {
     pub cache_from: Vec<String>,
     /// Credentials per registry host (`X-Registry-Config`).
     pub auth: HashMap<String, AuthConfig>,
+    /// Cancelled when the client goes away: the build stops (a running
+    /// RUN's container is killed and removed).
+    pub cancel: tokio_util::sync::CancellationToken,
 }
 
 /// A build failure: the message and, for a RUN that failed, its exit code
@@ -535,6 +538,7 @@ impl Builder {
 }
 
 const CANCELLED: &str = "build cancelled: another stage failed";
+const CLIENT_GONE: &str = "build cancelled: the client went away";
 
 /// `a b` → `"a b"` for a synthetic LABEL line.
 fn quote_word(s: &str) -> String {
@@ -606,6 +610,9 @@ impl Demux {
 
 impl Run {
     fn cancelled(&self) -> BResult<()> {
+        if self.opts.cancel.is_cancelled() {
+            return Err(Error::internal(CLIENT_GONE).into());
+        }
         if self.failed.load(Ordering::SeqCst) {
             return Err(Error::new(ErrorKind::Unavailable, CANCELLED).into());
         }
@@ -1744,7 +1751,13 @@ impl Run {
         demux.push(&buffered, emit);
         let mut buf = vec![0u8; 32 << 10];
         loop {
-            let n = stream.read(&mut buf).await.unwrap_or(0);
+            let n = tokio::select! {
+                n = stream.read(&mut buf) => n.unwrap_or(0),
+                _ = self.opts.cancel.cancelled() => {
+                    let _ = c.kill(cid, Some("KILL")).await;
+                    return Err(Error::internal(CLIENT_GONE).into());
+                }
+            };
             if n == 0 {
                 break;
             }
