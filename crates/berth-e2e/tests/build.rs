@@ -770,3 +770,47 @@ fn client_going_away_cancels_the_build() {
     assert!(!d.docker(["images"]).ok().contains("gone"));
     d.assert_no_garbage();
 }
+
+/// berthd killed mid-build: at the next start its staging is gone, the
+/// interrupted step's container can be removed, and builds work again.
+#[test]
+fn daemon_killed_mid_build_leaves_no_staging() {
+    require_root!();
+    use std::io::BufRead;
+    let mut d = Daemon::start();
+    d.load_busybox();
+    let ctx = d.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN echo started; sleep 60\n",
+    )
+    .unwrap();
+    let mut cmd = d.docker_command(["build", "-t", "k:1", arg(&ctx)]);
+    cmd.env("DOCKER_BUILDKIT", "0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    for l in lines.by_ref() {
+        if l.unwrap().contains("started") {
+            break;
+        }
+    }
+    assert!(
+        !d.store().tmp.is_empty(),
+        "the context is staged under tmp/"
+    );
+    d.kill9();
+    let _ = child.wait();
+    d.start_again();
+    assert!(d.store().tmp.is_empty(), "tmp/ is emptied at start");
+    eprintln!("after restart: {}", d.docker(["ps", "-a"]).ok());
+    for id in containers(&d).lines() {
+        d.docker(["rm", "-f", id]).ok();
+    }
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nRUN echo fine\n").unwrap();
+    docker_build(&d, &["-t", "k:1", arg(&ctx)]).ok();
+    assert!(!d.docker(["images"]).ok().is_empty());
+    d.assert_no_garbage();
+}
