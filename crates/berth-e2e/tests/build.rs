@@ -770,7 +770,7 @@ fn client_going_away_cancels_the_build() {
     child.kill().unwrap();
     child.wait().unwrap();
     let t = std::time::Instant::now();
-    while containers(&d) != "" || !d.store().tmp.is_empty() {
+    while !containers(&d).is_empty() || !d.store().tmp.is_empty() {
         assert!(
             t.elapsed().as_secs() < 20,
             "the build container or staging is still there"
