@@ -502,6 +502,11 @@ async fn serve(
         Err(e) => tracing::warn!(error = %e, "network cleanup at stop"),
         Ok(Ok(())) => {}
     }
+    // Volatile commits (IPAM leases, build cache rows) become durable with
+    // the next durable one: make one before exiting.
+    if let Err(e) = meta.write(|_| Ok(())) {
+        tracing::warn!(error = %e, "flush metadata at stop");
+    }
     tracing::info!("berthd stopped");
     Ok(())
 }

@@ -1201,7 +1201,10 @@ impl Run {
             usage_count: 0,
         };
         let meta = self.b.meta.clone();
-        self.blocking(move || Ok(meta.write(|w| w.put_build_cache(&row))?))
+        // Not flushed on its own: the step's image row was (a cache row a
+        // crash loses is a cache miss); the next durable commit (the next
+        // step, the tag) carries it to disk.
+        self.blocking(move || Ok(meta.write_volatile(|w| w.put_build_cache(&row))?))
             .await?;
         st.image = Some(id);
         st.config = new_cfg;
