@@ -824,3 +824,57 @@ fn daemon_killed_mid_build_leaves_no_staging() {
     assert!(!d.docker(["images"]).ok().is_empty());
     assert_no_garbage(&d);
 }
+
+/// `berth build -` (a Dockerfile or a tar on stdin), `-f` outside the
+/// context, `--iidfile`.
+#[test]
+fn berth_build_stdin_and_dockerfile_outside_the_context() {
+    require_root!();
+    let d = Daemon::start();
+    d.load_busybox();
+    let out = d.berth_stdin(
+        ["build", "-q", "-t", "stdin:1", "-"],
+        b"FROM busybox\nENV FROM_STDIN=1\n",
+    );
+    assert!(out.ok().starts_with("sha256:"), "{out}");
+    assert!(
+        config(&d, "stdin:1")["Env"]
+            .to_string()
+            .contains("FROM_STDIN=1")
+    );
+    let ctx = d.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("f.txt"), "context file\n").unwrap();
+    let df = d.path("elsewhere.Dockerfile");
+    std::fs::write(&df, "FROM busybox\nCOPY f.txt /f.txt\n").unwrap();
+    let iid = d.path("iid");
+    d.berth([
+        "build",
+        "-f",
+        arg(&df),
+        "--iidfile",
+        arg(&iid),
+        "-t",
+        "out:1",
+        arg(&ctx),
+    ])
+    .ok();
+    let id = std::fs::read_to_string(&iid).unwrap();
+    assert_eq!(d.inspect("out:1")["Id"], id.as_str());
+    assert_eq!(
+        d.docker(["run", "--rm", "out:1", "cat", "/f.txt"]).ok(),
+        "context file\n"
+    );
+    // A tar context on stdin.
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY f.txt /g.txt\n").unwrap();
+    let tar = std::process::Command::new("tar")
+        .args(["cf", "-", "-C", arg(&ctx), "."])
+        .output()
+        .unwrap()
+        .stdout;
+    d.berth_stdin(["build", "-t", "tar:1", "-"], &tar).ok();
+    assert_eq!(
+        d.docker(["run", "--rm", "tar:1", "cat", "/g.txt"]).ok(),
+        "context file\n"
+    );
+}
