@@ -19,6 +19,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod housekeeping;
 pub mod mounts;
 mod names;
 pub mod shim;
@@ -33,6 +34,7 @@ use berth_metadata::{ContainerRow, MetaRead, MetaStore};
 use berth_types::{Digest, Error, ErrorKind, Result};
 use serde_json::{Value, json};
 
+pub use housekeeping::Orphan;
 pub use mounts::{ProvidedVolume, VolumeProvider, VolumeUsers};
 pub use names::validate as validate_name;
 pub use shim::ShimConn;
@@ -323,7 +325,10 @@ impl ContainerService {
     }
 
     fn event(&self, action: &str, rec: &Value) {
-        let mut attrs = BTreeMap::new();
+        self.event_with(action, rec, BTreeMap::new());
+    }
+
+    fn event_with(&self, action: &str, rec: &Value, mut attrs: BTreeMap<String, String>) {
         attrs.insert(
             "name".to_string(),
             rec["Name"]
@@ -346,6 +351,27 @@ impl ContainerService {
         }
         self.events
             .container_event(action, rec["Id"].as_str().unwrap_or(""), attrs);
+    }
+
+    /// Publishes a container event of `action` with Docker's attributes
+    /// (name, image, labels) plus `extra` (`restart`, `attach`, `resize`).
+    pub fn log_event(&self, name: &str, action: &str, extra: BTreeMap<String, String>) {
+        let Ok(row) = self.find(name) else {
+            return;
+        };
+        self.event_with(action, &row.record, extra);
+    }
+
+    /// Bytes in a container's read-write layer (`SizeRw`): file sizes,
+    /// hard links counted once.
+    pub fn size_rw(&self, id: &str) -> i64 {
+        let upper = self.dir(id).join("upper");
+        berth_snapshots::dir_size(&upper).unwrap_or_else(|e| {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(container = %id, error = %e, "size of the read-write layer");
+            }
+            0
+        })
     }
 
     /// Find a container by full ID, name, or unique ID prefix.

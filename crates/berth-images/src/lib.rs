@@ -565,6 +565,28 @@ impl ImageService {
         Ok(report)
     }
 
+    /// What [`ImageService::gc`] would remove now, without removing it:
+    /// blobs and layer directories that no image row references and no
+    /// lease holds, with their paths (for `system check`).
+    pub fn unreferenced(&self) -> Result<(Vec<(Digest, PathBuf)>, Vec<(ChainId, PathBuf)>)> {
+        let _g = self.gc_lock.lock().unwrap();
+        let disk_blobs = self.content.list()?;
+        let disk_layers = self.layers.list()?;
+        let (held_blobs, held_layers) = self.leases.held();
+        let roots = self.meta.roots()?;
+        let blobs = disk_blobs
+            .into_iter()
+            .filter(|b| !roots.blobs.contains(b) && !held_blobs.contains(b))
+            .map(|b| (b, self.content.path(&b)))
+            .collect();
+        let layers = disk_layers
+            .into_iter()
+            .filter(|l| !roots.layers.contains(l) && !held_layers.contains(l))
+            .map(|l| (l, self.layers.dir(&l)))
+            .collect();
+        Ok((blobs, layers))
+    }
+
     /// Startup recovery: empty the staging area (whatever is there belongs to
     /// an operation of a previous process) and collect garbage.
     pub fn recover(&self, tmp: &Path) -> Result<GcReport> {

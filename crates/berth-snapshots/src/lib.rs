@@ -44,6 +44,7 @@ mod apply;
 mod compress;
 mod copy;
 mod overlay;
+mod size;
 #[cfg(test)]
 mod testutil;
 
@@ -52,3 +53,4 @@ pub use berth_types::{Error, ErrorKind, Result};
 pub use compress::{Compression, decompress, detect_compression};
 pub use copy::{CopyStats, copy_tree};
 pub use overlay::{mount_overlay, mount_overlay_readonly, unmount};
+pub use size::dir_size;
