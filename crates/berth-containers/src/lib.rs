@@ -1049,10 +1049,17 @@ impl ContainerService {
             self.manual_stop(&row.id)?;
         }
         shim::kill(&self.socket(&row.id), sig).await?;
-        let mut attrs = BTreeMap::new();
-        attrs.insert("signal".to_string(), sig.to_string());
-        attrs.insert("name".to_string(), row.name.clone());
-        self.events.container_event("kill", &row.id, attrs);
+        self.event_with(
+            "kill",
+            &row.record,
+            BTreeMap::from([("signal".to_string(), sig.to_string())]),
+        );
+        // As dockerd: SIGKILL returns once the container has exited.
+        if sig == libc::SIGKILL {
+            let _ =
+                tokio::time::timeout(Duration::from_secs(10), self.wait(&row.id, "not-running"))
+                    .await;
+        }
         Ok(())
     }
 

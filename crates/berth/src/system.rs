@@ -490,7 +490,7 @@ pub async fn df(c: &Client, a: DfArgs) -> Result<()> {
                 let id = i["Id"].as_str().unwrap_or("").trim_start_matches("sha256:").chars().take(12).collect::<String>();
                 let s = i["Size"].as_f64().unwrap_or(0.0);
                 let sh = i["SharedSize"].as_f64().unwrap_or(0.0);
-                json!({"Repository": r, "Tag": tg, "ID": id, "CreatedSince": format::human_since(i["Created"].as_i64().unwrap_or(0)), "Size": size(s), "SharedSize": size(sh), "UniqueSize": size(s - sh), "Containers": i["Containers"].as_i64().unwrap_or(0).to_string()})
+                json!({"Repository": r, "Tag": tg, "ID": id, "CreatedSince": format::human_since(i["Created"].as_i64().unwrap_or(0)), "Size": human_size_with_precision(s, 3), "SharedSize": size(sh), "UniqueSize": size(s - sh), "Containers": i["Containers"].as_i64().unwrap_or(0).to_string()})
             })
             .collect();
         let header = json!({"Repository": "REPOSITORY", "Tag": "TAG", "ID": "IMAGE ID", "CreatedSince": "CREATED", "Size": "SIZE", "SharedSize": "SHARED SIZE", "UniqueSize": "UNIQUE SIZE", "Containers": "CONTAINERS"});
@@ -575,12 +575,14 @@ fn containers_row(containers: &[Value], pct: &dyn Fn(f64, f64) -> String) -> Val
     let total: f64 = containers
         .iter()
         .map(|c| c["SizeRw"].as_f64().unwrap_or(0.0))
-        .sum();
+        .sum::<f64>()
+        + 0.0;
     let reclaim: f64 = containers
         .iter()
         .filter(|c| !active(c))
         .map(|c| c["SizeRw"].as_f64().unwrap_or(0.0))
-        .sum();
+        .sum::<f64>()
+        + 0.0;
     json!({
         "Active": containers.iter().filter(|c| active(c)).count().to_string(),
         "Reclaimable": pct(reclaim, total),
@@ -597,7 +599,8 @@ fn builder_size(cache: &[Value]) -> f64 {
         .iter()
         .filter(|b| b["Shared"].as_bool() != Some(true))
         .map(|b| b["Size"].as_f64().unwrap_or(0.0))
-        .sum()
+        .sum::<f64>()
+        + 0.0 // an empty sum is -0.0, which would print as "-0B"
 }
 
 fn build_cache_row(cache: &[Value]) -> Value {
@@ -606,7 +609,8 @@ fn build_cache_row(cache: &[Value]) -> Value {
         .iter()
         .filter(|b| b["InUse"].as_bool() == Some(true) && b["Shared"].as_bool() != Some(true))
         .map(|b| b["Size"].as_f64().unwrap_or(0.0))
-        .sum();
+        .sum::<f64>()
+        + 0.0;
     json!({
         "Active": cache.iter().filter(|b| b["InUse"].as_bool() == Some(true)).count().to_string(),
         "Reclaimable": human_size_with_precision(total - in_use, 4),
