@@ -89,6 +89,13 @@ pub struct DiskUsage {
     pub images: Vec<ImageSummary>,
 }
 
+/// What garbage collection would remove, with paths.
+#[derive(Debug, Default)]
+pub struct Unreferenced {
+    pub blobs: Vec<(Digest, PathBuf)>,
+    pub layers: Vec<(ChainId, PathBuf)>,
+}
+
 #[derive(Debug, Default)]
 pub struct GcReport {
     pub blobs: usize,
@@ -568,7 +575,7 @@ impl ImageService {
     /// What [`ImageService::gc`] would remove now, without removing it:
     /// blobs and layer directories that no image row references and no
     /// lease holds, with their paths (for `system check`).
-    pub fn unreferenced(&self) -> Result<(Vec<(Digest, PathBuf)>, Vec<(ChainId, PathBuf)>)> {
+    pub fn unreferenced(&self) -> Result<Unreferenced> {
         let _g = self.gc_lock.lock().unwrap();
         let disk_blobs = self.content.list()?;
         let disk_layers = self.layers.list()?;
@@ -584,7 +591,7 @@ impl ImageService {
             .filter(|l| !roots.layers.contains(l) && !held_layers.contains(l))
             .map(|l| (l, self.layers.dir(&l)))
             .collect();
-        Ok((blobs, layers))
+        Ok(Unreferenced { blobs, layers })
     }
 
     /// Startup recovery: empty the staging area (whatever is there belongs to

@@ -238,7 +238,7 @@ fn strays(s: &Stores) -> Vec<Item> {
 /// Everything nothing owns, as `system check` lists it.
 pub fn check(s: &Stores) -> Result<Report> {
     let mut items = staging(&s.data_root, false);
-    let (blobs, layers) = s.images.unreferenced()?;
+    let berth_images::Unreferenced { blobs, layers } = s.images.unreferenced()?;
     for (d, p) in blobs {
         items.push(item(
             "blob",
