@@ -941,6 +941,9 @@ impl ContainerService {
                 return;
             }
         };
+        if rec["State"]["OOMKilled"].as_bool() == Some(true) {
+            self.event("oom", &rec);
+        }
         self.event("die", &rec);
         if rec["HostConfig"]["AutoRemove"].as_bool() == Some(true) {
             if let Err(e) = self.remove_with_volumes(id, true, true).await {

@@ -359,6 +359,9 @@ fn events_cover_every_object_type_with_filters() {
     d.docker(["restart", "-t", "1", "c2"]).ok();
     d.docker(["kill", "c2"]).ok();
     d.docker(["rm", "c2"]).ok();
+    // busybox tail keeps all of an endless line in memory.
+    let oom = d.docker(["run", "--rm", "-m", "16m", "busybox", "tail", "/dev/zero"]);
+    assert_eq!(oom.code(), 137, "{oom}");
     // image
     d.docker(["tag", "busybox", "tagged:1"]).ok();
     d.docker(["rmi", "tagged:1"]).ok();
@@ -471,8 +474,8 @@ fn events_cover_every_object_type_with_filters() {
     let c2 = f(&["container=c2", "event=destroy"]);
     assert_eq!(c2, "container destroy\n");
     let img = f(&["image=busybox", "event=create"]);
-    // c1, the `run --rm` of the volume steps and nc.
-    assert_eq!(img, "container create\n".repeat(3), "{img}");
+    // c1, the memory hog, the `run --rm` of the volume steps and nc.
+    assert_eq!(img, "container create\n".repeat(4), "{img}");
     let lab = f(&["label=team=a", "event=start"]);
     assert_eq!(
         lab, "container start\ncontainer start\n",
