@@ -291,3 +291,51 @@ impl DaemonConfig {
         Ok(r)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_named_in_dockerds_words() {
+        let e = parse(r#"{"zeta": 1, "alpha": 2, "debug": true}"#).unwrap_err();
+        assert_eq!(
+            e,
+            "the following directives don't match any configuration option: alpha, zeta"
+        );
+    }
+
+    #[test]
+    fn docker_keys_berth_ignores_are_kept() {
+        let c = parse(r#"{"live-restore": true, "data-root": "/x"}"#).unwrap();
+        assert!(c.other.contains_key("live-restore"));
+        assert_eq!(c.data_root.as_deref(), Some(Path::new("/x")));
+    }
+
+    #[test]
+    fn wrong_types_are_named_as_go_would() {
+        assert_eq!(
+            parse(r#"{"mtu": "big"}"#).unwrap_err(),
+            "json: cannot unmarshal string into Go struct field Config.mtu of type int"
+        );
+        assert_eq!(
+            parse(r#"{"insecure-registries": "r:5000"}"#).unwrap_err(),
+            "json: cannot unmarshal string into Go struct field Config.insecure-registries of type []string"
+        );
+    }
+
+    #[test]
+    fn values_are_validated() {
+        let c = parse(r#"{"log-level": "chatty"}"#).unwrap();
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "invalid logging level: chatty"
+        );
+        let c = parse(r#"{"mtu": 20}"#).unwrap();
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "invalid default MTU: 20"
+        );
+        assert!(parse(r#"{"debug": true}"#).unwrap().validate().is_ok());
+    }
+}

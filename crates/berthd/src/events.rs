@@ -166,3 +166,98 @@ pub const EVENT_FILTERS: &[&str] = &[
     "secret",
     "config",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(typ: &str, action: &str, id: &str, attrs: &[(&str, &str)]) -> Event {
+        Event {
+            status: None,
+            id: None,
+            from: None,
+            typ: typ.into(),
+            action: action.into(),
+            actor: EventActor {
+                id: id.into(),
+                attributes: attrs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            },
+            scope: "local".into(),
+            time: 0,
+            time_nano: 0,
+        }
+    }
+
+    fn f(pairs: &[(&str, &[&str])]) -> HashMap<String, Vec<String>> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn image_filter_matches_container_events_of_the_image() {
+        let c = ev(
+            "container",
+            "create",
+            "abc",
+            &[("image", "busybox:1"), ("name", "web")],
+        );
+        assert!(matches(&c, &f(&[("image", &["busybox"])])));
+        assert!(matches(&c, &f(&[("image", &["busybox:1"])])));
+        assert!(!matches(&c, &f(&[("image", &["alpine"])])));
+        let i = ev(
+            "image",
+            "tag",
+            "sha256:1",
+            &[("name", "localhost:5000/x:2")],
+        );
+        assert!(matches(&i, &f(&[("image", &["localhost:5000/x"])])));
+    }
+
+    #[test]
+    fn names_match_by_prefix_and_labels_must_all_match() {
+        let c = ev(
+            "container",
+            "start",
+            "abcdef",
+            &[("name", "web-1"), ("a", "1"), ("b", "2")],
+        );
+        assert!(matches(&c, &f(&[("container", &["abc"])])));
+        assert!(matches(&c, &f(&[("container", &["web"])])));
+        assert!(!matches(&c, &f(&[("container", &["db"])])));
+        assert!(matches(&c, &f(&[("label", &["a=1", "b"])])));
+        assert!(!matches(&c, &f(&[("label", &["a=1", "c"])])));
+        // Values of one key are alternatives; keys must all match.
+        assert!(matches(
+            &c,
+            &f(&[("event", &["stop", "start"]), ("type", &["container"])])
+        ));
+        assert!(!matches(
+            &c,
+            &f(&[("event", &["start"]), ("type", &["image"])])
+        ));
+    }
+
+    #[test]
+    fn exec_events_match_without_their_command() {
+        let e = ev("container", "exec_start: sh -c true", "abc", &[]);
+        assert!(matches(&e, &f(&[("event", &["exec_start"])])));
+        assert!(!matches(&e, &f(&[("event", &["exec_create"])])));
+        let d = ev("container", "exec_die", "abc", &[]);
+        assert!(matches(&d, &f(&[("event", &["exec_die"])])));
+    }
+
+    #[test]
+    fn history_is_replayed_with_since_or_until_only() {
+        let bus = EventBus::default();
+        bus.publish("volume", "create", "v", BTreeMap::new());
+        assert!(bus.subscribe(None, None).0.is_empty());
+        assert_eq!(bus.subscribe(Some(0), None).0.len(), 1);
+        assert_eq!(bus.subscribe(None, Some(i64::MAX)).0.len(), 1);
+        assert!(bus.subscribe(Some(i64::MAX), None).0.is_empty());
+    }
+}
