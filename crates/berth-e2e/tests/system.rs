@@ -497,7 +497,8 @@ fn events_cover_every_object_type_with_filters() {
 fn info_reports_real_figures() {
     require_root!();
     let d = Daemon::with_config(
-        r#"{"insecure-registries": ["myreg.test:5000", "10.9.0.0/16"], "registry-mirrors": ["https://mirror.test"]}"#,
+        r#"{"insecure-registries": ["myreg.test:5000", "10.9.0.0/16"], "registry-mirrors": ["https://mirror.test"],
+            "default-address-pools": [{"base": "10.123.0.0/16", "size": 24}]}"#,
     );
     d.load_busybox();
     let info = |d: &Daemon| json_of(&d.docker(["info", "--format", "{{json .}}"]));
@@ -545,6 +546,9 @@ fn info_reports_real_figures() {
         "{reg}"
     );
     assert_eq!(reg["Mirrors"][0], "https://mirror.test/", "{reg}");
+    assert_eq!(i["DefaultAddressPools"][0]["Base"], "10.123.0.0/16", "{i}");
+    assert_eq!(i["DefaultAddressPools"][0]["Size"], 24);
+    assert_eq!(i["FirewallBackend"]["Driver"], "nftables");
     assert_eq!(
         reg["IndexConfigs"]["docker.io"]["Mirrors"][0],
         "https://mirror.test/"
@@ -581,6 +585,7 @@ fn info_reports_real_figures() {
         "  myreg.test:5000\n",
         " Registry Mirrors:\n",
         "  https://mirror.test/\n",
+        "   Base: 10.123.0.0/16, Size: 24\n",
         &format!(" Docker Root Dir: {}\n", d.root.display()),
     ] {
         assert!(text.ok().contains(want), "{want:?} missing:\n{text}");

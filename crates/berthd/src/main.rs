@@ -525,6 +525,12 @@ async fn serve(
             data_root: data_root.clone(),
             log_driver: cfg.log_driver.clone().unwrap_or_else(|| "json-file".into()),
             ip_forward: cfg.ip_forward.unwrap_or(true),
+            firewall: cfg.iptables.unwrap_or(true),
+            address_pools: cfg
+                .default_address_pools
+                .iter()
+                .map(|p| (p.base.clone(), p.size))
+                .collect(),
         }),
     };
     if let Some(dir) = socket.parent() {

@@ -45,6 +45,10 @@ pub struct DaemonInfo {
     /// Containers' default log driver.
     pub log_driver: String,
     pub ip_forward: bool,
+    /// Whether berth manages firewall rules (`iptables` in daemon.json).
+    pub firewall: bool,
+    /// `default-address-pools` as configured: (base, size).
+    pub address_pools: Vec<(String, u8)>,
 }
 
 /// An API error: Docker's `{"message": ...}` body with Docker's status.

@@ -204,7 +204,9 @@ async fn info(State(st): State<AppState>) -> ApiResult<axum::Json<serde_json::Va
         "Driver": "overlay2",
         "DriverStatus": [["Backing Filesystem", backing_filesystem(&d.data_root)], ["Supports d_type", "true"], ["Using metacopy", "false"], ["Native Overlay Diff", "true"], ["userxattr", "false"]],
         "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "none"], "Authorization": null, "Log": ["json-file", "none"]},
-        "MemoryLimit": true, "SwapLimit": false, "CpuCfsPeriod": true, "CpuCfsQuota": true,
+        "MemoryLimit": true, "SwapLimit": false, "KernelMemoryTCP": false, "CpuCfsPeriod": true, "CpuCfsQuota": true,
+        "BridgeNfIptables": sysctl_on("net/bridge/bridge-nf-call-iptables"),
+        "BridgeNfIp6tables": sysctl_on("net/bridge/bridge-nf-call-ip6tables"),
         "CPUShares": true, "CPUSet": true, "PidsLimit": true, "IPv4Forwarding": d.ip_forward,
         "Debug": tracing::enabled!(tracing::Level::DEBUG),
         "NFd": std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0),
@@ -243,9 +245,16 @@ async fn info(State(st): State<AppState>) -> ApiResult<axum::Json<serde_json::Va
         "RuncCommit": {"ID": ""},
         "InitCommit": {"ID": ""},
         "SecurityOptions": security,
+        "DefaultAddressPools": d.address_pools.iter().map(|(b, n)| json!({"Base": b, "Size": n})).collect::<Vec<_>>(),
+        "FirewallBackend": if d.firewall { json!({"Driver": "nftables"}) } else { Value::Null },
         "CDISpecDirs": [],
         "Warnings": null
     })))
+}
+
+/// A boolean sysctl of the daemon's network namespace (false when absent).
+fn sysctl_on(key: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/sys/{key}")).is_ok_and(|v| v.trim() == "1")
 }
 
 fn os_version() -> String {
