@@ -151,10 +151,19 @@ fn dangling_mounts(s: &Stores, settled: bool) -> Vec<Item> {
     };
     let mut out = Vec::new();
     for root in [&s.data_root, &s.exec_root] {
+        // When one root lies inside the other, a mount belongs to the inner one.
+        let other = if root == &s.data_root {
+            &s.exec_root
+        } else {
+            &s.data_root
+        };
         for m in berth_volumes::mounts::mounts_under(root) {
             let Ok(rel) = m.strip_prefix(root) else {
                 continue;
             };
+            if other.starts_with(root) && other != root && m.starts_with(other) {
+                continue;
+            }
             let parts: Vec<&str> = rel.iter().filter_map(|c| c.to_str()).collect();
             let owned = if root == &s.data_root {
                 match parts.as_slice() {
