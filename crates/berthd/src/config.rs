@@ -241,7 +241,9 @@ impl DaemonConfig {
                 anyhow::bail!("invalid {k}: 0");
             }
         }
+        // 0 is dockerd's "the default".
         if let Some(m) = self.mtu
+            && m != 0
             && !(68..=65535).contains(&m)
         {
             anyhow::bail!("invalid default MTU: {m}");
@@ -337,5 +339,6 @@ mod tests {
             "invalid default MTU: 20"
         );
         assert!(parse(r#"{"debug": true}"#).unwrap().validate().is_ok());
+        assert!(parse(r#"{"mtu": 0}"#).unwrap().validate().is_ok());
     }
 }

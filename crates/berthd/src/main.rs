@@ -407,7 +407,7 @@ fn network_config(
         bridge,
         bip,
         pools,
-        mtu: cfg.mtu.unwrap_or(1500),
+        mtu: cfg.mtu.filter(|m| *m != 0).unwrap_or(1500),
         ip_forward: cfg.ip_forward.unwrap_or(true),
         firewall: cfg.iptables.unwrap_or(true),
     })
