@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 mod commit;
+mod housekeeping;
 mod initlayer;
 pub mod mounts;
 mod names;
@@ -37,6 +38,7 @@ use berth_types::{Digest, Error, ErrorKind, Result};
 use serde_json::{Value, json};
 
 pub use commit::{CommitOptions, ContainerCommit};
+pub use housekeeping::Orphan;
 pub use mounts::{ProvidedVolume, VolumeProvider, VolumeUsers};
 pub use names::validate as validate_name;
 pub use shim::ShimConn;
@@ -343,7 +345,10 @@ impl ContainerService {
     }
 
     fn event(&self, action: &str, rec: &Value) {
-        let mut attrs = BTreeMap::new();
+        self.event_with(action, rec, BTreeMap::new());
+    }
+
+    fn event_with(&self, action: &str, rec: &Value, mut attrs: BTreeMap<String, String>) {
         attrs.insert(
             "name".to_string(),
             rec["Name"]
@@ -366,6 +371,27 @@ impl ContainerService {
         }
         self.events
             .container_event(action, rec["Id"].as_str().unwrap_or(""), attrs);
+    }
+
+    /// Publishes a container event of `action` with Docker's attributes
+    /// (name, image, labels) plus `extra` (`restart`, `attach`, `resize`).
+    pub fn log_event(&self, name: &str, action: &str, extra: BTreeMap<String, String>) {
+        let Ok(row) = self.find(name) else {
+            return;
+        };
+        self.event_with(action, &row.record, extra);
+    }
+
+    /// Bytes in a container's read-write layer (`SizeRw`): file sizes,
+    /// hard links counted once.
+    pub fn size_rw(&self, id: &str) -> i64 {
+        let upper = self.dir(id).join("upper");
+        berth_snapshots::dir_size(&upper).unwrap_or_else(|e| {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(container = %id, error = %e, "size of the read-write layer");
+            }
+            0
+        })
     }
 
     /// Find a container by full ID, name, or unique ID prefix.
@@ -968,6 +994,9 @@ impl ContainerService {
                 return;
             }
         };
+        if rec["State"]["OOMKilled"].as_bool() == Some(true) {
+            self.event("oom", &rec);
+        }
         self.event("die", &rec);
         if rec["HostConfig"]["AutoRemove"].as_bool() == Some(true) {
             if let Err(e) = self.remove_with_volumes(id, true, true).await {
@@ -1076,10 +1105,17 @@ impl ContainerService {
             self.manual_stop(&row.id)?;
         }
         shim::kill(&self.socket(&row.id), sig).await?;
-        let mut attrs = BTreeMap::new();
-        attrs.insert("signal".to_string(), sig.to_string());
-        attrs.insert("name".to_string(), row.name.clone());
-        self.events.container_event("kill", &row.id, attrs);
+        self.event_with(
+            "kill",
+            &row.record,
+            BTreeMap::from([("signal".to_string(), sig.to_string())]),
+        );
+        // As dockerd: SIGKILL returns once the container has exited.
+        if sig == libc::SIGKILL {
+            let _ =
+                tokio::time::timeout(Duration::from_secs(10), self.wait(&row.id, "not-running"))
+                    .await;
+        }
         Ok(())
     }
 

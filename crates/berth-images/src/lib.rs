@@ -91,6 +91,13 @@ pub struct DiskUsage {
     pub images: Vec<ImageSummary>,
 }
 
+/// What garbage collection would remove, with paths.
+#[derive(Debug, Default)]
+pub struct Unreferenced {
+    pub blobs: Vec<(Digest, PathBuf)>,
+    pub layers: Vec<(ChainId, PathBuf)>,
+}
+
 #[derive(Debug, Default)]
 pub struct GcReport {
     pub blobs: usize,
@@ -586,6 +593,28 @@ impl ImageService {
             );
         }
         Ok(report)
+    }
+
+    /// What [`ImageService::gc`] would remove now, without removing it:
+    /// blobs and layer directories that no image row references and no
+    /// lease holds, with their paths (for `system check`).
+    pub fn unreferenced(&self) -> Result<Unreferenced> {
+        let _g = self.gc_lock.lock().unwrap();
+        let disk_blobs = self.content.list()?;
+        let disk_layers = self.layers.list()?;
+        let (held_blobs, held_layers) = self.leases.held();
+        let roots = self.meta.roots()?;
+        let blobs = disk_blobs
+            .into_iter()
+            .filter(|b| !roots.blobs.contains(b) && !held_blobs.contains(b))
+            .map(|b| (b, self.content.path(&b)))
+            .collect();
+        let layers = disk_layers
+            .into_iter()
+            .filter(|l| !roots.layers.contains(l) && !held_layers.contains(l))
+            .map(|l| (l, self.layers.dir(&l)))
+            .collect();
+        Ok(Unreferenced { blobs, layers })
     }
 
     /// Startup recovery: empty the staging area (whatever is there belongs to

@@ -47,6 +47,7 @@ mod compress;
 mod copy;
 mod diff;
 mod overlay;
+mod size;
 #[cfg(test)]
 mod testutil;
 
@@ -56,3 +57,4 @@ pub use compress::{Compression, decompress, detect_compression};
 pub use copy::{CopyStats, copy_tree};
 pub use diff::{Change, ChangeKind, changes, write_layer_tar};
 pub use overlay::{mount_overlay, mount_overlay_readonly, unmount};
+pub use size::dir_size;

@@ -1928,7 +1928,7 @@ fn go_field_error(msg: &str) -> String {
 const PS_TABLE: &str =
     "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}";
 
-fn ps_header() -> Value {
+pub fn ps_header() -> Value {
     json!({
         "ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "CreatedAt": "CREATED AT",
         "RunningFor": "CREATED", "Ports": "PORTS", "State": "STATE", "Status": "STATUS",
