@@ -1109,7 +1109,7 @@ impl Run {
                         out,
                     )
                     .await?;
-                let cb = copy_created_by(&plan)?;
+                let cb = tokio::task::block_in_place(|| copy_created_by(&plan))?;
                 (cb, Action::Copy(Box::new(plan)))
             }
             Instruction::Add(a) => {
@@ -1129,7 +1129,7 @@ impl Run {
                         out,
                     )
                     .await?;
-                let cb = copy_created_by(&plan)?;
+                let cb = tokio::task::block_in_place(|| copy_created_by(&plan))?;
                 (cb, Action::Copy(Box::new(plan)))
             }
         };
@@ -1445,13 +1445,10 @@ impl Run {
                     Error::invalid("checksum can't be specified for non-HTTP(S) sources").into(),
                 );
             }
-            let found = {
-                let root = root.clone();
-                let s2 = s.clone();
-                let ctx_ptr = ctx.map(|c| c as *const Context as usize);
-                let _ = ctx_ptr;
-                context::expand_sources(&root, &s2, ctx, what)?
-            };
+            // File walks and hashes may be long: keep the other tasks of
+            // this worker thread going meanwhile.
+            let found =
+                tokio::task::block_in_place(|| context::expand_sources(&root, s, ctx, what))?;
             count += found.len();
             for src in found {
                 let meta = std::fs::metadata(&src.path)?;
@@ -1466,7 +1463,7 @@ impl Run {
                     PathBuf::from(src.path.file_name().unwrap_or_default())
                 };
                 let start = plan.items.len();
-                context::walk(&src, &base, ctx, &mut plan.items)?;
+                tokio::task::block_in_place(|| context::walk(&src, &base, ctx, &mut plan.items))?;
                 if meta.is_dir() {
                     // The directory itself is not copied, only what is in it.
                     plan.items.remove(start);
