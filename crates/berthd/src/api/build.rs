@@ -156,6 +156,11 @@ async fn build(
     body: Body,
 ) -> ApiResult<Response> {
     let q = Query::parse(q.as_deref())?;
+    if q.get("version") == Some("2") {
+        return Err(ApiError(Error::not_implemented(
+            "BuildKit is not supported by berthd; use the legacy builder (DOCKER_BUILDKIT=0)",
+        )));
+    }
     let opts = options(&q, &headers)?;
     if let Some(p) = &opts.platform {
         berth_images::distribution::Platform::parse(p).map_err(|e| {

@@ -642,8 +642,9 @@ impl Run {
         }
     }
 
-    /// An image by name, pulled when missing (or always, with `pull`).
-    async fn image(&self, name: &str, out: &Out) -> BResult<Digest> {
+    /// An image by name, pulled when missing (or always, with `pull`), for
+    /// `platform` (the stage's `--platform`, else the build's).
+    async fn image(&self, name: &str, platform: Option<&str>, out: &Out) -> BResult<Digest> {
         let rf = Reference::parse(name)
             .map_err(|_| Error::invalid(format!("invalid reference format: {name}")))?;
         let rf = rf.with_default_tag();
@@ -679,7 +680,10 @@ impl Run {
                 &self.b.registry,
                 &rf,
                 &PullOptions {
-                    platform: self.opts.platform.clone().filter(|p| !p.is_empty()),
+                    platform: platform
+                        .map(str::to_string)
+                        .or_else(|| self.opts.platform.clone())
+                        .filter(|p| !p.is_empty()),
                     auth,
                 },
                 progress,
@@ -721,6 +725,13 @@ impl Run {
         let meta_lookup = |k: &str| self.meta_args.get(k).cloned().flatten();
         let base = berth_dockerfile::expand(&stage.base, &meta_lookup, self.escape)
             .map_err(|e| Error::invalid(e.to_string()))?;
+        let platform = stage
+            .platform
+            .as_deref()
+            .map(|p| berth_dockerfile::expand(p, &meta_lookup, self.escape))
+            .transpose()
+            .map_err(|e| Error::invalid(e.to_string()))?
+            .filter(|p| !p.is_empty());
         out.stream(format!("Step {first_step}/{total} : {}", stage.original));
         out.stream("\n");
         let mut st = State {
@@ -741,7 +752,7 @@ impl Run {
                     .await?
                     .image
                     .ok_or_else(|| Error::invalid(format!("stage {base} produced no image")))?,
-                None => self.image(&base, out).await?,
+                None => self.image(&base, platform.as_deref(), out).await?,
             };
             let (cfg, _) = self.image_config(&id).await?;
             st.image = Some(id);
@@ -1418,7 +1429,7 @@ impl Run {
                 let f = self.expand(st, f)?;
                 let id = match self.stage_index(&f, index) {
                     Some(j) => self.stage_result(j).await?.image,
-                    None => Some(self.image(&f, _out).await?),
+                    None => Some(self.image(&f, None, _out).await?),
                 };
                 let dirs = match id {
                     Some(id) => self.image_config(&id).await?.1,
