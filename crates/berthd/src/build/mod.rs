@@ -293,6 +293,8 @@ struct CopyPlan {
     /// Local archives ADD unpacks into dest.
     archives: Vec<PathBuf>,
     dest: String,
+    /// The destination as written (after substitution), for the history.
+    dest_written: String,
     dest_is_dir: bool,
     chown: Option<String>,
     chmod: Option<u32>,
@@ -1418,6 +1420,7 @@ impl Run {
             extra: Vec::new(),
             archives: Vec::new(),
             dest: abs_dest,
+            dest_written: dest.clone(),
             dest_is_dir: dest_dir_written,
             chown,
             chmod,
@@ -1825,11 +1828,17 @@ fn copy_created_by(p: &CopyPlan) -> BResult<String> {
         [_] => "file",
         _ => "multi",
     };
+    // dockerd writes `--chown=U:G` glued to the source kind.
+    let chown = p
+        .chown
+        .as_deref()
+        .map(|c| format!("--chown={c}"))
+        .unwrap_or_default();
     Ok(format!(
-        "/bin/sh -c #(nop) {} {kind}:{} in {} ",
+        "/bin/sh -c #(nop) {} {chown}{kind}:{} in {} ",
         p.what,
         hex::encode(h.finalize()),
-        p.dest
+        p.dest_written
     ))
 }
 
