@@ -854,7 +854,6 @@ impl Run {
         show_id: bool,
     ) -> BResult<()> {
         let mut new_cfg = st.config.clone();
-        let nop = |t: &str| format!("/bin/sh -c #(nop)  {t}");
         let (created_by, action) = match &s.instruction {
             Instruction::Env(kvs) => {
                 // Every word is expanded with the environment before the
@@ -866,7 +865,10 @@ impl Run {
                     env_set(&mut new_cfg, &k, &v);
                     parts.push(format!("{k}={v}"));
                 }
-                (nop(&format!("ENV {}", parts.join(" "))), Action::Meta)
+                (
+                    nop(&st.shell, &format!("ENV {}", parts.join(" "))),
+                    Action::Meta,
+                )
             }
             Instruction::Label(kvs) => {
                 let mut labels = new_cfg
@@ -882,13 +884,19 @@ impl Run {
                     labels.insert(k, json!(v));
                 }
                 new_cfg.insert("Labels".into(), Value::Object(labels));
-                (nop(&format!("LABEL {}", parts.join(" "))), Action::Meta)
+                (
+                    nop(&st.shell, &format!("LABEL {}", parts.join(" "))),
+                    Action::Meta,
+                )
             }
             Instruction::Cmd(c) => {
                 let v = self.command(st, c);
                 new_cfg.insert("Cmd".into(), json!(v));
                 st.cmd_set = true;
-                (nop(&format!("CMD {}", go_list(&v))), Action::Meta)
+                (
+                    nop(&st.shell, &format!("CMD {}", go_list(&v))),
+                    Action::Meta,
+                )
             }
             Instruction::Entrypoint(c) => {
                 let v = match c {
@@ -902,7 +910,10 @@ impl Run {
                 if !st.cmd_set {
                     new_cfg.insert("Cmd".into(), Value::Null);
                 }
-                (nop(&format!("ENTRYPOINT {}", go_list(&v))), Action::Meta)
+                (
+                    nop(&st.shell, &format!("ENTRYPOINT {}", go_list(&v))),
+                    Action::Meta,
+                )
             }
             Instruction::Expose(ports) => {
                 let mut exposed = new_cfg
@@ -920,7 +931,10 @@ impl Run {
                     }
                 }
                 new_cfg.insert("ExposedPorts".into(), Value::Object(exposed));
-                (nop(&format!("EXPOSE {}", words.join(" "))), Action::Meta)
+                (
+                    nop(&st.shell, &format!("EXPOSE {}", words.join(" "))),
+                    Action::Meta,
+                )
             }
             Instruction::Volume(vols) => {
                 let mut map = new_cfg
@@ -942,12 +956,15 @@ impl Run {
                     }
                 }
                 new_cfg.insert("Volumes".into(), Value::Object(map));
-                (nop(&format!("VOLUME [{}]", all.join(" "))), Action::Meta)
+                (
+                    nop(&st.shell, &format!("VOLUME [{}]", all.join(" "))),
+                    Action::Meta,
+                )
             }
             Instruction::User(u) => {
                 let u = self.expand(st, u)?;
                 new_cfg.insert("User".into(), json!(u));
-                (nop(&format!("USER {u}")), Action::Meta)
+                (nop(&st.shell, &format!("USER {u}")), Action::Meta)
             }
             Instruction::Workdir(w) => {
                 let w = self.expand(st, w)?;
@@ -967,7 +984,7 @@ impl Run {
                 );
                 new_cfg.insert("WorkingDir".into(), json!(clean));
                 (
-                    format!("/bin/sh -c #(nop) WORKDIR {clean}"),
+                    format!("{} #(nop) WORKDIR {clean}", st.shell.join(" ")),
                     Action::Workdir(clean),
                 )
             }
@@ -989,7 +1006,10 @@ impl Run {
                         None => a.name.clone(),
                     });
                 }
-                (nop(&format!("ARG {}", parts.join(" "))), Action::Meta)
+                (
+                    nop(&st.shell, &format!("ARG {}", parts.join(" "))),
+                    Action::Meta,
+                )
             }
             Instruction::Onbuild(expr) => {
                 let mut list: Vec<Value> = new_cfg
@@ -999,13 +1019,13 @@ impl Run {
                     .unwrap_or_default();
                 list.push(json!(expr));
                 new_cfg.insert("OnBuild".into(), Value::Array(list));
-                (nop(&format!("ONBUILD {expr}")), Action::Meta)
+                (nop(&st.shell, &format!("ONBUILD {expr}")), Action::Meta)
             }
             Instruction::Stopsignal(sig) => {
                 let sig = self.expand(st, sig)?;
                 berth_containers::parse_signal(&sig)?;
                 new_cfg.insert("StopSignal".into(), json!(sig));
-                (nop(&format!("STOPSIGNAL {sig}")), Action::Meta)
+                (nop(&st.shell, &format!("STOPSIGNAL {sig}")), Action::Meta)
             }
             Instruction::Healthcheck(h) => {
                 let test = h.test();
@@ -1049,24 +1069,30 @@ impl Run {
                     format!("{:?}", char::from_u32(retries).unwrap_or('?'))
                 };
                 (
-                    nop(&format!(
-                        "HEALTHCHECK &{{{} {:?} {:?} {:?} {r}}}",
-                        go_list(&test),
-                        d(iv),
-                        d(to),
-                        d(sp)
-                    )),
+                    nop(
+                        &st.shell,
+                        &format!(
+                            "HEALTHCHECK &{{{} {:?} {:?} {:?} {r}}}",
+                            go_list(&test),
+                            d(iv),
+                            d(to),
+                            d(sp)
+                        ),
+                    ),
                     Action::Meta,
                 )
             }
             Instruction::Shell(sh) => {
                 st.shell = sh.clone();
                 new_cfg.insert("Shell".into(), json!(sh));
-                (nop(&format!("SHELL [{}]", sh.join(" "))), Action::Meta)
+                (
+                    nop(&st.shell, &format!("SHELL [{}]", sh.join(" "))),
+                    Action::Meta,
+                )
             }
             Instruction::Maintainer(m) => {
                 st.author = Some(m.clone());
-                (nop(&format!("MAINTAINER {m}")), Action::Meta)
+                (nop(&st.shell, &format!("MAINTAINER {m}")), Action::Meta)
             }
             Instruction::Run(r) => {
                 let mut argv = match &r.command {
@@ -1122,7 +1148,7 @@ impl Run {
                         out,
                     )
                     .await?;
-                let cb = tokio::task::block_in_place(|| copy_created_by(&plan))?;
+                let cb = tokio::task::block_in_place(|| copy_created_by(&plan, &st.shell))?;
                 (cb, Action::Copy(Box::new(plan)))
             }
             Instruction::Add(a) => {
@@ -1142,7 +1168,7 @@ impl Run {
                         out,
                     )
                     .await?;
-                let cb = tokio::task::block_in_place(|| copy_created_by(&plan))?;
+                let cb = tokio::task::block_in_place(|| copy_created_by(&plan, &st.shell))?;
                 (cb, Action::Copy(Box::new(plan)))
             }
         };
@@ -1783,6 +1809,12 @@ impl Run {
     }
 }
 
+/// A metadata step's history entry: the shell, `#(nop)`, the step (the two
+/// spaces are dockerd's).
+fn nop(shell: &[String], step: &str) -> String {
+    format!("{} #(nop)  {step}", shell.join(" "))
+}
+
 /// `|1 V=1 /bin/sh -c echo` → `/bin/sh -c echo`.
 fn argv_text(created_by: &str) -> String {
     let rest = created_by.trim_start_matches('|');
@@ -1810,7 +1842,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// `COPY file:<hash> in <dest> ` as dockerd writes it in the history.
-fn copy_created_by(p: &CopyPlan) -> BResult<String> {
+fn copy_created_by(p: &CopyPlan, shell: &[String]) -> BResult<String> {
     let mut h = Sha256::new();
     let items_hash = context::hash_items(&p.items, None, Some((0, 0)))?;
     h.update(items_hash.as_bytes());
@@ -1835,7 +1867,8 @@ fn copy_created_by(p: &CopyPlan) -> BResult<String> {
         .map(|c| format!("--chown={c}"))
         .unwrap_or_default();
     Ok(format!(
-        "/bin/sh -c #(nop) {} {chown}{kind}:{} in {} ",
+        "{} #(nop) {} {chown}{kind}:{} in {} ",
+        shell.join(" "),
         p.what,
         hex::encode(h.finalize()),
         p.dest_written
