@@ -320,13 +320,26 @@ impl Builder {
             ))
         })?;
         let df_path = context::resolve_in_root(&ctx.dir, &df_rel, true)?;
+        // dockerd's words and statuses (500 for a missing Dockerfile).
         let src = std::fs::read(&df_path).map_err(|_| {
-            Error::invalid(format!(
+            Error::internal(format!(
                 "Cannot locate specified Dockerfile: {}",
                 opts.dockerfile
             ))
         })?;
-        let df = berth_dockerfile::parse(&src).map_err(|e| Error::invalid(e.to_string()))?;
+        if src.is_empty() {
+            return Err(Error::invalid(format!(
+                "the Dockerfile ({}) cannot be empty",
+                opts.dockerfile
+            ))
+            .into());
+        }
+        let df = berth_dockerfile::parse(&src).map_err(|e| match e.kind {
+            berth_dockerfile::ParseErrorKind::NoInstructions => {
+                Error::invalid(format!("failed to parse Dockerfile: {e}"))
+            }
+            _ => Error::invalid(e.to_string()),
+        })?;
         let mut tags = Vec::new();
         for t in &opts.tags {
             let rf = Reference::parse(t)
@@ -724,6 +737,13 @@ impl Run {
         total: usize,
         out: &Out,
     ) -> BResult<StageOut> {
+        if let Some(n) = &stage.name
+            && self.stage_names[..index]
+                .iter()
+                .any(|m| m.as_ref() == Some(n))
+        {
+            return Err(Error::invalid("a stage name already used").into());
+        }
         let meta_lookup = |k: &str| self.meta_args.get(k).cloned().flatten();
         let base = berth_dockerfile::expand(&stage.base, &meta_lookup, self.escape)
             .map_err(|e| Error::invalid(e.to_string()))?;
@@ -1456,6 +1476,15 @@ impl Run {
         let (root, from_ctx) = match from {
             Some(f) => {
                 let f = self.expand(st, f)?;
+                let own = self.stage_names[index].as_deref()
+                    == Some(f.to_ascii_lowercase().as_str())
+                    || f.parse::<usize>() == Ok(index);
+                if own {
+                    return Err(Error::invalid(format!(
+                        "invalid from flag value {f}: refers to current build stage"
+                    ))
+                    .into());
+                }
                 let id = match self.stage_index(&f, index) {
                     Some(j) => self.stage_result(j).await?.image,
                     None => Some(self.image(&f, None, _out).await?),
