@@ -2128,6 +2128,35 @@ mod tests {
     }
 
     #[test]
+    fn cache_keys_change_with_parent_step_config_and_content() {
+        let p = Digest::from_bytes([1; 32]);
+        let q = Digest::from_bytes([2; 32]);
+        let mut cfg = Map::new();
+        cfg.insert("Env".into(), json!(["A=1"]));
+        let k = cache_key(Some(&p), "RUN x", &cfg, "");
+        assert_eq!(k, cache_key(Some(&p), "RUN x", &cfg, ""));
+        assert_ne!(k, cache_key(Some(&q), "RUN x", &cfg, ""));
+        assert_ne!(k, cache_key(None, "RUN x", &cfg, ""));
+        assert_ne!(k, cache_key(Some(&p), "RUN y", &cfg, ""));
+        assert_ne!(k, cache_key(Some(&p), "RUN x", &cfg, "h"));
+        let mut cfg2 = cfg.clone();
+        cfg2.insert("User".into(), json!("1"));
+        assert_ne!(k, cache_key(Some(&p), "RUN x", &cfg2, ""));
+    }
+
+    #[test]
+    fn metadata_history_uses_the_shell() {
+        assert_eq!(
+            nop(&["/bin/sh".into(), "-c".into()], "ENV A=1"),
+            "/bin/sh -c #(nop)  ENV A=1"
+        );
+        assert_eq!(
+            nop(&["/bin/bash".into(), "-xc".into()], "USER x"),
+            "/bin/bash -xc #(nop)  USER x"
+        );
+    }
+
+    #[test]
     fn run_prefix_is_stripped_for_errors() {
         assert_eq!(argv_text("|1 V=1 /bin/sh -c exit 3"), "/bin/sh -c exit 3");
         assert_eq!(argv_text("|2 A=1 B=2 sh"), "sh");
