@@ -339,6 +339,26 @@ fn cache_survives_restart_and_builder_prune_empties_it() {
     // --cache-from finds the steps in the image's chain instead.
     let from = docker_build(&d, &["--cache-from", "c:1", "-t", "c:1", arg(&ctx)]);
     assert_eq!(from.ok().matches("Using cache").count(), 3, "{from}");
+    // An image without its parent chain here (saved and loaded, as a pulled
+    // one) serves too, by its history.
+    let saved = d.path("c1.tar");
+    d.docker(["save", "-o", arg(&saved), "c:1"]).ok();
+    d.docker(["rmi", "c:1"]).ok();
+    d.berth(["builder", "prune", "-af"]).ok();
+    assert_eq!(d.docker(["images", "-aq"]).ok().lines().count(), 1);
+    d.docker(["load", "-i", arg(&saved)]).ok();
+    let loaded = d.inspect("c:1")["Id"].clone();
+    let from = docker_build(&d, &["--cache-from", "c:1", "-t", "c:1", arg(&ctx)]);
+    assert_eq!(from.ok().matches("Using cache").count(), 3, "{from}");
+    assert_eq!(
+        d.inspect("c:1")["Id"],
+        loaded,
+        "the loaded image is the result"
+    );
+    assert_eq!(
+        d.docker(["run", "--rm", "c:1", "cat", "/b.txt"]).ok(),
+        "a\n"
+    );
     d.docker(["rmi", "c:1"]).ok();
     d.berth(["builder", "prune", "-af"]).ok();
     assert_eq!(

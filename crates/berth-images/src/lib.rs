@@ -12,6 +12,7 @@
 
 mod commit;
 mod config;
+mod derive;
 mod import;
 mod layers;
 mod leases;

@@ -163,8 +163,25 @@ struct Run {
     hits: Mutex<Vec<String>>,
     /// Pulls done by this build (so `pull` pulls each image once).
     pulled: tokio::sync::Mutex<HashMap<String, Digest>>,
-    /// Steps the `cachefrom` images (and their ancestors) record.
-    cache_from: tokio::sync::OnceCell<Vec<CacheFromStep>>,
+    /// Steps the `cachefrom` images (and their ancestors) record, and the
+    /// images themselves with their histories.
+    cache_from: tokio::sync::OnceCell<(Vec<CacheFromStep>, Vec<CacheFromImage>)>,
+}
+
+/// A `cachefrom` image as its history and layers describe it.
+struct CacheFromImage {
+    id: Digest,
+    /// (created_by, empty_layer) of every history entry.
+    history: Vec<(String, bool)>,
+    diff_ids: Vec<berth_types::DiffId>,
+    config: Map<String, Value>,
+}
+
+fn history_of(c: &berth_images::ImageConfig) -> Vec<(String, bool)> {
+    c.history
+        .iter()
+        .map(|h| (h.created_by.clone().unwrap_or_default(), h.empty_layer))
+        .collect()
 }
 
 /// One image of a `cachefrom` image's parent chain, as a cache candidate.
@@ -1300,7 +1317,19 @@ impl Run {
                 let names = self.opts.cache_from.clone();
                 self.blocking(move || {
                     let mut out: Vec<CacheFromStep> = Vec::new();
+                    let mut whole: Vec<CacheFromImage> = Vec::new();
                     for n in names {
+                        if let Ok(d) = images.inspect(&n) {
+                            whole.push(CacheFromImage {
+                                id: d.summary.record.id,
+                                history: history_of(&d.config),
+                                diff_ids: d.config.rootfs.diff_ids.clone(),
+                                config: match d.config.config {
+                                    Some(Value::Object(m)) => m,
+                                    _ => Map::new(),
+                                },
+                            });
+                        }
                         let mut cur = images.resolve(&n).ok().map(|r| r.id);
                         while let Some(id) = cur {
                             if out.iter().any(|s| s.id == id) {
@@ -1328,15 +1357,64 @@ impl Run {
                             });
                         }
                     }
-                    Ok(out)
+                    Ok((out, whole))
                 })
                 .await
             })
             .await?;
-        Ok(steps
+        let (steps, whole) = steps;
+        if let Some(s) = steps
             .iter()
             .find(|s| s.parent.as_ref() == parent && s.created_by == created_by && &s.config == cfg)
-            .map(|s| s.id))
+        {
+            return Ok(Some(s.id));
+        }
+        // An image without its chain here (pulled, loaded): its history
+        // says which steps made it, as Docker's legacy cache-from reads it.
+        let (ph, pd) = match parent {
+            Some(p) => {
+                let images = self.b.images.clone();
+                let p = p.to_string();
+                self.blocking(move || {
+                    let d = images.inspect(&p)?;
+                    Ok((history_of(&d.config), d.config.rootfs.diff_ids.clone()))
+                })
+                .await?
+            }
+            None => (vec![], vec![]),
+        };
+        for img in whole {
+            let n = ph.len();
+            if img.history.len() <= n
+                || img.history[..n] != ph[..]
+                || !img.diff_ids.starts_with(&pd)
+                || img.history[n].0 != created_by
+            {
+                continue;
+            }
+            let layers = pd.len() + usize::from(!img.history[n].1);
+            if layers > img.diff_ids.len() {
+                continue;
+            }
+            if n + 1 == img.history.len() && layers == img.diff_ids.len() && &img.config == cfg {
+                return Ok(Some(img.id));
+            }
+            let images = self.b.images.clone();
+            let (parent, source, cfg) = (parent.copied(), img.id, cfg.clone());
+            let id = self
+                .blocking(move || {
+                    Ok(images.derive_image(
+                        parent.as_ref(),
+                        &source,
+                        layers,
+                        n + 1,
+                        Value::Object(cfg),
+                    )?)
+                })
+                .await?;
+            return Ok(Some(id));
+        }
+        Ok(None)
     }
 
     /// The image a cache row names, if the row and the image are there.
