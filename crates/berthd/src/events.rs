@@ -81,7 +81,14 @@ pub fn matches(ev: &Event, filters: &HashMap<String, Vec<String>>) -> bool {
         }
         vals.iter().any(|v| match k.as_str() {
             "type" => ev.typ == *v,
-            "event" | "action" => ev.action == *v,
+            // dockerd's rule: `health_status`, `exec_create` and
+            // `exec_start` without a colon match every `<name>: <detail>`.
+            "event" | "action" => {
+                ev.action == *v
+                    || (!v.contains(':')
+                        && ["health_status", "exec_create", "exec_start"].contains(&v.as_str())
+                        && ev.action.split_once(": ").is_some_and(|(a, _)| a == v))
+            }
             "scope" => ev.scope == *v,
             "image" => {
                 ev.typ == "image"

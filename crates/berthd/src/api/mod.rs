@@ -4,6 +4,7 @@
 mod containers;
 mod images;
 mod networks;
+mod ops;
 mod registry;
 mod system;
 mod volumes;
@@ -180,6 +181,7 @@ pub fn router(state: AppState) -> Router {
         .merge(images::routes())
         .merge(registry::routes())
         .merge(containers::routes())
+        .merge(ops::routes())
         .merge(volumes::routes())
         .merge(networks::routes())
         .fallback(not_found)
