@@ -430,12 +430,11 @@ impl ContainerService {
         if let Ok(rec) = self.update(id, |r| r["State"]["Health"] = snapshot) {
             self.event(&format!("health_status: {new}"), &rec);
         }
+        // A recovery between actions does not reset the backoff, only time
+        // does (ACTION_WINDOW): a flapping container is not restarted in a
+        // tight loop.
         if new == "unhealthy" {
             self.clone().health_act(id.to_string(), run);
-        } else if new == "healthy" {
-            // A recovery between actions does not reset the backoff: only
-            // time does (see ACTION_WINDOW), so a flapping container is not
-            // restarted in a tight loop.
         }
     }
 

@@ -61,7 +61,7 @@ fn mib(s: &str) -> f64 {
 }
 
 fn inspect(d: &Daemon, name: &str) -> Value {
-    d.inspect(name)
+    d.get_json(&format!("/containers/{name}/json"))
 }
 
 /// Waits until a container's /dev/shm/fill has `mb` MiB.
@@ -183,22 +183,22 @@ fn stats_no_stream_shows_busy_cpu_and_allocated_memory() {
 fn update_memory_applies_live_persists_and_refuses_a_limit_below_usage() {
     require_root!();
     let mut d = daemon();
-    d.docker(["run", "-d", "--name", "u", "busybox", "sleep", "1000"])
+    d.docker(["run", "-d", "--name", "upd", "busybox", "sleep", "1000"])
         .ok();
-    let id = inspect(&d, "u")["Id"].as_str().unwrap().to_string();
+    let id = inspect(&d, "upd")["Id"].as_str().unwrap().to_string();
     // Docker's rule: without --memory-swap, a limit above the (unset) swap
     // limit is refused.
-    let err = d.docker(["update", "-m", "32m", "u"]).fails().to_string();
+    let err = d.docker(["update", "-m", "32m", "upd"]).fails().to_string();
     assert!(
         err.contains("Memory limit should be smaller than already set memoryswap limit"),
         "{err}"
     );
     // Before: 48 MiB fit.
-    d.docker(["exec", "u", "dd", "if=/dev/zero", "of=/dev/shm/fill", "bs=1M", "count=48"])
+    d.docker(["exec", "upd", "dd", "if=/dev/zero", "of=/dev/shm/fill", "bs=1M", "count=48"])
         .ok();
-    d.docker(["exec", "u", "rm", "/dev/shm/fill"]).ok();
-    let out = d.docker(["update", "-m", "32m", "--memory-swap", "32m", "u"]);
-    assert_eq!(out.ok(), "u\n");
+    d.docker(["exec", "upd", "rm", "/dev/shm/fill"]).ok();
+    let out = d.docker(["update", "-m", "32m", "--memory-swap", "32m", "upd"]);
+    assert_eq!(out.ok(), "upd\n");
     let dir = cgroup_dir("memory", &id);
     let limit_file = if dir.join("memory.limit_in_bytes").exists() {
         "memory.limit_in_bytes"
@@ -206,12 +206,12 @@ fn update_memory_applies_live_persists_and_refuses_a_limit_below_usage() {
         "memory.max"
     };
     assert_eq!(read_num(dir.join(limit_file)), 32 << 20);
-    let hc = &inspect(&d, "u")["HostConfig"];
+    let hc = &inspect(&d, "upd")["HostConfig"];
     assert_eq!(hc["Memory"], 32 << 20);
     assert_eq!(hc["MemorySwap"], 32 << 20);
     // After, without a restart: the same write runs into the limit and the
     // kernel's OOM killer.
-    let out = d.docker(["exec", "u", "dd", "if=/dev/zero", "of=/dev/shm/fill", "bs=1M", "count=48"]);
+    let out = d.docker(["exec", "upd", "dd", "if=/dev/zero", "of=/dev/shm/fill", "bs=1M", "count=48"]);
     assert!(!out.success(), "{out}");
     let ooms = if dir.join("memory.oom_control").exists() {
         stat_key(&dir, "memory.oom_control", "oom_kill")
@@ -253,7 +253,7 @@ fn update_memory_applies_live_persists_and_refuses_a_limit_below_usage() {
     assert_eq!(inspect(&d, "full")["State"]["Running"], true);
 
     // Other limits, live, and all of it kept across a daemon restart.
-    d.docker(["update", "--cpus", "0.5", "--pids-limit", "50", "--cpu-shares", "512", "u"])
+    d.docker(["update", "--cpus", "0.5", "--pids-limit", "50", "--cpu-shares", "512", "upd"])
         .ok();
     let cpu = cgroup_dir("cpu", &id);
     if cpu.join("cpu.cfs_quota_us").exists() {
@@ -262,34 +262,34 @@ fn update_memory_applies_live_persists_and_refuses_a_limit_below_usage() {
     }
     assert_eq!(read_num(cgroup_dir("pids", &id).join("pids.max")), 50);
     d.restart();
-    let hc = &inspect(&d, "u")["HostConfig"];
+    let hc = &inspect(&d, "upd")["HostConfig"];
     assert_eq!(hc["Memory"], 32 << 20);
     assert_eq!(hc["NanoCpus"], 500_000_000);
     assert_eq!(hc["PidsLimit"], 50);
     assert_eq!(hc["CpuShares"], 512);
     let err = d.docker(["update", "-m", "32m", "nosuch"]).fails().to_string();
     assert!(err.contains("No such container: nosuch"), "{err}");
-    d.docker(["rm", "-f", "u", "full"]).ok();
+    d.docker(["rm", "-f", "upd", "full"]).ok();
 }
 
 #[test]
 fn update_restart_policy_is_honoured() {
     require_root!();
     let d = daemon();
-    d.docker(["run", "-d", "--name", "r", "busybox", "sleep", "1000"])
+    d.docker(["run", "-d", "--name", "rp", "busybox", "sleep", "1000"])
         .ok();
-    d.docker(["update", "--restart", "always", "r"]).ok();
-    assert_eq!(inspect(&d, "r")["HostConfig"]["RestartPolicy"]["Name"], "always");
+    d.docker(["update", "--restart", "always", "rp"]).ok();
+    assert_eq!(inspect(&d, "rp")["HostConfig"]["RestartPolicy"]["Name"], "always");
     // The process dies on its own (not by docker stop or kill): the new
     // policy brings it back.
-    let pid = inspect(&d, "r")["State"]["Pid"].as_i64().unwrap() as i32;
+    let pid = inspect(&d, "rp")["State"]["Pid"].as_i64().unwrap() as i32;
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(pid).unwrap(),
         rustix::process::Signal::KILL,
     )
     .unwrap();
     wait_for(Duration::from_secs(15), || {
-        let s = inspect(&d, "r");
+        let s = inspect(&d, "rp");
         (s["RestartCount"].as_u64() >= Some(1) && s["State"]["Running"] == true).then_some(())
     })
     .expect("the container was not restarted");
@@ -301,7 +301,7 @@ fn update_restart_policy_is_honoured() {
         err.contains("Restart policy cannot be updated because AutoRemove is enabled for the container"),
         "{err}"
     );
-    d.docker(["rm", "-f", "r", "gone"]).ok();
+    d.docker(["rm", "-f", "rp", "gone"]).ok();
 }
 
 fn health(d: &Daemon, name: &str) -> Value {
@@ -325,7 +325,7 @@ fn a_failing_healthcheck_turns_unhealthy_with_events_and_filters() {
         "run",
         "-d",
         "--name",
-        "h",
+        "hc",
         "--health-cmd",
         "test -f /ok && echo fine",
         "--health-interval",
@@ -340,30 +340,30 @@ fn a_failing_healthcheck_turns_unhealthy_with_events_and_filters() {
     .ok();
     d.docker(["run", "-d", "--name", "plain", "busybox", "sleep", "1000"])
         .ok();
-    let out = d.docker(["ps", "--format", "{{.Names}} {{.Status}}", "--filter", "name=h"]);
+    let out = d.docker(["ps", "--format", "{{.Names}} {{.Status}}", "--filter", "name=hc"]);
     assert!(
         out.ok().contains("(health: starting)") || out.stdout.contains("(healthy)"),
         "{out}"
     );
-    let h = wait_health(&d, "h", "healthy", Duration::from_secs(10));
+    let h = wait_health(&d, "hc", "healthy", Duration::from_secs(10));
     assert_eq!(h["FailingStreak"], 0);
     assert_eq!(h["Log"][0]["ExitCode"], 0);
     assert_eq!(h["Log"][0]["Output"], "fine\n");
     let out = d.docker(["ps", "--format", "{{.Names}} {{.Status}}", "--filter", "health=healthy"]);
-    assert!(out.ok().starts_with("h Up ") && out.stdout.trim_end().ends_with("(healthy)"), "{out}");
+    assert!(out.ok().starts_with("hc Up ") && out.stdout.trim_end().ends_with("(healthy)"), "{out}");
     let out = d.docker(["ps", "--format", "{{.Names}}", "--filter", "health=none"]);
     assert_eq!(out.ok(), "plain\n");
     let err = d.docker(["ps", "--filter", "health=bogus"]).fails().to_string();
     assert!(err.contains("Unrecognised filter value for health: bogus"), "{err}");
 
-    d.docker(["exec", "h", "rm", "/ok"]).ok();
-    let h = wait_health(&d, "h", "unhealthy", Duration::from_secs(10));
+    d.docker(["exec", "hc", "rm", "/ok"]).ok();
+    let h = wait_health(&d, "hc", "unhealthy", Duration::from_secs(10));
     assert!(h["FailingStreak"].as_u64().unwrap() >= 2, "{h}");
     let log = h["Log"].as_array().unwrap();
     assert!(log.len() <= 5, "{h}");
     assert_eq!(log.last().unwrap()["ExitCode"], 1, "{h}");
     let out = d.docker(["ps", "--format", "{{.Names}}", "--filter", "health=unhealthy"]);
-    assert_eq!(out.ok(), "h\n");
+    assert_eq!(out.ok(), "hc\n");
     let until = (berth_e2e::unix_now() + 1).to_string();
     let out = d.docker([
         "events",
@@ -372,7 +372,7 @@ fn a_failing_healthcheck_turns_unhealthy_with_events_and_filters() {
         "--until",
         &until,
         "--filter",
-        "container=h",
+        "container=hc",
         "--filter",
         "event=health_status",
         "--format",
@@ -386,14 +386,14 @@ fn a_failing_healthcheck_turns_unhealthy_with_events_and_filters() {
 
     // The monitor resumes after a daemon restart.
     d.restart();
-    d.docker(["exec", "h", "touch", "/ok"]).ok();
-    wait_health(&d, "h", "healthy", Duration::from_secs(10));
+    d.docker(["exec", "hc", "touch", "/ok"]).ok();
+    wait_health(&d, "hc", "healthy", Duration::from_secs(10));
     // A restart starts over.
-    d.docker(["restart", "-t", "0", "h"]).ok();
-    let h = health(&d, "h");
+    d.docker(["restart", "-t", "0", "hc"]).ok();
+    let h = health(&d, "hc");
     assert!(h["Status"] == "starting" || h["Status"] == "healthy", "{h}");
     assert_eq!(h["FailingStreak"], 0);
-    d.docker(["rm", "-f", "h", "plain"]).ok();
+    d.docker(["rm", "-f", "hc", "plain"]).ok();
 }
 
 #[test]
@@ -466,6 +466,8 @@ fn health_on_unhealthy_restart_restarts_with_backoff() {
         "1",
         "--health-on-unhealthy",
         "restart",
+        "--stop-timeout",
+        "1",
         "busybox",
         "sleep",
         "1000",
