@@ -549,7 +549,10 @@ impl ContainerService {
         };
         if tokio::time::timeout(timeout, read_all).await.is_err() {
             let pid = self.exec_get(exec_id).map(|e| e.pid).unwrap_or(0);
-            if let Some(p) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) {
+            if let Some(p) = i32::try_from(pid)
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+            {
                 let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
             }
             self.exec_reap(id, exec_id).await;
@@ -570,7 +573,9 @@ impl ContainerService {
             .exec_get(exec_id)
             .ok()
             .and_then(|e| e.exit_code)
-            .ok_or_else(|| Error::internal(format!("healthcheck for container {id} has no exit code")))?;
+            .ok_or_else(|| {
+                Error::internal(format!("healthcheck for container {id} has no exit code"))
+            })?;
         let mut text = String::from_utf8_lossy(&out).into_owned();
         if truncated {
             text.push_str("...");
@@ -629,7 +634,9 @@ mod tests {
         assert!(validate(&json!({"Retries": -1})).is_err());
         assert!(validate(&json!({"Interval": 1_000_000_000})).is_ok());
         assert!(validate_action(&json!({"BerthHealthOnUnhealthy": "reboot"}), &json!({})).is_err());
-        assert!(validate_action(&json!({}), &json!({"berth.health-on-unhealthy": "restart"})).is_ok());
+        assert!(
+            validate_action(&json!({}), &json!({"berth.health-on-unhealthy": "restart"})).is_ok()
+        );
     }
 
     #[test]

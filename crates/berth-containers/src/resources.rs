@@ -82,7 +82,11 @@ fn check_cpuset(requested: &str, available: &str, what: &str, label: &str) -> Re
 /// applies, with its messages.
 pub fn validate(r: &Value, update: bool) -> Result<()> {
     let bad = |m: &str| Err(Error::invalid(m));
-    let (mem, swap, resv) = (int(r, "Memory"), int(r, "MemorySwap"), int(r, "MemoryReservation"));
+    let (mem, swap, resv) = (
+        int(r, "Memory"),
+        int(r, "MemorySwap"),
+        int(r, "MemoryReservation"),
+    );
     if mem != 0 && mem < MIN_MEMORY {
         return bad("Minimum memory limit allowed is 6MB");
     }
@@ -90,7 +94,9 @@ pub fn validate(r: &Value, update: bool) -> Result<()> {
         return bad("Minimum memoryswap limit should be larger than memory limit, see usage");
     }
     if mem == 0 && swap > 0 && !update {
-        return bad("You should always set the Memory limit when using Memoryswap limit, see usage");
+        return bad(
+            "You should always set the Memory limit when using Memoryswap limit, see usage",
+        );
     }
     if let Some(s) = r["MemorySwappiness"].as_i64()
         && s != -1
@@ -104,7 +110,9 @@ pub fn validate(r: &Value, update: bool) -> Result<()> {
         return bad("Minimum memory reservation allowed is 6MB");
     }
     if mem > 0 && resv > 0 && mem < resv {
-        return bad("Minimum memory limit can not be less than memory reservation limit, see usage");
+        return bad(
+            "Minimum memory limit can not be less than memory reservation limit, see usage",
+        );
     }
     let (nano, period, quota) = (int(r, "NanoCpus"), int(r, "CpuPeriod"), int(r, "CpuQuota"));
     if nano > 0 && period > 0 {
@@ -288,10 +296,18 @@ mod tests {
 
     #[test]
     fn merges_as_dockerd() {
-        let mut hc = json!({"Memory": 0, "MemorySwap": 0, "CpuShares": 0, "RestartPolicy": {"Name": "no"}});
+        let mut hc =
+            json!({"Memory": 0, "MemorySwap": 0, "CpuShares": 0, "RestartPolicy": {"Name": "no"}});
         let e = merge(&mut hc, &json!({"Memory": 50 << 20})).unwrap_err();
-        assert!(e.message.starts_with("Memory limit should be smaller than already set memoryswap limit"));
-        merge(&mut hc, &json!({"Memory": 50 << 20, "MemorySwap": -1, "CpuShares": 512})).unwrap();
+        assert!(
+            e.message
+                .starts_with("Memory limit should be smaller than already set memoryswap limit")
+        );
+        merge(
+            &mut hc,
+            &json!({"Memory": 50 << 20, "MemorySwap": -1, "CpuShares": 512}),
+        )
+        .unwrap();
         assert_eq!(hc["Memory"], 50 << 20);
         assert_eq!(hc["MemorySwap"], -1);
         assert_eq!(hc["CpuShares"], 512);

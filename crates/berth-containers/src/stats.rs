@@ -168,7 +168,11 @@ fn machine_memory() -> u64 {
         .and_then(|m| {
             m.lines().find_map(|l| {
                 let rest = l.strip_prefix("MemTotal:")?;
-                rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok()
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
             })
         })
         .map(|kb| kb * 1024)
@@ -394,7 +398,8 @@ impl ContainerService {
         };
         sample.read = crate::now();
         sample.cgroup = Some(cg);
-        let (system, cpus) = parse_proc_stat(&std::fs::read_to_string("/proc/stat").unwrap_or_default());
+        let (system, cpus) =
+            parse_proc_stat(&std::fs::read_to_string("/proc/stat").unwrap_or_default());
         sample.system_cpu = system;
         sample.online_cpus = cpus;
         // A container on the host's network has no interfaces of its own.
@@ -465,8 +470,17 @@ mod tests {
         assert_eq!(
             keys,
             [
-                "read", "preread", "pids_stats", "blkio_stats", "num_procs", "storage_stats",
-                "cpu_stats", "precpu_stats", "memory_stats", "name", "id"
+                "read",
+                "preread",
+                "pids_stats",
+                "blkio_stats",
+                "num_procs",
+                "storage_stats",
+                "cpu_stats",
+                "precpu_stats",
+                "memory_stats",
+                "name",
+                "id"
             ]
         );
         assert_eq!(v["preread"], ZERO_TIME);
@@ -485,7 +499,11 @@ mod tests {
         };
         let v = s2.to_json(Some(&s2));
         assert_eq!(v["memory_stats"]["stats"]["inactive_file"], 7);
-        assert!(v["memory_stats"]["stats"].get("total_inactive_file").is_none());
+        assert!(
+            v["memory_stats"]["stats"]
+                .get("total_inactive_file")
+                .is_none()
+        );
         assert!(v["cpu_stats"]["cpu_usage"].get("percpu_usage").is_none());
         assert_eq!(v["blkio_stats"]["io_queue_recursive"], Value::Null);
         assert_eq!(v["preread"], "2026-01-01T00:00:01Z");

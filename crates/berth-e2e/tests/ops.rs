@@ -4,7 +4,7 @@
 //! with their events, list filters and berth's `--health-on-unhealthy`.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -35,7 +35,7 @@ fn read_num(p: PathBuf) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-fn stat_key(dir: &PathBuf, file: &str, key: &str) -> u64 {
+fn stat_key(dir: &Path, file: &str, key: &str) -> u64 {
     std::fs::read_to_string(dir.join(file))
         .unwrap_or_default()
         .lines()
@@ -78,8 +78,17 @@ fn wait_filled(d: &Daemon, name: &str, mb: u64) {
 fn stats_no_stream_shows_busy_cpu_and_allocated_memory() {
     require_root!();
     let d = daemon();
-    d.docker(["run", "-d", "--name", "busy", "busybox", "sh", "-c", "while :; do :; done"])
-        .ok();
+    d.docker([
+        "run",
+        "-d",
+        "--name",
+        "busy",
+        "busybox",
+        "sh",
+        "-c",
+        "while :; do :; done",
+    ])
+    .ok();
     d.docker(["run", "-d", "--name", "idle", "busybox", "sleep", "1000"])
         .ok();
     d.docker([
@@ -165,7 +174,13 @@ fn stats_no_stream_shows_busy_cpu_and_allocated_memory() {
     let text = out.ok();
     assert!(text.contains("MEM WORKING SET / LIMIT"), "{text}");
     assert!(text.contains("MEM RAW (WITH CACHE)"), "{text}");
-    let out = d.berth(["stats", "--no-stream", "--format", "{{.Name}} {{.MemRaw}}", "mem"]);
+    let out = d.berth([
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}} {{.MemRaw}}",
+        "mem",
+    ]);
     let raw = mib(out.ok().split_whitespace().nth(1).unwrap());
     assert!((48.0..64.0).contains(&raw), "{out}");
 
@@ -174,7 +189,13 @@ fn stats_no_stream_shows_busy_cpu_and_allocated_memory() {
     let v = d.get_json("/containers/idle/stats?stream=false");
     assert_eq!(v["read"], "0001-01-01T00:00:00Z");
     assert_eq!(v["memory_stats"], serde_json::json!({}));
-    let out = d.docker(["stats", "--no-stream", "-a", "--format", "{{.Name}} {{.CPUPerc}}"]);
+    let out = d.docker([
+        "stats",
+        "--no-stream",
+        "-a",
+        "--format",
+        "{{.Name}} {{.CPUPerc}}",
+    ]);
     assert!(out.ok().lines().any(|l| l == "idle 0.00%"), "{out}");
     d.docker(["rm", "-f", "busy", "idle", "mem"]).ok();
 }
@@ -194,8 +215,16 @@ fn update_memory_applies_live_persists_and_refuses_a_limit_below_usage() {
         "{err}"
     );
     // Before: 48 MiB fit.
-    d.docker(["exec", "upd", "dd", "if=/dev/zero", "of=/dev/shm/fill", "bs=1M", "count=48"])
-        .ok();
+    d.docker([
+        "exec",
+        "upd",
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/shm/fill",
+        "bs=1M",
+        "count=48",
+    ])
+    .ok();
     d.docker(["exec", "upd", "rm", "/dev/shm/fill"]).ok();
     let out = d.docker(["update", "-m", "32m", "--memory-swap", "32m", "upd"]);
     assert_eq!(out.ok(), "upd\n");
@@ -211,7 +240,15 @@ fn update_memory_applies_live_persists_and_refuses_a_limit_below_usage() {
     assert_eq!(hc["MemorySwap"], 32 << 20);
     // After, without a restart: the same write runs into the limit and the
     // kernel's OOM killer.
-    let out = d.docker(["exec", "upd", "dd", "if=/dev/zero", "of=/dev/shm/fill", "bs=1M", "count=48"]);
+    let out = d.docker([
+        "exec",
+        "upd",
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/shm/fill",
+        "bs=1M",
+        "count=48",
+    ]);
     assert!(!out.success(), "{out}");
     let ooms = if dir.join("memory.oom_control").exists() {
         stat_key(&dir, "memory.oom_control", "oom_kill")
@@ -253,8 +290,17 @@ fn update_memory_applies_live_persists_and_refuses_a_limit_below_usage() {
     assert_eq!(inspect(&d, "full")["State"]["Running"], true);
 
     // Other limits, live, and all of it kept across a daemon restart.
-    d.docker(["update", "--cpus", "0.5", "--pids-limit", "50", "--cpu-shares", "512", "upd"])
-        .ok();
+    d.docker([
+        "update",
+        "--cpus",
+        "0.5",
+        "--pids-limit",
+        "50",
+        "--cpu-shares",
+        "512",
+        "upd",
+    ])
+    .ok();
     let cpu = cgroup_dir("cpu", &id);
     if cpu.join("cpu.cfs_quota_us").exists() {
         assert_eq!(read_num(cpu.join("cpu.cfs_quota_us")), 50000);
@@ -267,7 +313,10 @@ fn update_memory_applies_live_persists_and_refuses_a_limit_below_usage() {
     assert_eq!(hc["NanoCpus"], 500_000_000);
     assert_eq!(hc["PidsLimit"], 50);
     assert_eq!(hc["CpuShares"], 512);
-    let err = d.docker(["update", "-m", "32m", "nosuch"]).fails().to_string();
+    let err = d
+        .docker(["update", "-m", "32m", "nosuch"])
+        .fails()
+        .to_string();
     assert!(err.contains("No such container: nosuch"), "{err}");
     d.docker(["rm", "-f", "upd", "full"]).ok();
 }
@@ -279,7 +328,10 @@ fn update_restart_policy_is_honoured() {
     d.docker(["run", "-d", "--name", "rp", "busybox", "sleep", "1000"])
         .ok();
     d.docker(["update", "--restart", "always", "rp"]).ok();
-    assert_eq!(inspect(&d, "rp")["HostConfig"]["RestartPolicy"]["Name"], "always");
+    assert_eq!(
+        inspect(&d, "rp")["HostConfig"]["RestartPolicy"]["Name"],
+        "always"
+    );
     // The process dies on its own (not by docker stop or kill): the new
     // policy brings it back.
     let pid = inspect(&d, "rp")["State"]["Pid"].as_i64().unwrap() as i32;
@@ -294,11 +346,18 @@ fn update_restart_policy_is_honoured() {
     })
     .expect("the container was not restarted");
     // --rm containers take no restart policy.
-    d.docker(["run", "-d", "--rm", "--name", "gone", "busybox", "sleep", "1000"])
-        .ok();
-    let err = d.docker(["update", "--restart", "always", "gone"]).fails().to_string();
+    d.docker([
+        "run", "-d", "--rm", "--name", "gone", "busybox", "sleep", "1000",
+    ])
+    .ok();
+    let err = d
+        .docker(["update", "--restart", "always", "gone"])
+        .fails()
+        .to_string();
     assert!(
-        err.contains("Restart policy cannot be updated because AutoRemove is enabled for the container"),
+        err.contains(
+            "Restart policy cannot be updated because AutoRemove is enabled for the container"
+        ),
         "{err}"
     );
     d.docker(["rm", "-f", "rp", "gone"]).ok();
@@ -340,7 +399,13 @@ fn a_failing_healthcheck_turns_unhealthy_with_events_and_filters() {
     .ok();
     d.docker(["run", "-d", "--name", "plain", "busybox", "sleep", "1000"])
         .ok();
-    let out = d.docker(["ps", "--format", "{{.Names}} {{.Status}}", "--filter", "name=hc"]);
+    let out = d.docker([
+        "ps",
+        "--format",
+        "{{.Names}} {{.Status}}",
+        "--filter",
+        "name=hc",
+    ]);
     assert!(
         out.ok().contains("(health: starting)") || out.stdout.contains("(healthy)"),
         "{out}"
@@ -349,12 +414,27 @@ fn a_failing_healthcheck_turns_unhealthy_with_events_and_filters() {
     assert_eq!(h["FailingStreak"], 0);
     assert_eq!(h["Log"][0]["ExitCode"], 0);
     assert_eq!(h["Log"][0]["Output"], "fine\n");
-    let out = d.docker(["ps", "--format", "{{.Names}} {{.Status}}", "--filter", "health=healthy"]);
-    assert!(out.ok().starts_with("hc Up ") && out.stdout.trim_end().ends_with("(healthy)"), "{out}");
+    let out = d.docker([
+        "ps",
+        "--format",
+        "{{.Names}} {{.Status}}",
+        "--filter",
+        "health=healthy",
+    ]);
+    assert!(
+        out.ok().starts_with("hc Up ") && out.stdout.trim_end().ends_with("(healthy)"),
+        "{out}"
+    );
     let out = d.docker(["ps", "--format", "{{.Names}}", "--filter", "health=none"]);
     assert_eq!(out.ok(), "plain\n");
-    let err = d.docker(["ps", "--filter", "health=bogus"]).fails().to_string();
-    assert!(err.contains("Unrecognised filter value for health: bogus"), "{err}");
+    let err = d
+        .docker(["ps", "--filter", "health=bogus"])
+        .fails()
+        .to_string();
+    assert!(
+        err.contains("Unrecognised filter value for health: bogus"),
+        "{err}"
+    );
 
     d.docker(["exec", "hc", "rm", "/ok"]).ok();
     let h = wait_health(&d, "hc", "unhealthy", Duration::from_secs(10));
@@ -362,7 +442,13 @@ fn a_failing_healthcheck_turns_unhealthy_with_events_and_filters() {
     let log = h["Log"].as_array().unwrap();
     assert!(log.len() <= 5, "{h}");
     assert_eq!(log.last().unwrap()["ExitCode"], 1, "{h}");
-    let out = d.docker(["ps", "--format", "{{.Names}}", "--filter", "health=unhealthy"]);
+    let out = d.docker([
+        "ps",
+        "--format",
+        "{{.Names}}",
+        "--filter",
+        "health=unhealthy",
+    ]);
     assert_eq!(out.ok(), "hc\n");
     let until = (berth_e2e::unix_now() + 1).to_string();
     let out = d.docker([
@@ -421,17 +507,27 @@ fn a_probe_over_its_timeout_is_killed_and_fails() {
     let h = wait_health(&d, "slow", "unhealthy", Duration::from_secs(15));
     let entry = &h["Log"][0];
     assert_eq!(entry["ExitCode"], -1, "{h}");
-    assert_eq!(entry["Output"], "Health check exceeded timeout (500ms)", "{h}");
-    let t = |k: &str| {
-        chrono_like_secs(entry[k].as_str().unwrap())
-    };
+    assert_eq!(
+        entry["Output"], "Health check exceeded timeout (500ms)",
+        "{h}"
+    );
+    let t = |k: &str| chrono_like_secs(entry[k].as_str().unwrap());
     assert!(t("End") - t("Start") < 3.0, "{h}");
     // The probe's process is gone.
     let out = d.docker(["exec", "slow", "ps"]);
     assert!(!out.ok().contains("sleep 30"), "{out}");
     // --no-healthcheck and NONE: no health at all.
-    d.docker(["run", "-d", "--name", "none", "--no-healthcheck", "busybox", "sleep", "100"])
-        .ok();
+    d.docker([
+        "run",
+        "-d",
+        "--name",
+        "none",
+        "--no-healthcheck",
+        "busybox",
+        "sleep",
+        "100",
+    ])
+    .ok();
     assert!(health(&d, "none").is_null());
     assert_eq!(
         inspect(&d, "none")["Config"]["Healthcheck"]["Test"],
@@ -500,7 +596,12 @@ fn health_on_unhealthy_restart_restarts_with_backoff() {
     std::thread::sleep(Duration::from_secs(7));
     let _ = events.kill();
     let mut text = String::new();
-    events.stdout.take().unwrap().read_to_string(&mut text).unwrap();
+    events
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
     let _ = events.wait();
     let starts = text.lines().count();
     // Backoff 2 s, 4 s, 8 s…: at most a few in 7 s, at least one.

@@ -959,7 +959,9 @@ pub(crate) fn blkio_weight_to_io(w: u16) -> u64 {
 fn limit_below_usage(limit: i64, usage: u64, peak: u64) -> Error {
     Error::new(
         berth_types::ErrorKind::Internal,
-        format!("unable to set memory limit to {limit} (current usage: {usage}, peak usage: {peak})"),
+        format!(
+            "unable to set memory limit to {limit} (current usage: {usage}, peak usage: {peak})"
+        ),
     )
 }
 
@@ -1241,11 +1243,17 @@ mod tests {
         w("memory.stat", "cache 10\ntotal_inactive_file 5\n");
         let mut s = crate::ResourceStats::default();
         read_v1_memory(d.path(), &mut s);
-        assert_eq!((s.memory_usage, s.memory_max_usage, s.memory_limit), (4096, 8192, None));
+        assert_eq!(
+            (s.memory_usage, s.memory_max_usage, s.memory_limit),
+            (4096, 8192, None)
+        );
         assert_eq!(kv(&s.memory_stat, "total_inactive_file"), 5);
         let b = parse_blkio("8:0 Read 4096\n8:0 Write 0\nTotal 4096\n");
         assert_eq!(b.len(), 2);
-        assert_eq!((b[0].major, b[0].minor, b[0].op.as_str(), b[0].value), (8, 0, "Read", 4096));
+        assert_eq!(
+            (b[0].major, b[0].minor, b[0].op.as_str(), b[0].value),
+            (8, 0, "Read", 4096)
+        );
     }
 
     #[test]

@@ -133,8 +133,7 @@ impl LimitOpts {
         let interval = duration_flag(&self.health_interval, "--health-interval")?;
         let timeout = duration_flag(&self.health_timeout, "--health-timeout")?;
         let start_period = duration_flag(&self.health_start_period, "--health-start-period")?;
-        let start_interval =
-            duration_flag(&self.health_start_interval, "--health-start-interval")?;
+        let start_interval = duration_flag(&self.health_start_interval, "--health-start-interval")?;
         let retries = self.health_retries.unwrap_or(0);
         let have_options = self.health_cmd.as_deref().is_some_and(|c| !c.is_empty())
             || interval != 0
@@ -393,7 +392,11 @@ pub fn figures(v: &Value) -> Figures {
     };
     let limit = u(&mem["limit"]);
     let (mut rx, mut tx) = (0.0, 0.0);
-    for n in v["networks"].as_object().into_iter().flat_map(|m| m.values()) {
+    for n in v["networks"]
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.values())
+    {
         rx += u(&n["rx_bytes"]);
         tx += u(&n["tx_bytes"]);
     }

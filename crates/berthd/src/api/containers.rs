@@ -328,8 +328,9 @@ fn matches(
             },
             "status" => rec["State"]["Status"].as_str() == Some(v.as_str()),
             "health" => {
-                let has_check = berth_containers::health::probe_command(&rec["Config"]["Healthcheck"])
-                    .is_some();
+                let has_check =
+                    berth_containers::health::probe_command(&rec["Config"]["Healthcheck"])
+                        .is_some();
                 let status = rec["State"]["Health"]["Status"].as_str().unwrap_or("");
                 if has_check && !status.is_empty() {
                     status == v

@@ -51,7 +51,9 @@ async fn stats(
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     let q = Query::parse(q.as_deref())?;
-    let stream = q.get("stream").is_none_or(|v| berth_api::query_bool(Some(v)));
+    let stream = q
+        .get("stream")
+        .is_none_or(|v| berth_api::query_bool(Some(v)));
     let one_shot = q.bool("one-shot");
     let first = sample(&st, &id).await?;
     let ct = [(header::CONTENT_TYPE, "application/json")];
@@ -83,9 +85,8 @@ async fn stats(
             prev = Some(std::mem::replace(&mut cur, next));
         }
     });
-    let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|c| (c, rx))
-    });
+    let body =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
     Ok((ct, Body::from_stream(body)).into_response())
 }
 
