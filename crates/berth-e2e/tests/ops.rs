@@ -619,3 +619,53 @@ fn health_on_unhealthy_restart_restarts_with_backoff() {
     assert!(err.contains("--health-on-unhealthy"), "{err}");
     d.docker(["rm", "-f", "flap"]).ok();
 }
+
+#[test]
+fn the_image_healthcheck_applies_and_create_flags_override_it() {
+    require_root!();
+    let d = daemon();
+    // An image whose config has a HEALTHCHECK (as a Dockerfile's would).
+    let tar = berth_fixtures::busybox_rootfs_tar().expect("busybox rootfs");
+    let img = berth_fixtures::build_image(&berth_fixtures::ImageSpec::new(
+        vec![berth_fixtures::Layer::new(
+            tar,
+            berth_fixtures::Compression::Gzip,
+            "rootfs",
+        )],
+        serde_json::json!({
+            "Cmd": ["sleep", "1000"],
+            "Env": [berth_fixtures::DEFAULT_PATH],
+            "Healthcheck": {"Test": ["CMD", "true"], "Interval": 200_000_000, "Retries": 2},
+        }),
+    ));
+    d.api_load(&berth_fixtures::docker_save_archive(&[(
+        img,
+        vec!["hcimg:latest".to_string()],
+    )]));
+    d.docker(["run", "-d", "--name", "fromimg", "hcimg"]).ok();
+    let h = wait_health(&d, "fromimg", "healthy", Duration::from_secs(10));
+    assert_eq!(h["FailingStreak"], 0);
+    // Flags override field by field: the image's test, a new retries.
+    d.docker([
+        "run",
+        "-d",
+        "--name",
+        "merged",
+        "--health-retries",
+        "7",
+        "hcimg",
+    ])
+    .ok();
+    let hc = &inspect(&d, "merged")["Config"]["Healthcheck"];
+    assert_eq!(hc["Test"], serde_json::json!(["CMD", "true"]), "{hc}");
+    assert_eq!(hc["Retries"], 7, "{hc}");
+    assert_eq!(hc["Interval"], 200_000_000, "{hc}");
+    // --no-healthcheck turns the image's off.
+    d.docker(["run", "-d", "--name", "off", "--no-healthcheck", "hcimg"])
+        .ok();
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(health(&d, "off").is_null());
+    let out = d.docker(["ps", "--format", "{{.Names}}", "--filter", "health=none"]);
+    assert_eq!(out.ok(), "off\n");
+    d.docker(["rm", "-f", "fromimg", "merged", "off"]).ok();
+}
