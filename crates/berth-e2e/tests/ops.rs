@@ -129,6 +129,25 @@ fn stats_no_stream_shows_busy_cpu_and_allocated_memory() {
     }
     assert_eq!(seen, 3, "{out}");
 
+    // A stream: a sample a second, CPU % from consecutive samples.
+    let mut cmd = std::process::Command::new("timeout");
+    cmd.args(["-s", "KILL", "4"])
+        .arg(berth_e2e::docker_cli())
+        .args(["stats", "--format", "{{.Name}} {{.CPUPerc}}", "busy"]);
+    for (k, v) in d.docker_command(["version"]).get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    let text = String::from_utf8_lossy(&cmd.output().unwrap().stdout).into_owned();
+    let cpus: Vec<f64> = text
+        .split("busy ")
+        .skip(1)
+        .filter_map(|t| t.split('%').next()?.trim().parse().ok())
+        .collect();
+    assert!(cpus.len() >= 2, "{text:?}");
+    assert!(*cpus.last().unwrap() > 10.0, "{text:?}");
+
     // The raw sample: Docker's shape, and the kernel's figures.
     let id = inspect(&d, "mem")["Id"].as_str().unwrap().to_string();
     let v = d.get_json("/containers/mem/stats?stream=false");
@@ -313,6 +332,17 @@ fn update_memory_applies_live_persists_and_refuses_a_limit_below_usage() {
     assert_eq!(hc["NanoCpus"], 500_000_000);
     assert_eq!(hc["PidsLimit"], 50);
     assert_eq!(hc["CpuShares"], 512);
+    // A stopped container: kept, and applied at its next start.
+    d.docker(["stop", "-t", "0", "upd"]).ok();
+    d.docker(["update", "--cpu-shares", "256", "--pids-limit", "40", "upd"])
+        .ok();
+    d.docker(["start", "upd"]).ok();
+    assert_eq!(read_num(cgroup_dir("pids", &id).join("pids.max")), 40);
+    let cpu = cgroup_dir("cpu", &id);
+    if cpu.join("cpu.shares").exists() {
+        assert_eq!(read_num(cpu.join("cpu.shares")), 256);
+        assert_eq!(read_num(cpu.join("cpu.cfs_quota_us")), 50000);
+    }
     let err = d
         .docker(["update", "-m", "32m", "nosuch"])
         .fails()
