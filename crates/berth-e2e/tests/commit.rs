@@ -83,6 +83,10 @@ fn diff_lists_what_a_container_added_changed_and_deleted() {
     d.docker(["run", "--name", "quiet", "busybox", "true"]).ok();
     let out = d.docker(["diff", "quiet"]);
     assert_eq!(out.ok(), "", "{out}");
+    assert_eq!(
+        d.get_json("/containers/quiet/changes"),
+        serde_json::Value::Null
+    );
     d.docker(["create", "--name", "fresh", "busybox"]).ok();
     assert_eq!(d.docker(["diff", "fresh"]).ok(), "");
 
@@ -473,6 +477,20 @@ fn diff_and_commit_match_dockerd_for_the_same_steps() {
         let ours = sorted(d.docker(["diff", &name]));
         let theirs = sorted(dd.docker(["diff", &name]));
         assert_eq!(ours, theirs, "docker diff after {step:?}");
+        if ours.is_empty() {
+            // Nothing changed: both answer the API with `null`.
+            let raw = std::process::Command::new("curl")
+                .args(["-s", "--unix-socket"])
+                .arg(&dd.sock)
+                .arg(format!("http://docker/containers/{name}/changes"))
+                .output()
+                .expect("curl");
+            assert_eq!(String::from_utf8_lossy(&raw.stdout).trim(), "null");
+            assert_eq!(
+                d.get_json(&format!("/containers/{name}/changes")),
+                serde_json::Value::Null
+            );
+        }
         // The committed images hold the same files.
         d.docker(["commit", &name, "img:x"]).ok();
         dd.docker(["commit", &name, "img:x"]).ok();
