@@ -107,6 +107,20 @@ fn open_subdir(dir: BorrowedFd<'_>, name: &CStr, rel: &[u8]) -> Result<OwnedFd> 
     .map_err(|e| os_err(rel, "opening", e))
 }
 
+/// [`open_subdir`], or `None` when the directory is gone meanwhile.
+fn open_subdir_if_there(dir: BorrowedFd<'_>, name: &CStr, rel: &[u8]) -> Result<Option<OwnedFd>> {
+    match rfs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(os_err(rel, "opening", e)),
+    }
+}
+
 fn is_whiteout(st: &Stat) -> bool {
     FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice && st.st_rdev == 0
 }
@@ -304,8 +318,15 @@ impl ChangeWalk {
             let len = rel.len();
             rel.push(b'/');
             rel.extend_from_slice(name.to_bytes());
-            let st = rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(|e| os_err(rel, "stat", e))?;
+            let st = match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                // Gone since the directory was read (a running container).
+                Err(Errno::NOENT) => {
+                    rel.truncate(len);
+                    continue;
+                }
+                Err(e) => return Err(os_err(rel, "stat", e)),
+            };
             // Under an opaque directory the image's entries are hidden,
             // but a name it had is still a changed (not an added) path.
             let old = if old_dir {
@@ -333,7 +354,13 @@ impl ChangeWalk {
                 Some(_) => {}
             }
             if is_dir(&st) {
-                let sub = open_subdir(dir, name, rel)?;
+                let sub = match open_subdir_if_there(dir, name, rel)? {
+                    Some(sub) => sub,
+                    None => {
+                        rel.truncate(len);
+                        continue;
+                    }
+                };
                 let sub_opaque = is_opaque(sub.as_fd());
                 let sub_old = old.as_ref().is_some_and(is_dir);
                 self.walk(sub.as_fd(), rel, sub_old, sub_opaque, child_listed)?;
@@ -408,11 +435,22 @@ impl<W: Write> TarWalk<W> {
         for name in sorted_names(dir, rel)? {
             let len = rel.len();
             rel.extend_from_slice(name.to_bytes());
-            let st = rfs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(|e| os_err(rel, "stat", e))?;
+            let st = match rfs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                // Gone since the directory was read (a running container
+                // committed without a pause): as Docker, left out.
+                Err(Errno::NOENT) => {
+                    rel.truncate(len);
+                    continue;
+                }
+                Err(e) => return Err(os_err(rel, "stat", e)),
+            };
             match FileType::from_raw_mode(st.st_mode) {
                 FileType::Directory => {
-                    let sub = open_subdir(dir, &name, rel)?;
+                    let Some(sub) = open_subdir_if_there(dir, &name, rel)? else {
+                        rel.truncate(len);
+                        continue;
+                    };
                     rel.push(b'/');
                     let caps = fxattr(sub.as_fd(), CAPABILITY_XATTR);
                     let mut h = header(&st, tar::EntryType::Directory);
@@ -469,13 +507,19 @@ impl<W: Write> TarWalk<W> {
         }
         match ft {
             FileType::RegularFile => {
-                let fd = rfs::openat(
+                let fd = match rfs::openat(
                     dir,
                     name,
                     OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                     Mode::empty(),
-                )
-                .map_err(|e| os_err(rel, "opening", e))?;
+                ) {
+                    Ok(fd) => fd,
+                    Err(Errno::NOENT) => {
+                        self.links.remove(&(st.st_dev, st.st_ino));
+                        return Ok(());
+                    }
+                    Err(e) => return Err(os_err(rel, "opening", e)),
+                };
                 let caps = fxattr(fd.as_fd(), CAPABILITY_XATTR);
                 let mut h = header(st, tar::EntryType::Regular);
                 h.set_size(st.st_size as u64);
