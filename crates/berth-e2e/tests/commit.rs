@@ -261,10 +261,10 @@ fn commit_pauses_a_running_container_unless_told_not_to() {
         "busybox",
         "sh",
         "-c",
-        "echo hi > /running; exec sleep 1000",
+        "dd if=/dev/zero of=/big bs=1M count=200 2>/dev/null; echo hi > /running; exec sleep 1000",
     ])
     .ok();
-    wait_for(Duration::from_secs(10), || {
+    wait_for(Duration::from_secs(30), || {
         d.docker(["diff", "runner"])
             .ok()
             .contains("A /running")
@@ -272,7 +272,26 @@ fn commit_pauses_a_running_container_unless_told_not_to() {
     })
     .expect("the container wrote its file");
     let since = (berth_e2e::unix_now() - 1).to_string();
-    d.docker(["commit", "runner", "running:v1"]).ok();
+    // While its 200 MB layer is read, the container is seen paused.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let seen_paused = std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            let mut seen = false;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let v = d.get_json("/containers/runner/json");
+                seen |= v["State"]["Paused"] == true && v["State"]["Status"] == "paused";
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            seen
+        });
+        d.docker(["commit", "runner", "running:v1"]).ok();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        watcher.join().unwrap()
+    });
+    assert!(
+        seen_paused,
+        "the container was never seen paused during the commit"
+    );
     let state = d.docker(["inspect", "-f", "{{.State.Status}}", "runner"]);
     assert_eq!(state.ok().trim(), "running");
     d.docker(["commit", "--pause=false", "runner", "running:v2"])
