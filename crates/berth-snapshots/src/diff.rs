@@ -687,6 +687,10 @@ mod tests {
             fs::remove_dir_all(merged.join("data")).unwrap();
             fs::create_dir(merged.join("data")).unwrap();
             fs::write(merged.join("data/c"), b"c").unwrap();
+            // No redirects: a directory of the image cannot be renamed in
+            // place (tools copy it), so the upper dir holds whole trees.
+            let e = fs::rename(merged.join("keep"), merged.join("kept")).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EXDEV), "{e}");
             fs::create_dir(merged.join("keep/sub")).unwrap();
             fs::write(merged.join("keep/sub/z"), b"z").unwrap();
             unmount(&merged).unwrap();
