@@ -10,6 +10,7 @@
 //!
 //! ```text
 //! <data-root>/containers/<id>/
+//!   init/               the init layer: mount points berth makes (initlayer.rs)
 //!   upper/ work/        the read-write layer
 //!   rootfs/             overlay mount point (mounted while running)
 //!   config.json         the OCI bundle, rewritten at every start
@@ -19,7 +20,9 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod commit;
 mod housekeeping;
+mod initlayer;
 pub mod mounts;
 mod names;
 pub mod shim;
@@ -34,6 +37,7 @@ use berth_metadata::{ContainerRow, MetaRead, MetaStore};
 use berth_types::{Digest, Error, ErrorKind, Result};
 use serde_json::{Value, json};
 
+pub use commit::{CommitOptions, ContainerCommit};
 pub use housekeeping::Orphan;
 pub use mounts::{ProvidedVolume, VolumeProvider, VolumeUsers};
 pub use names::validate as validate_name;
@@ -56,6 +60,9 @@ pub trait ImageSource: Send + Sync {
     fn container_image(&self, name: &str) -> Result<ContainerImage>;
     /// Layer directories of an image by ID, top first.
     fn layer_dirs(&self, id: &Digest) -> Result<Vec<PathBuf>>;
+    /// Make an image from a container's read-write layer (`docker commit`);
+    /// returns its ID. Blocks.
+    fn commit(&self, c: commit::ContainerCommit<'_>) -> Result<Digest>;
 }
 
 /// Where a container's network namespace comes from.
@@ -305,6 +312,19 @@ impl ContainerService {
 
     fn dir(&self, id: &str) -> PathBuf {
         self.cfg.data_root.join("containers").join(id)
+    }
+
+    /// The lower dirs of a container's rootfs, top first: its init layer
+    /// (containers made before berth had one have none), then its image's
+    /// layers.
+    fn lower_dirs(&self, row: &ContainerRow) -> Result<Vec<PathBuf>> {
+        let mut lowers = Vec::new();
+        let init = self.dir(&row.id).join("init");
+        if init.is_dir() {
+            lowers.push(init);
+        }
+        lowers.extend(self.images.layer_dirs(&row.image_id)?);
+        Ok(lowers)
     }
 
     fn socket(&self, id: &str) -> PathBuf {
@@ -571,7 +591,7 @@ impl ContainerService {
             "HostConfig": host_config,
             "GraphDriver": {
                 "Data": {
-                    "LowerDir": img.layer_dirs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":"),
+                    "LowerDir": std::iter::once(dir.join("init")).chain(img.layer_dirs.iter().cloned()).map(|p| p.display().to_string()).collect::<Vec<_>>().join(":"),
                     "MergedDir": dir.join("rootfs").display().to_string(),
                     "UpperDir": dir.join("upper").display().to_string(),
                     "WorkDir": dir.join("work").display().to_string()
@@ -594,6 +614,16 @@ impl ContainerService {
             .prepare(&mut record, &body["NetworkingConfig"])?;
         for d in ["upper", "work", "rootfs"] {
             std::fs::create_dir_all(dir.join(d))?;
+        }
+        if let Err(e) = initlayer::make(&dir.join("init"), &img.layer_dirs) {
+            let _ = std::fs::remove_dir_all(&dir);
+            let anonymous: Vec<String> = mount_points
+                .iter()
+                .filter(|m| m.is_anonymous_volume())
+                .map(|m| m.name.clone())
+                .collect();
+            self.end_create(&id, &anonymous);
+            return Err(e.context("making the init layer"));
         }
         let row = ContainerRow {
             id: id.clone(),
@@ -760,7 +790,7 @@ impl ContainerService {
         let dir = self.dir(&id);
         let rootfs = dir.join("rootfs");
         let t0 = std::time::Instant::now();
-        let lowers = self.images.layer_dirs(&row.image_id)?;
+        let lowers = self.lower_dirs(&row)?;
         let net = match self.net_setup(rec).await {
             Ok(n) => n,
             Err(e) => {

@@ -10,6 +10,7 @@
 //! shapes (berthd converts), run containers.
 #![forbid(unsafe_code)]
 
+mod commit;
 mod config;
 mod import;
 mod layers;
@@ -28,8 +29,9 @@ use berth_metadata::{ImageRecord, MetaRead, MetaStore};
 use berth_types::{ChainId, DiffId, Digest, Error, ErrorKind, Reference, Result};
 
 pub use berth_distribution as distribution;
+pub use commit::{EMPTY_LAYER_DIFF_ID, HistoryEntry, ImageCommit, NewLayer};
 pub use config::{History, ImageConfig, now_rfc3339};
-pub use import::ImportOptions;
+pub use import::{ImportOptions, commit_config};
 pub use layers::LayerStore;
 pub use leases::{Lease, LeaseHandle, Leases};
 pub use load::{LoadProgress, LoadedImage, host_arch};
@@ -301,9 +303,30 @@ impl ImageService {
             });
         }
         items.reverse();
-        if let Some(top) = items.first_mut() {
-            top.id = rec.id.to_string();
-            top.tags = d.summary.repo_tags.clone();
+        // As Docker: the rows take the IDs of the image and then of its
+        // local parents (committed or built here), one row each.
+        let (parents, tags) = self.meta.read(|r| {
+            let mut chain = Vec::new();
+            let mut next = rec.parent;
+            while let Some(p) = next {
+                match r.image(&p)? {
+                    Some(img) if chain.len() < items.len() => {
+                        next = img.parent;
+                        chain.push(img.id);
+                    }
+                    _ => break,
+                }
+            }
+            Ok((chain, Self::tags_by_image(r.tags()?)))
+        })?;
+        let ids = std::iter::once((rec.id, d.summary.repo_tags.clone())).chain(
+            parents
+                .into_iter()
+                .map(|p| (p, tags.get(&p).cloned().unwrap_or_default())),
+        );
+        for (item, (id, tags)) in items.iter_mut().zip(ids) {
+            item.id = id.to_string();
+            item.tags = tags;
         }
         Ok(items)
     }

@@ -230,6 +230,25 @@ impl berth_containers::ImageSource for Images {
     fn layer_dirs(&self, id: &berth_types::Digest) -> berth_types::Result<Vec<PathBuf>> {
         Ok(self.0.inspect(&id.to_string())?.layer_dirs)
     }
+    fn commit(
+        &self,
+        c: berth_containers::ContainerCommit<'_>,
+    ) -> berth_types::Result<berth_types::Digest> {
+        let config = berth_images::commit_config(&c.config, c.changes, c.container_config)?;
+        let layer = self.0.layer_from_dir(c.upper)?;
+        self.0.commit_image(berth_images::ImageCommit {
+            parent: Some(c.image.to_string()),
+            layer: Some(layer),
+            config,
+            history: berth_images::HistoryEntry {
+                created_by: c.created_by,
+                comment: c.comment.to_string(),
+                author: c.author.to_string(),
+            },
+            container: Some((c.container_id.to_string(), c.container_config.clone())),
+            tag: c.repo_tag.map(String::from),
+        })
+    }
 }
 
 impl berth_volumes::VolumeEvents for events::EventBus {

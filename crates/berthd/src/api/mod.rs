@@ -2,6 +2,7 @@
 //! from error kinds to HTTP status codes.
 
 mod berth;
+mod commit;
 mod containers;
 mod images;
 mod networks;
@@ -191,6 +192,7 @@ pub fn router(state: AppState) -> Router {
         .merge(images::routes())
         .merge(registry::routes())
         .merge(containers::routes())
+        .merge(commit::routes())
         .merge(volumes::routes())
         .merge(networks::routes())
         .merge(berth::routes())
