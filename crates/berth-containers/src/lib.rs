@@ -10,6 +10,7 @@
 //!
 //! ```text
 //! <data-root>/containers/<id>/
+//!   init/               the init layer: mount points berth makes (initlayer.rs)
 //!   upper/ work/        the read-write layer
 //!   rootfs/             overlay mount point (mounted while running)
 //!   config.json         the OCI bundle, rewritten at every start
@@ -19,7 +20,10 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod commit;
 pub mod health;
+mod housekeeping;
+mod initlayer;
 pub mod mounts;
 mod names;
 pub mod resources;
@@ -36,6 +40,8 @@ use berth_metadata::{ContainerRow, MetaRead, MetaStore};
 use berth_types::{Digest, Error, ErrorKind, Result};
 use serde_json::{Value, json};
 
+pub use commit::{CommitOptions, ContainerCommit};
+pub use housekeeping::Orphan;
 pub use mounts::{ProvidedVolume, VolumeProvider, VolumeUsers};
 pub use names::validate as validate_name;
 pub use shim::ShimConn;
@@ -57,6 +63,9 @@ pub trait ImageSource: Send + Sync {
     fn container_image(&self, name: &str) -> Result<ContainerImage>;
     /// Layer directories of an image by ID, top first.
     fn layer_dirs(&self, id: &Digest) -> Result<Vec<PathBuf>>;
+    /// Make an image from a container's read-write layer (`docker commit`);
+    /// returns its ID. Blocks.
+    fn commit(&self, c: commit::ContainerCommit<'_>) -> Result<Digest>;
 }
 
 /// Where a container's network namespace comes from.
@@ -313,6 +322,19 @@ impl ContainerService {
         self.cfg.data_root.join("containers").join(id)
     }
 
+    /// The lower dirs of a container's rootfs, top first: its init layer
+    /// (containers made before berth had one have none), then its image's
+    /// layers.
+    fn lower_dirs(&self, row: &ContainerRow) -> Result<Vec<PathBuf>> {
+        let mut lowers = Vec::new();
+        let init = self.dir(&row.id).join("init");
+        if init.is_dir() {
+            lowers.push(init);
+        }
+        lowers.extend(self.images.layer_dirs(&row.image_id)?);
+        Ok(lowers)
+    }
+
     fn socket(&self, id: &str) -> PathBuf {
         shim::socket_path(&self.cfg.run_dir, id)
     }
@@ -331,7 +353,10 @@ impl ContainerService {
     }
 
     fn event(&self, action: &str, rec: &Value) {
-        let mut attrs = BTreeMap::new();
+        self.event_with(action, rec, BTreeMap::new());
+    }
+
+    fn event_with(&self, action: &str, rec: &Value, mut attrs: BTreeMap<String, String>) {
         attrs.insert(
             "name".to_string(),
             rec["Name"]
@@ -354,6 +379,27 @@ impl ContainerService {
         }
         self.events
             .container_event(action, rec["Id"].as_str().unwrap_or(""), attrs);
+    }
+
+    /// Publishes a container event of `action` with Docker's attributes
+    /// (name, image, labels) plus `extra` (`restart`, `attach`, `resize`).
+    pub fn log_event(&self, name: &str, action: &str, extra: BTreeMap<String, String>) {
+        let Ok(row) = self.find(name) else {
+            return;
+        };
+        self.event_with(action, &row.record, extra);
+    }
+
+    /// Bytes in a container's read-write layer (`SizeRw`): file sizes,
+    /// hard links counted once.
+    pub fn size_rw(&self, id: &str) -> i64 {
+        let upper = self.dir(id).join("upper");
+        berth_snapshots::dir_size(&upper).unwrap_or_else(|e| {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(container = %id, error = %e, "size of the read-write layer");
+            }
+            0
+        })
     }
 
     /// Find a container by full ID, name, or unique ID prefix.
@@ -561,7 +607,7 @@ impl ContainerService {
             "HostConfig": host_config,
             "GraphDriver": {
                 "Data": {
-                    "LowerDir": img.layer_dirs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":"),
+                    "LowerDir": std::iter::once(dir.join("init")).chain(img.layer_dirs.iter().cloned()).map(|p| p.display().to_string()).collect::<Vec<_>>().join(":"),
                     "MergedDir": dir.join("rootfs").display().to_string(),
                     "UpperDir": dir.join("upper").display().to_string(),
                     "WorkDir": dir.join("work").display().to_string()
@@ -584,6 +630,16 @@ impl ContainerService {
             .prepare(&mut record, &body["NetworkingConfig"])?;
         for d in ["upper", "work", "rootfs"] {
             std::fs::create_dir_all(dir.join(d))?;
+        }
+        if let Err(e) = initlayer::make(&dir.join("init"), &img.layer_dirs) {
+            let _ = std::fs::remove_dir_all(&dir);
+            let anonymous: Vec<String> = mount_points
+                .iter()
+                .filter(|m| m.is_anonymous_volume())
+                .map(|m| m.name.clone())
+                .collect();
+            self.end_create(&id, &anonymous);
+            return Err(e.context("making the init layer"));
         }
         let row = ContainerRow {
             id: id.clone(),
@@ -750,7 +806,7 @@ impl ContainerService {
         let dir = self.dir(&id);
         let rootfs = dir.join("rootfs");
         let t0 = std::time::Instant::now();
-        let lowers = self.images.layer_dirs(&row.image_id)?;
+        let lowers = self.lower_dirs(&row)?;
         let net = match self.net_setup(rec).await {
             Ok(n) => n,
             Err(e) => {
@@ -959,6 +1015,9 @@ impl ContainerService {
                 return;
             }
         };
+        if rec["State"]["OOMKilled"].as_bool() == Some(true) {
+            self.event("oom", &rec);
+        }
         self.event("die", &rec);
         if rec["HostConfig"]["AutoRemove"].as_bool() == Some(true) {
             if let Err(e) = self.remove_with_volumes(id, true, true).await {
@@ -1068,10 +1127,17 @@ impl ContainerService {
             self.manual_stop(&row.id)?;
         }
         shim::kill(&self.socket(&row.id), sig).await?;
-        let mut attrs = BTreeMap::new();
-        attrs.insert("signal".to_string(), sig.to_string());
-        attrs.insert("name".to_string(), row.name.clone());
-        self.events.container_event("kill", &row.id, attrs);
+        self.event_with(
+            "kill",
+            &row.record,
+            BTreeMap::from([("signal".to_string(), sig.to_string())]),
+        );
+        // As dockerd: SIGKILL returns once the container has exited.
+        if sig == libc::SIGKILL {
+            let _ =
+                tokio::time::timeout(Duration::from_secs(10), self.wait(&row.id, "not-running"))
+                    .await;
+        }
         Ok(())
     }
 

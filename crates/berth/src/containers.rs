@@ -28,8 +28,12 @@ type Io = TokioIo<hyper::upgrade::Upgraded>;
 pub enum ContainerCmd {
     /// Attach local standard input, output, and error streams to a running container
     Attach(AttachArgs),
+    /// Create a new image from a container's changes
+    Commit(crate::commit::CommitArgs),
     /// Create a new container
     Create(CreateArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(crate::commit::DiffArgs),
     /// Execute a command in a running container
     Exec(ExecArgs),
     /// Display detailed information on one or more containers
@@ -73,7 +77,9 @@ pub enum ContainerCmd {
 pub async fn container(c: &Client, cmd: ContainerCmd) -> Result<()> {
     match cmd {
         ContainerCmd::Attach(a) => attach(c, a).await,
+        ContainerCmd::Commit(a) => crate::commit::commit(c, a).await,
         ContainerCmd::Create(a) => create(c, a).await,
+        ContainerCmd::Diff(a) => crate::commit::diff(c, a).await,
         ContainerCmd::Exec(a) => exec(c, a).await,
         ContainerCmd::Inspect(a) => container_inspect(c, a).await,
         ContainerCmd::Kill(a) => kill(c, a).await,
@@ -1931,7 +1937,7 @@ fn go_field_error(msg: &str) -> String {
 const PS_TABLE: &str =
     "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}";
 
-fn ps_header() -> Value {
+pub fn ps_header() -> Value {
     json!({
         "ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "CreatedAt": "CREATED AT",
         "RunningFor": "CREATED", "Ports": "PORTS", "State": "STATE", "Status": "STATUS",

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod commit;
 mod containers;
 mod hijack;
 mod images;
@@ -51,8 +52,12 @@ enum Cmd {
     Container(containers::ContainerCmd),
     /// Attach local standard input, output, and error streams to a running container
     Attach(containers::AttachArgs),
+    /// Create a new image from a container's changes
+    Commit(commit::CommitArgs),
     /// Create a new container
     Create(containers::CreateArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(commit::DiffArgs),
     /// Kill one or more running containers
     Kill(containers::KillArgs),
     /// Fetch the logs of a container
@@ -160,7 +165,9 @@ fn main() -> ExitCode {
             Cmd::Ps(a) => containers::ps(&client, a).await,
             Cmd::Container(c) => containers::container(&client, c).await,
             Cmd::Attach(a) => containers::attach(&client, a).await,
+            Cmd::Commit(a) => commit::commit(&client, a).await,
             Cmd::Create(a) => containers::create(&client, a).await,
+            Cmd::Diff(a) => commit::diff(&client, a).await,
             Cmd::Kill(a) => containers::kill(&client, a).await,
             Cmd::Logs(a) => containers::logs(&client, a).await,
             Cmd::Pause(a) => containers::pause(&client, a, true).await,
