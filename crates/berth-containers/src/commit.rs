@@ -56,6 +56,15 @@ impl ContainerService {
         berth_snapshots::changes(&self.dir(&row.id).join("upper"), &lowers)
     }
 
+    /// The container's read-write layer (an overlay upper dir), for a
+    /// caller that makes the image itself (the builder:
+    /// `ImageService::layer_from_dir` then `commit_image`). Read it only
+    /// while the container is stopped or frozen.
+    pub fn upper_dir(&self, name: &str) -> Result<std::path::PathBuf> {
+        let row = self.find(name)?;
+        Ok(self.dir(&row.id).join("upper"))
+    }
+
     /// `POST /commit`: a new image from the container's changes. Returns
     /// the image ID.
     pub async fn commit(&self, name: &str, opts: CommitOptions) -> Result<Digest> {

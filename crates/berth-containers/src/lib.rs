@@ -21,12 +21,15 @@
 #![forbid(unsafe_code)]
 
 mod commit;
+pub mod health;
 mod housekeeping;
 mod initlayer;
 pub mod mounts;
 mod names;
+pub mod resources;
 pub mod shim;
 pub mod spec;
+pub mod stats;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -211,6 +214,9 @@ pub struct ContainerService {
     pending_attach: Mutex<HashMap<String, (std::os::unix::net::UnixStream, [bool; 3])>>,
     /// The volume driver (see `mounts.rs`); without it, volume mounts are refused.
     volumes: Option<Arc<dyn VolumeProvider>>,
+    /// Healthcheck state and unhealthy-action backoff (see `health.rs`).
+    health: health::HealthMap,
+    health_actions: health::ActionMap,
 }
 
 /// An exec instance (Docker keeps them in memory too).
@@ -301,6 +307,8 @@ impl ContainerService {
             locks: Mutex::new(HashMap::new()),
             pending_attach: Mutex::new(HashMap::new()),
             volumes: None,
+            health: Default::default(),
+            health_actions: Default::default(),
         })
     }
 
@@ -510,6 +518,9 @@ impl ContainerService {
                 "conflicting options: cannot specify both --restart and --rm",
             ));
         }
+        resources::validate(&host_config, false)?;
+        health::validate_action(&host_config, &config["Labels"])?;
+        resources::adapt_create(&mut host_config);
         if let Some(rp) = host_config["RestartPolicy"]["Name"].as_str()
             && !["", "no", "always", "unless-stopped", "on-failure"].contains(&rp)
         {
@@ -558,7 +569,12 @@ impl ContainerService {
         if let Some(m) = config["MacAddress"].as_str().filter(|m| !m.is_empty()) {
             cfg_out["MacAddress"] = json!(m);
         }
-        for k in ["StopSignal", "StopTimeout", "Healthcheck"] {
+        health::validate(&config["Healthcheck"])?;
+        let healthcheck = health::merge(&config["Healthcheck"], &ic["Healthcheck"]);
+        if healthcheck.is_object() {
+            cfg_out["Healthcheck"] = healthcheck;
+        }
+        for k in ["StopSignal", "StopTimeout"] {
             if !config[k].is_null() {
                 cfg_out[k] = config[k].clone();
             } else if k == "StopSignal" && ic[k].is_string() {
@@ -844,6 +860,7 @@ impl ContainerService {
                     "started"
                 );
                 self.event("start", &rec);
+                self.health_started(&id, &rec);
                 self.clone().monitor(id);
                 Ok(true)
             }
@@ -970,9 +987,13 @@ impl ContainerService {
         }
         let _ = shim::call(&self.socket(id), json!({"op": "shutdown"})).await;
         let cleared = self.net_release(id).await;
+        let health = self.health_stopped(id);
         let rec = match self.update(id, |r| {
             if let Some(c) = cleared {
                 r["NetworkSettings"] = c;
+            }
+            if let Some(h) = health {
+                r["State"]["Health"] = h;
             }
             let s = &mut r["State"];
             s["Status"] = json!("exited");
@@ -1076,6 +1097,7 @@ impl ContainerService {
                 Ok(st) if st["running"].as_bool() == Some(true) => {
                     tracing::info!(container = %row.id, "re-adopted running container");
                     self.readopt_mounts(&row.id, &row.record);
+                    self.health_resume(&row.id, &row.record);
                     self.clone().monitor(row.id.clone());
                 }
                 Ok(st) => self.exited(&row.id, &st).await,
@@ -1254,6 +1276,7 @@ impl ContainerService {
             removed.push_back((row.id.clone(), code));
         }
         self.meta.write(|w| w.delete_container(&row.id))?;
+        self.health_forget(&row.id);
         self.notify();
         self.teardown_mounts(&row.id, &row.record);
         if volumes {
@@ -1293,6 +1316,7 @@ impl ContainerService {
             o.remove("HasBeenManuallyStopped");
             o.remove(mounts::RECORD_KEY);
         }
+        self.health_overlay(&mut rec);
         let ids: Vec<String> = self
             .execs
             .lock()
@@ -1313,7 +1337,11 @@ impl ContainerService {
             .meta
             .read(|r| r.containers())?
             .into_iter()
-            .map(|c| c.record)
+            .map(|c| {
+                let mut r = c.record;
+                self.health_overlay(&mut r);
+                r
+            })
             .collect())
     }
 

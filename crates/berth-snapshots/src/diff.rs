@@ -1,16 +1,18 @@
 //! A container's read-write layer (an overlayfs upper dir) read back as
 //! changes (`docker diff`) and written as a layer tar (`docker commit`).
 //!
-//! Both follow Docker's overlay2 driver:
-//! - [`changes`] walks the upper dir in lexical order. A char device 0/0
-//!   (a whiteout) and a directory with `trusted.overlay.opaque=y` are
-//!   deletions of their path; anything else is *added*, unless its path
-//!   exists in a lower dir (the first one that has it, symlinks followed
-//!   inside that lower dir), then *modified* — except a directory whose
-//!   size, mode and mtime (to the second) equal the lower one's, which is
-//!   only there because something below it changed and is not listed. The
-//!   parent of an added or deleted path is listed as modified, once,
-//!   unless it is `/` or already listed.
+//! - [`changes`] gives what Docker's tree comparison (`ChangesDirs`, which
+//!   dockerd's overlay2 driver uses on kernels with overlay `redirect_dir`,
+//!   as here) gives for the container's filesystem against its image's,
+//!   computed from the upper dir alone: only what is in it can differ. A
+//!   path the image lacks is *added* (with everything under it); one it has
+//!   is *modified* when type, mode, owner or device differ, or for a
+//!   non-directory size or mtime (to the second); a whiteout (char 0/0) is
+//!   a *deletion* of what the image had there, and an opaque directory
+//!   (`trusted.overlay.opaque=y`) deletes each entry of the image's
+//!   directory it does not have again. A directory with changes inside is
+//!   listed as modified before them; in a directory, entries come in name
+//!   order, deletions last (Docker's order there is a Go map's).
 //! - [`write_layer_tar`] writes the whole upper dir as an uncompressed tar,
 //!   whiteouts as empty `.wh.NAME` files and opaque dirs followed by an
 //!   empty `DIR/.wh..wh..opq`, the way image layers carry them. Headers
@@ -29,7 +31,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use berth_types::{Error, Result};
-use rustix::fs::{self as rfs, AtFlags, Dir, FileType, Mode, OFlags, ResolveFlags, Stat};
+use rustix::fs::{self as rfs, AtFlags, Dir, FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
 
 const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
@@ -105,6 +107,20 @@ fn open_subdir(dir: BorrowedFd<'_>, name: &CStr, rel: &[u8]) -> Result<OwnedFd> 
     .map_err(|e| os_err(rel, "opening", e))
 }
 
+/// [`open_subdir`], or `None` when the directory is gone meanwhile.
+fn open_subdir_if_there(dir: BorrowedFd<'_>, name: &CStr, rel: &[u8]) -> Result<Option<OwnedFd>> {
+    match rfs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(os_err(rel, "opening", e)),
+    }
+}
+
 fn is_whiteout(st: &Stat) -> bool {
     FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice && st.st_rdev == 0
 }
@@ -135,106 +151,249 @@ fn same_time(a: &Stat, b: &Stat) -> bool {
         && (a.st_mtime_nsec == b.st_mtime_nsec || a.st_mtime_nsec == 0 || b.st_mtime_nsec == 0)
 }
 
+/// Docker's statDifferent: type and mode, owner, device; and for
+/// non-directories size and mtime (a directory's are no measure of change).
+fn stat_different(old: &Stat, new: &Stat) -> bool {
+    old.st_mode != new.st_mode
+        || old.st_uid != new.st_uid
+        || old.st_gid != new.st_gid
+        || old.st_rdev != new.st_rdev
+        || (FileType::from_raw_mode(old.st_mode) != FileType::Directory
+            && (!same_time(old, new) || old.st_size != new.st_size))
+}
+
+fn is_dir(st: &Stat) -> bool {
+    FileType::from_raw_mode(st.st_mode) == FileType::Directory
+}
+
+/// What one lower dir has at a path, by overlayfs' lookup rules.
+enum InLayer {
+    /// There, with its stat and (for a directory) whether it is opaque.
+    Found(Stat, bool),
+    /// Not there; `true` when an opaque directory on the way hides the
+    /// layers below for this path.
+    Absent(bool),
+    /// A whiteout, or a non-directory on the way: hidden in the layers below.
+    Hidden,
+}
+
+/// The image's layers as one read-only tree (the lower part of the overlay).
+struct Lowers(Vec<OwnedFd>);
+
+impl Lowers {
+    fn lookup(layer: &OwnedFd, rel: &[u8]) -> Result<InLayer> {
+        let comps: Vec<&[u8]> = rel
+            .split(|b| *b == b'/')
+            .filter(|c| !c.is_empty())
+            .collect();
+        let mut dir: Option<OwnedFd> = None;
+        let mut opaque_above = false;
+        for (i, comp) in comps.iter().enumerate() {
+            let name =
+                CString::new(*comp).map_err(|_| os_err(rel, "path with NUL", Errno::INVAL))?;
+            let at = dir.as_ref().map_or(layer.as_fd(), |d| d.as_fd());
+            let st = match rfs::statat(at, &name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(Errno::NOENT) => return Ok(InLayer::Absent(opaque_above)),
+                Err(e) => return Err(os_err(rel, "stat in a lower layer", e)),
+            };
+            if is_whiteout(&st) {
+                return Ok(InLayer::Hidden);
+            }
+            let last = i + 1 == comps.len();
+            if !is_dir(&st) {
+                return Ok(if last {
+                    InLayer::Found(st, false)
+                } else {
+                    InLayer::Hidden
+                });
+            }
+            let fd = open_subdir(at, &name, rel)?;
+            let opaque = is_opaque(fd.as_fd());
+            if last {
+                return Ok(InLayer::Found(st, opaque));
+            }
+            opaque_above |= opaque;
+            dir = Some(fd);
+        }
+        Ok(InLayer::Absent(opaque_above))
+    }
+
+    /// What the image has at `rel` (`/a/b`).
+    fn stat(&self, rel: &[u8]) -> Result<Option<Stat>> {
+        for layer in &self.0 {
+            match Self::lookup(layer, rel)? {
+                InLayer::Found(st, _) => return Ok(Some(st)),
+                InLayer::Absent(false) => continue,
+                InLayer::Absent(true) | InLayer::Hidden => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+
+    /// The names the image's directory `rel` holds.
+    fn children(&self, rel: &[u8]) -> Result<std::collections::BTreeSet<CString>> {
+        let mut names = std::collections::BTreeSet::new();
+        let mut hidden = std::collections::HashSet::new();
+        for layer in &self.0 {
+            match Self::lookup(layer, rel)? {
+                InLayer::Found(st, opaque) if is_dir(&st) => {
+                    let inner = CString::new(&rel[1..])
+                        .map_err(|_| os_err(rel, "path with NUL", Errno::INVAL))?;
+                    let fd = rfs::openat(
+                        layer,
+                        &inner,
+                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(|e| os_err(rel, "opening in a lower layer", e))?;
+                    for name in sorted_names(fd.as_fd(), rel)? {
+                        let st = rfs::statat(&fd, &name, AtFlags::SYMLINK_NOFOLLOW)
+                            .map_err(|e| os_err(rel, "stat in a lower layer", e))?;
+                        if is_whiteout(&st) {
+                            hidden.insert(name);
+                        } else if !hidden.contains(&name) {
+                            names.insert(name);
+                        }
+                    }
+                    if opaque {
+                        break;
+                    }
+                }
+                InLayer::Absent(false) => continue,
+                _ => break,
+            }
+        }
+        Ok(names)
+    }
+}
+
 /// The changes a read-write layer `upper` makes over `lowers` (the image's
 /// layer dirs, topmost first). See the module doc for the rules.
 pub fn changes(upper: &Path, lowers: &[PathBuf]) -> Result<Vec<Change>> {
     let root = open_dir(upper)?;
-    let lowers = lowers
-        .iter()
-        .map(|l| open_dir(l))
-        .collect::<Result<Vec<_>>>()?;
+    let lowers = Lowers(
+        lowers
+            .iter()
+            .map(|l| open_dir(l))
+            .collect::<Result<Vec<_>>>()?,
+    );
     let mut w = ChangeWalk {
         lowers,
         out: Vec::new(),
-        changed_dirs: std::collections::HashSet::new(),
     };
-    w.walk(root.as_fd(), &mut Vec::new())?;
+    w.walk(root.as_fd(), &mut Vec::new(), true, false, true)?;
     Ok(w.out)
 }
 
 struct ChangeWalk {
-    lowers: Vec<OwnedFd>,
+    lowers: Lowers,
     out: Vec<Change>,
-    /// Directories already listed (or known changed), by path.
-    changed_dirs: std::collections::HashSet<Vec<u8>>,
 }
 
 impl ChangeWalk {
-    /// Walks the entries of `dir`, whose path is `rel` (empty for the root,
-    /// else `/a/b`).
-    fn walk(&mut self, dir: BorrowedFd<'_>, rel: &mut Vec<u8>) -> Result<()> {
-        for name in sorted_names(dir, rel)? {
+    fn push(&mut self, path: &[u8], kind: ChangeKind) {
+        self.out.push(Change {
+            path: String::from_utf8_lossy(path).into_owned(),
+            kind,
+        });
+    }
+
+    /// Compares the upper dir `dir` (path `rel`: empty for the root, else
+    /// `/a/b`) with the image's directory there: `old_dir` says the image
+    /// has one, `opaque` that the container replaced it, `listed` that the
+    /// directory itself is already listed (added or changed).
+    fn walk(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        rel: &mut Vec<u8>,
+        old_dir: bool,
+        opaque: bool,
+        listed: bool,
+    ) -> Result<()> {
+        let start = self.out.len();
+        let names = sorted_names(dir, rel)?;
+        let mut deleted: Vec<Vec<u8>> = Vec::new();
+        for name in &names {
             let len = rel.len();
             rel.push(b'/');
             rel.extend_from_slice(name.to_bytes());
-            let st = rfs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(|e| os_err(rel, "stat", e))?;
-            let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
-            let sub = if is_dir {
-                Some(open_subdir(dir, &name, rel)?)
+            let st = match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                // Gone since the directory was read (a running container).
+                Err(Errno::NOENT) => {
+                    rel.truncate(len);
+                    continue;
+                }
+                Err(e) => return Err(os_err(rel, "stat", e)),
+            };
+            // Under an opaque directory the image's entries are hidden,
+            // but a name it had is still a changed (not an added) path.
+            let old = if old_dir {
+                self.lowers.stat(rel)?
             } else {
                 None
             };
-            let deleted = is_whiteout(&st) || sub.as_ref().is_some_and(|d| is_opaque(d.as_fd()));
-            let kind = if deleted {
-                Some(ChangeKind::Deleted)
-            } else {
-                self.added_or_modified(rel, &st, is_dir)?
-            };
-            if let Some(kind) = kind {
-                if is_dir {
-                    self.changed_dirs.insert(rel.clone());
+            if is_whiteout(&st) {
+                if old.is_some() {
+                    deleted.push(rel.clone());
                 }
-                if kind != ChangeKind::Modified {
-                    let parent = &rel[..len];
-                    if !parent.is_empty() && self.changed_dirs.insert(parent.to_vec()) {
-                        self.out.push(Change {
-                            path: String::from_utf8_lossy(parent).into_owned(),
-                            kind: ChangeKind::Modified,
-                        });
-                    }
-                }
-                self.out.push(Change {
-                    path: String::from_utf8_lossy(rel).into_owned(),
-                    kind,
-                });
+                rel.truncate(len);
+                continue;
             }
-            if let Some(sub) = sub {
-                self.walk(sub.as_fd(), rel)?;
+            let mut child_listed = false;
+            match &old {
+                None => {
+                    self.push(rel, ChangeKind::Added);
+                    child_listed = true;
+                }
+                Some(o) if stat_different(o, &st) => {
+                    self.push(rel, ChangeKind::Modified);
+                    child_listed = true;
+                }
+                Some(_) => {}
+            }
+            if is_dir(&st) {
+                let sub = match open_subdir_if_there(dir, name, rel)? {
+                    Some(sub) => sub,
+                    None => {
+                        rel.truncate(len);
+                        continue;
+                    }
+                };
+                let sub_opaque = is_opaque(sub.as_fd());
+                let sub_old = old.as_ref().is_some_and(is_dir);
+                self.walk(sub.as_fd(), rel, sub_old, sub_opaque, child_listed)?;
             }
             rel.truncate(len);
         }
-        Ok(())
-    }
-
-    /// Added, modified, or (a directory only there for its children) none.
-    fn added_or_modified(&self, rel: &[u8], st: &Stat, is_dir: bool) -> Result<Option<ChangeKind>> {
-        let inner =
-            CString::new(&rel[1..]).map_err(|_| os_err(rel, "path with NUL", Errno::INVAL))?;
-        for lower in &self.lowers {
-            let fd = match rfs::openat2(
-                lower,
-                inner.as_c_str(),
-                OFlags::PATH | OFlags::CLOEXEC,
-                Mode::empty(),
-                ResolveFlags::IN_ROOT,
-            ) {
-                Ok(fd) => fd,
-                Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => continue,
-                Err(e) => return Err(os_err(rel, "looking up in a lower layer", e)),
-            };
-            let lst = rfs::fstat(&fd).map_err(|e| os_err(rel, "stat in a lower layer", e))?;
-            if is_dir
-                && FileType::from_raw_mode(lst.st_mode) == FileType::Directory
-                && lst.st_size == st.st_size
-                && lst.st_mode == st.st_mode
-                && same_time(&lst, st)
-            {
-                return Ok(None);
+        if opaque && old_dir {
+            let have: std::collections::HashSet<&CString> = names.iter().collect();
+            for name in self.lowers.children(rel)? {
+                if !have.contains(&name) {
+                    let mut p = rel.clone();
+                    p.push(b'/');
+                    p.extend_from_slice(name.to_bytes());
+                    deleted.push(p);
+                }
             }
-            return Ok(Some(ChangeKind::Modified));
+            deleted.sort();
         }
-        Ok(Some(ChangeKind::Added))
+        for d in deleted {
+            self.push(&d, ChangeKind::Deleted);
+        }
+        // A directory with changes inside is listed (before them) even when
+        // it did not change itself.
+        if self.out.len() > start && !listed && !rel.is_empty() {
+            self.out.insert(
+                start,
+                Change {
+                    path: String::from_utf8_lossy(rel).into_owned(),
+                    kind: ChangeKind::Modified,
+                },
+            );
+        }
+        Ok(())
     }
 }
 
@@ -276,11 +435,22 @@ impl<W: Write> TarWalk<W> {
         for name in sorted_names(dir, rel)? {
             let len = rel.len();
             rel.extend_from_slice(name.to_bytes());
-            let st = rfs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(|e| os_err(rel, "stat", e))?;
+            let st = match rfs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                // Gone since the directory was read (a running container
+                // committed without a pause): as Docker, left out.
+                Err(Errno::NOENT) => {
+                    rel.truncate(len);
+                    continue;
+                }
+                Err(e) => return Err(os_err(rel, "stat", e)),
+            };
             match FileType::from_raw_mode(st.st_mode) {
                 FileType::Directory => {
-                    let sub = open_subdir(dir, &name, rel)?;
+                    let Some(sub) = open_subdir_if_there(dir, &name, rel)? else {
+                        rel.truncate(len);
+                        continue;
+                    };
                     rel.push(b'/');
                     let caps = fxattr(sub.as_fd(), CAPABILITY_XATTR);
                     let mut h = header(&st, tar::EntryType::Directory);
@@ -337,13 +507,19 @@ impl<W: Write> TarWalk<W> {
         }
         match ft {
             FileType::RegularFile => {
-                let fd = rfs::openat(
+                let fd = match rfs::openat(
                     dir,
                     name,
                     OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                     Mode::empty(),
-                )
-                .map_err(|e| os_err(rel, "opening", e))?;
+                ) {
+                    Ok(fd) => fd,
+                    Err(Errno::NOENT) => {
+                        self.links.remove(&(st.st_dev, st.st_ino));
+                        return Ok(());
+                    }
+                    Err(e) => return Err(os_err(rel, "opening", e)),
+                };
                 let caps = fxattr(fd.as_fd(), CAPABILITY_XATTR);
                 let mut h = header(st, tar::EntryType::Regular);
                 h.set_size(st.st_size as u64);
@@ -511,6 +687,10 @@ mod tests {
             fs::remove_dir_all(merged.join("data")).unwrap();
             fs::create_dir(merged.join("data")).unwrap();
             fs::write(merged.join("data/c"), b"c").unwrap();
+            // No redirects: a directory of the image cannot be renamed in
+            // place (tools copy it), so the upper dir holds whole trees.
+            let e = fs::rename(merged.join("keep"), merged.join("kept")).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EXDEV), "{e}");
             fs::create_dir(merged.join("keep/sub")).unwrap();
             fs::write(merged.join("keep/sub/z"), b"z").unwrap();
             unmount(&merged).unwrap();
@@ -519,16 +699,18 @@ mod tests {
             assert_eq!(
                 got,
                 [
-                    "D /data",
+                    "C /data",
                     "A /data/c",
+                    "D /data/a",
+                    "D /data/b",
                     "C /etc",
-                    "D /etc/group",
                     "C /etc/passwd",
-                    "D /gone",
+                    "D /etc/group",
                     "C /keep",
                     "A /keep/sub",
                     "A /keep/sub/z",
                     "A /new.txt",
+                    "D /gone",
                     "D /old",
                 ],
                 "{got:#?}"
@@ -631,8 +813,8 @@ mod tests {
     }
 
     #[test]
-    fn unchanged_directory_copies_are_not_listed() {
-        if !root_or_skip("unchanged_directory_copies_are_not_listed") {
+    fn copies_that_did_not_change_are_not_listed() {
+        if !root_or_skip("copies_that_did_not_change_are_not_listed") {
             return;
         }
         let tmp = tempfile::tempdir().unwrap();
@@ -640,26 +822,35 @@ mod tests {
         lower(&low);
         let up = tmp.path().join("upper");
         fs::create_dir(&up).unwrap();
-        // /etc copied up with the same metadata (as a copy-up makes it),
-        // files in it changed: only the files are listed.
+        // /etc copied up (as a copy-up makes it: same metadata), /etc/group
+        // copied up unchanged, /etc/passwd changed: /etc is listed for
+        // what is in it, /etc/group not at all.
         fs::create_dir(up.join("etc")).unwrap();
         fs::write(up.join("etc/passwd"), b"changed").unwrap();
-        // As many entries as the lower one (tmpfs sizes directories by them).
-        fs::write(up.join("etc/group"), b"changed").unwrap();
-        let st = fs::metadata(low.join("etc")).unwrap();
-        fs::set_permissions(up.join("etc"), st.permissions()).unwrap();
-        let times = rfs::Timestamps {
-            last_access: rfs::Timespec {
-                tv_sec: st.atime(),
-                tv_nsec: st.atime_nsec() as _,
-            },
-            last_modification: rfs::Timespec {
-                tv_sec: st.mtime(),
-                tv_nsec: st.mtime_nsec() as _,
-            },
+        fs::copy(low.join("etc/group"), up.join("etc/group")).unwrap();
+        let same_times = |from: &Path, to: &Path| {
+            let st = fs::metadata(from).unwrap();
+            let t = |s: i64, n: i64| rfs::Timespec {
+                tv_sec: s,
+                tv_nsec: n as _,
+            };
+            let times = rfs::Timestamps {
+                last_access: t(st.atime(), st.atime_nsec()),
+                last_modification: t(st.mtime(), st.mtime_nsec()),
+            };
+            fs::set_permissions(to, st.permissions()).unwrap();
+            rfs::utimensat(rfs::CWD, to, &times, AtFlags::empty()).unwrap();
         };
-        rfs::utimensat(rfs::CWD, up.join("etc"), &times, AtFlags::empty()).unwrap();
+        same_times(&low.join("etc/group"), &up.join("etc/group"));
+        same_times(&low.join("etc"), &up.join("etc"));
+        // A directory whose mode changed is listed for itself.
+        fs::create_dir(up.join("keep")).unwrap();
+        fs::set_permissions(
+            up.join("keep"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
         let got = listing(&changes(&up, std::slice::from_ref(&low)).unwrap());
-        assert_eq!(got, ["C /etc/group", "C /etc/passwd"]);
+        assert_eq!(got, ["C /etc", "C /etc/passwd", "C /keep"]);
     }
 }

@@ -125,6 +125,15 @@ fn mount_fsopen(
     if let Some((upper, work)) = rw {
         set_path("upperdir", upper)?;
         set_path("workdir", work)?;
+        // The upper dir must hold whole files and directories: it is read
+        // back as a layer (diff, commit), and a redirect (a renamed lower
+        // directory) or a metacopy (a chmod of a lower file) would leave
+        // the content in a lower layer. Kernels built with these on by
+        // default get them off here; renaming a lower directory then fails
+        // with EXDEV and tools copy instead, as on most kernels.
+        for key in ["redirect_dir", "metacopy"] {
+            fsconfig_set_string(&fs, key, "off").map_err(failed)?;
+        }
     }
     // As Docker and containerd: no inode index, so that layers can be shared
     // by any number of mounts.
@@ -176,6 +185,7 @@ fn mount_legacy(
         data.extend_from_slice(option_value(upper)?);
         data.extend_from_slice(b",workdir=");
         data.extend_from_slice(option_value(work)?);
+        data.extend_from_slice(b",redirect_dir=off,metacopy=off");
     }
     let data = CString::new(data).map_err(|_| Errno::INVAL)?;
     rustix::mount::mount(

@@ -64,8 +64,12 @@ pub enum ContainerCmd {
     Stop(StopArgs),
     /// Display the running processes of a container
     Top(TopArgs),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(crate::ops::StatsArgs),
     /// Unpause all processes within one or more containers
     Unpause(NamesArgs),
+    /// Update configuration of one or more containers
+    Update(crate::ops::UpdateArgs),
     /// Block until one or more containers stop, then print their exit codes
     Wait(NamesArgs),
 }
@@ -90,7 +94,9 @@ pub async fn container(c: &Client, cmd: ContainerCmd) -> Result<()> {
         ContainerCmd::Start(a) => start(c, a).await,
         ContainerCmd::Stop(a) => stop(c, a, false).await,
         ContainerCmd::Top(a) => top(c, a).await,
+        ContainerCmd::Stats(a) => crate::ops::stats(c, a).await,
         ContainerCmd::Unpause(a) => pause(c, a, false).await,
+        ContainerCmd::Update(a) => crate::ops::update(c, a).await,
         ContainerCmd::Wait(a) => wait(c, a).await,
     }
 }
@@ -472,6 +478,8 @@ pub struct CreateOpts {
     /// Working directory inside the container
     #[arg(short = 'w', long)]
     workdir: Option<String>,
+    #[command(flatten)]
+    limits: crate::ops::LimitOpts,
     /// Print help
     #[arg(long, action = ArgAction::Help)]
     help: Option<bool>,
@@ -644,6 +652,7 @@ impl CreateOpts {
         {
             hc["ConsoleSize"] = json!([h, w]);
         }
+        self.limits.apply(&mut cfg, &mut hc)?;
         cfg["HostConfig"] = hc;
         Ok(cfg)
     }

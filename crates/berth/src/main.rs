@@ -10,6 +10,7 @@ mod containers;
 mod hijack;
 mod images;
 mod network;
+mod ops;
 mod pull;
 mod registry;
 mod system;
@@ -78,6 +79,10 @@ enum Cmd {
     Top(containers::TopArgs),
     /// Unpause all processes within one or more containers
     Unpause(containers::NamesArgs),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(ops::StatsArgs),
+    /// Update configuration of one or more containers
+    Update(ops::UpdateArgs),
     /// Block until one or more containers stop, then print their exit codes
     Wait(containers::NamesArgs),
     /// Show the berth version information
@@ -179,6 +184,8 @@ fn main() -> ExitCode {
             Cmd::Stop(a) => containers::stop(&client, a, false).await,
             Cmd::Top(a) => containers::top(&client, a).await,
             Cmd::Unpause(a) => containers::pause(&client, a, false).await,
+            Cmd::Stats(a) => ops::stats(&client, a).await,
+            Cmd::Update(a) => ops::update(&client, a).await,
             Cmd::Wait(a) => containers::wait(&client, a).await,
             Cmd::Version(a) => system::version(&client, a).await,
             Cmd::Info(a) => system::info(&client, a).await,

@@ -22,6 +22,10 @@ pub fn routes() -> Router<AppState> {
 async fn changes(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     let c = st.containers.clone();
     let list = blocking(move || c.changes(&id)).await?;
+    // dockerd's list is a Go slice that stays nil when nothing changed.
+    if list.is_empty() {
+        return Ok(axum::Json(Value::Null).into_response());
+    }
     let body: Vec<Value> = list
         .iter()
         .map(|c| json!({"Path": c.path, "Kind": c.kind as u8}))

@@ -245,7 +245,14 @@ fn status_text(state: &Value) -> String {
         .unwrap_or_default()
     };
     match state["Status"].as_str().unwrap_or("") {
-        "running" => format!("Up {}", berth_format::human_duration(since("StartedAt"))),
+        "running" => {
+            let up = format!("Up {}", berth_format::human_duration(since("StartedAt")));
+            match state["Health"]["Status"].as_str() {
+                Some("starting") => format!("{up} (health: starting)"),
+                Some(h) if !h.is_empty() => format!("{up} ({h})"),
+                _ => up,
+            }
+        }
         "paused" => format!(
             "Up {} (Paused)",
             berth_format::human_duration(since("StartedAt"))
@@ -331,6 +338,17 @@ fn matches(
                 None => rec["Config"]["Labels"].get(v).is_some(),
             },
             "status" => rec["State"]["Status"].as_str() == Some(v.as_str()),
+            "health" => {
+                let has_check =
+                    berth_containers::health::probe_command(&rec["Config"]["Healthcheck"])
+                        .is_some();
+                let status = rec["State"]["Health"]["Status"].as_str().unwrap_or("");
+                if has_check && !status.is_empty() {
+                    status == v
+                } else {
+                    v == "none"
+                }
+            }
             // A volume name, bind source or destination (dockerd's list filter).
             "volume" => rec["Mounts"].as_array().into_iter().flatten().any(|m| {
                 m["Destination"] == v.as_str()
@@ -373,7 +391,7 @@ fn matches(
         });
         if ![
             "id", "name", "label", "status", "exited", "ancestor", "before", "since", "volume",
-            "network",
+            "network", "health",
         ]
         .contains(&k.as_str())
         {
@@ -395,6 +413,15 @@ fn matches(
         {
             return Err(ApiError(Error::invalid(format!(
                 "invalid filter 'status={bad}'"
+            ))));
+        }
+        if k == "health"
+            && let Some(bad) = vals
+                .iter()
+                .find(|v| !["starting", "healthy", "unhealthy", "none"].contains(&v.as_str()))
+        {
+            return Err(ApiError(Error::invalid(format!(
+                "Unrecognised filter value for health: {bad}"
             ))));
         }
         if !ok {

@@ -7,6 +7,7 @@ mod commit;
 mod containers;
 mod images;
 mod networks;
+mod ops;
 pub(crate) mod registry;
 mod system;
 mod volumes;
@@ -195,6 +196,7 @@ pub fn router(state: AppState) -> Router {
         .merge(build::routes())
         .merge(registry::routes())
         .merge(containers::routes())
+        .merge(ops::routes())
         .merge(commit::routes())
         .merge(volumes::routes())
         .merge(networks::routes())
