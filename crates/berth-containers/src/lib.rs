@@ -19,6 +19,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod archive;
 pub mod mounts;
 mod names;
 pub mod shim;

@@ -746,7 +746,7 @@ fn bind_in_data_root(mp: &mut MountPoint, data_root: &Path) -> Result<()> {
 }
 
 impl ContainerService {
-    fn volumes(&self) -> Result<&dyn VolumeProvider> {
+    pub(crate) fn volumes(&self) -> Result<&dyn VolumeProvider> {
         self.volumes
             .as_deref()
             .ok_or_else(|| Error::not_implemented("volumes are not available in this daemon"))

@@ -28,10 +28,14 @@ type Io = TokioIo<hyper::upgrade::Upgraded>;
 pub enum ContainerCmd {
     /// Attach local standard input, output, and error streams to a running container
     Attach(AttachArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(crate::cp::CpArgs),
     /// Create a new container
     Create(CreateArgs),
     /// Execute a command in a running container
     Exec(ExecArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(crate::cp::ExportArgs),
     /// Display detailed information on one or more containers
     Inspect(ContainerInspectArgs),
     /// Kill one or more running containers
@@ -69,7 +73,9 @@ pub enum ContainerCmd {
 pub async fn container(c: &Client, cmd: ContainerCmd) -> Result<()> {
     match cmd {
         ContainerCmd::Attach(a) => attach(c, a).await,
+        ContainerCmd::Cp(a) => crate::cp::cp(c, a).await,
         ContainerCmd::Create(a) => create(c, a).await,
+        ContainerCmd::Export(a) => crate::cp::export(c, a).await,
         ContainerCmd::Exec(a) => exec(c, a).await,
         ContainerCmd::Inspect(a) => container_inspect(c, a).await,
         ContainerCmd::Kill(a) => kill(c, a).await,

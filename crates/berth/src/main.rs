@@ -5,6 +5,7 @@
 
 mod client;
 mod containers;
+mod cp;
 mod hijack;
 mod images;
 mod network;
@@ -50,8 +51,12 @@ enum Cmd {
     Container(containers::ContainerCmd),
     /// Attach local standard input, output, and error streams to a running container
     Attach(containers::AttachArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(cp::CpArgs),
     /// Create a new container
     Create(containers::CreateArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(cp::ExportArgs),
     /// Kill one or more running containers
     Kill(containers::KillArgs),
     /// Fetch the logs of a container
@@ -155,7 +160,9 @@ fn main() -> ExitCode {
             Cmd::Ps(a) => containers::ps(&client, a).await,
             Cmd::Container(c) => containers::container(&client, c).await,
             Cmd::Attach(a) => containers::attach(&client, a).await,
+            Cmd::Cp(a) => cp::cp(&client, a).await,
             Cmd::Create(a) => containers::create(&client, a).await,
+            Cmd::Export(a) => cp::export(&client, a).await,
             Cmd::Kill(a) => containers::kill(&client, a).await,
             Cmd::Logs(a) => containers::logs(&client, a).await,
             Cmd::Pause(a) => containers::pause(&client, a, true).await,

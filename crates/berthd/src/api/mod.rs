@@ -1,6 +1,7 @@
 //! The Docker Engine API: routing, version negotiation, and the one mapping
 //! from error kinds to HTTP status codes.
 
+mod archive;
 mod containers;
 mod images;
 mod networks;
@@ -180,6 +181,7 @@ pub fn router(state: AppState) -> Router {
         .merge(images::routes())
         .merge(registry::routes())
         .merge(containers::routes())
+        .merge(archive::routes())
         .merge(volumes::routes())
         .merge(networks::routes())
         .fallback(not_found)
