@@ -346,7 +346,9 @@ impl ContainerFs {
         let fd = open_in_root(self.root(), abs, OFlags::PATH | OFlags::NOFOLLOW)
             .map_err(|e| errno_err(e, format!("lstat {abs}")))?;
         if is_kernel_fs(fd.as_fd()) && abs != "/" {
-            return Err(Error::not_found(format!("lstat {abs}: no such file or directory")));
+            return Err(Error::not_found(format!(
+                "lstat {abs}: no such file or directory"
+            )));
         }
         let st = rfs::fstat(&fd).map_err(|e| errno_err(e, format!("lstat {abs}")))?;
         let link_target = if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
@@ -369,12 +371,8 @@ impl ContainerFs {
         let mut w = TarWriter::new(out);
         let top = go_base(abs);
         if stat.is_dir() {
-            let dir = open_in_root(
-                self.root(),
-                abs,
-                OFlags::RDONLY | OFlags::DIRECTORY,
-            )
-            .map_err(|e| errno_err(e, format!("open {abs}")))?;
+            let dir = open_in_root(self.root(), abs, OFlags::RDONLY | OFlags::DIRECTORY)
+                .map_err(|e| errno_err(e, format!("open {abs}")))?;
             let prefix = if top == "/" { ".".to_string() } else { top };
             w.dir_tree(dir, &prefix)?;
         } else {
@@ -413,7 +411,9 @@ impl ContainerFs {
                 e => errno_err(e, format!("lstat {dest}")),
             })?;
         if is_kernel_fs(dest_fd.as_fd()) {
-            return Err(Error::not_found(format!("lstat {dest}: no such file or directory")));
+            return Err(Error::not_found(format!(
+                "lstat {dest}: no such file or directory"
+            )));
         }
         self.check_writable(&dest)?;
         let owner = if copy_uid_gid && !self.user.is_empty() {
@@ -803,7 +803,11 @@ fn not_local(name: &str) -> bool {
 impl Extractor<'_> {
     fn finish(mut self) -> Result<()> {
         for (rel, times) in std::mem::take(&mut self.dirs).into_iter().rev() {
-            if let Ok(fd) = open_beneath(self.dest_fd.as_fd(), &rel, OFlags::RDONLY | OFlags::DIRECTORY) {
+            if let Ok(fd) = open_beneath(
+                self.dest_fd.as_fd(),
+                &rel,
+                OFlags::RDONLY | OFlags::DIRECTORY,
+            ) {
                 let _ = rfs::futimens(&fd, &times);
             }
         }
@@ -836,7 +840,9 @@ impl Extractor<'_> {
                         self.dest
                     )));
                 }
-                let inner = resolved[self.dest.len()..].trim_start_matches('/').to_string();
+                let inner = resolved[self.dest.len()..]
+                    .trim_start_matches('/')
+                    .to_string();
                 match open_beneath(self.dest_fd.as_fd(), &inner, flags) {
                     Ok(fd) => fd,
                     Err(Errno::NOENT) => self.mkdir_all(&inner)?,
@@ -850,8 +856,13 @@ impl Extractor<'_> {
     }
 
     fn mkdir_all(&self, rel: &str) -> Result<OwnedFd> {
-        let mut cur = rfs::openat(&self.dest_fd, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-            .map_err(|e| errno_err(e, format!("open {}", self.dest)))?;
+        let mut cur = rfs::openat(
+            &self.dest_fd,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| errno_err(e, format!("open {}", self.dest)))?;
         for c in rel.split('/').filter(|c| !c.is_empty()) {
             match rfs::mkdirat(&cur, c, Mode::from_raw_mode(0o755)) {
                 Ok(()) | Err(Errno::EXIST) => {}
@@ -892,8 +903,14 @@ impl Extractor<'_> {
         };
         let mtime = h.mtime().unwrap_or(0) as i64;
         let times = Timestamps {
-            last_access: Timespec { tv_sec: mtime, tv_nsec: 0 },
-            last_modification: Timespec { tv_sec: mtime, tv_nsec: 0 },
+            last_access: Timespec {
+                tv_sec: mtime,
+                tv_nsec: 0,
+            },
+            last_modification: Timespec {
+                tv_sec: mtime,
+                tv_nsec: 0,
+            },
         };
         let link = entry
             .link_name_bytes()
@@ -917,8 +934,13 @@ impl Extractor<'_> {
         let dest = self.dest.clone();
         let no_overwrite = self.no_overwrite_dir_non_dir;
         let parent = self.parent(&parent_rel)?;
-        let parent_owned = rfs::openat(parent, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-            .map_err(|e| errno_err(e, format!("open {dest}/{parent_rel}")))?;
+        let parent_owned = rfs::openat(
+            parent,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| errno_err(e, format!("open {dest}/{parent_rel}")))?;
         let parent = parent_owned.as_fd();
         match rfs::statat(parent, base.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => {
@@ -934,7 +956,8 @@ impl Extractor<'_> {
                     )));
                 }
                 if !existing_dir || !is_dir {
-                    remove_all(parent, &base).map_err(|e| errno_err(e, format!("remove {name}")))?;
+                    remove_all(parent, &base)
+                        .map_err(|e| errno_err(e, format!("remove {name}")))?;
                 }
             }
             Err(Errno::NOENT) => {}
@@ -955,19 +978,31 @@ impl Extractor<'_> {
                     Mode::empty(),
                 )
                 .map_err(what)?;
-                rfs::fchown(&fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).map_err(what)?;
+                rfs::fchown(&fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+                    .map_err(what)?;
                 rfs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(what)?;
-                let rel = if parent_rel.is_empty() { base.clone() } else { format!("{parent_rel}/{base}") };
+                let rel = if parent_rel.is_empty() {
+                    base.clone()
+                } else {
+                    format!("{parent_rel}/{base}")
+                };
                 self.dirs.push((rel, times));
             }
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
                 if typ == tar::EntryType::GNUSparse {
-                    return Err(Error::internal(format!("unhandled tar header type {}", 'S')));
+                    return Err(Error::internal(format!(
+                        "unhandled tar header type {}",
+                        'S'
+                    )));
                 }
                 let fd = rfs::openat(
                     parent,
                     base.as_str(),
-                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
                     perm,
                 )
                 .map_err(what)?;
@@ -980,7 +1015,8 @@ impl Extractor<'_> {
                     f.write_all(&self.buf[..n])
                         .map_err(|e| Error::internal(format!("extract {name}: {e}")))?;
                 }
-                rfs::fchown(&f, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).map_err(what)?;
+                rfs::fchown(&f, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+                    .map_err(what)?;
                 rfs::fchmod(&f, Mode::from_raw_mode(mode)).map_err(what)?;
                 rfs::futimens(&f, &times).map_err(what)?;
             }
@@ -1004,9 +1040,15 @@ impl Extractor<'_> {
                     None => (String::new(), target.clone()),
                 };
                 let tdir = self.parent(&tp)?;
-                let tdir = rfs::openat(tdir, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+                let tdir = rfs::openat(
+                    tdir,
+                    ".",
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(what)?;
+                rfs::linkat(&tdir, tb.as_str(), parent, base.as_str(), AtFlags::empty())
                     .map_err(what)?;
-                rfs::linkat(&tdir, tb.as_str(), parent, base.as_str(), AtFlags::empty()).map_err(what)?;
             }
             tar::EntryType::Fifo => {
                 rfs::mknodat(parent, base.as_str(), FileType::Fifo, perm, 0).map_err(what)?;
@@ -1023,7 +1065,8 @@ impl Extractor<'_> {
             tar::EntryType::Char | tar::EntryType::Block => {
                 tracing::warn!(entry = %name, "cp: device node skipped");
             }
-            tar::EntryType::XHeader | tar::EntryType::GNULongName | tar::EntryType::GNULongLink => {}
+            tar::EntryType::XHeader | tar::EntryType::GNULongName | tar::EntryType::GNULongLink => {
+            }
             other => {
                 return Err(Error::internal(format!(
                     "unhandled tar header type {}",
@@ -1118,8 +1161,7 @@ impl ContainerService {
             let st = crate::shim::call(&self.socket(&row.id), json!({"op": "state"})).await;
             match (root, st) {
                 (Ok(fd), Ok(st))
-                    if st["running"].as_bool() == Some(true)
-                        && st["pid"].as_i64() == Some(pid) =>
+                    if st["running"].as_bool() == Some(true) && st["pid"].as_i64() == Some(pid) =>
                 {
                     guard = None;
                     Access::Running(fd)
@@ -1317,7 +1359,12 @@ impl ContainerService {
                 return write(&ContainerFs::open(&rootfs)?);
             }
             berth_snapshots::in_private_mount_namespace(|| {
-                berth_snapshots::mount_overlay(&lowers, &dir.join("upper"), &dir.join("work"), &rootfs)?;
+                berth_snapshots::mount_overlay(
+                    &lowers,
+                    &dir.join("upper"),
+                    &dir.join("work"),
+                    &rootfs,
+                )?;
                 let res = ContainerFs::open(&rootfs).and_then(|fs| write(&fs));
                 let _ = berth_snapshots::unmount_detach(&rootfs);
                 res
@@ -1338,7 +1385,9 @@ fn check_path(path: &str) -> Result<()> {
 fn not_found_as_docker<T>(r: Result<T>, path: &str, name: &str) -> Result<T> {
     r.map_err(|e| {
         if e.kind == ErrorKind::NotFound && !e.message.starts_with("No such container") {
-            Error::not_found(format!("Could not find the file {path} in container {name}"))
+            Error::not_found(format!(
+                "Could not find the file {path} in container {name}"
+            ))
         } else {
             e
         }
@@ -1347,7 +1396,11 @@ fn not_found_as_docker<T>(r: Result<T>, path: &str, name: &str) -> Result<T> {
 
 /// In a private mount namespace: volumes and binds on their destinations
 /// (resolved in the root, made if missing), fresh tmpfs on tmpfs ones.
-fn private_mounts(root: BorrowedFd<'_>, binds: &[(MountPoint, PathBuf)], tmpfs: &[String]) -> Result<()> {
+fn private_mounts(
+    root: BorrowedFd<'_>,
+    binds: &[(MountPoint, PathBuf)],
+    tmpfs: &[String],
+) -> Result<()> {
     let mut all: Vec<(String, Option<&(MountPoint, PathBuf)>)> = binds
         .iter()
         .map(|b| (clean_path(&b.0.destination), Some(b)))
@@ -1368,7 +1421,10 @@ fn private_mounts(root: BorrowedFd<'_>, binds: &[(MountPoint, PathBuf)], tmpfs: 
             }
             Err(e) => return Err(errno_err(e, format!("open mount target {dest}"))),
         };
-        let fd_path = format!("/proc/thread-self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&target));
+        let fd_path = format!(
+            "/proc/thread-self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&target)
+        );
         match bind {
             Some((mp, src)) => {
                 rustix::mount::mount_bind_recursive(src.as_path(), fd_path.as_str())

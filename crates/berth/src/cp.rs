@@ -59,7 +59,8 @@ fn parse_stat(h: Option<&hyper::header::HeaderValue>) -> Result<Stat> {
     let json = base64::engine::general_purpose::STANDARD
         .decode(raw.as_bytes())
         .context("unable to decode container path stat header")?;
-    let v: Value = serde_json::from_slice(&json).context("unable to decode container path stat header")?;
+    let v: Value =
+        serde_json::from_slice(&json).context("unable to decode container path stat header")?;
     Ok(Stat {
         mode: v["mode"].as_u64().unwrap_or(0) as u32,
         link_target: v["linkTarget"].as_str().unwrap_or("").to_string(),
@@ -214,7 +215,10 @@ struct CopyInfo {
 
 /// go-archive's `PrepareArchiveCopy`: where to extract, and the rename of
 /// the top entry (old, new) if any.
-fn prepare_archive_copy(src: &CopyInfo, dst: &CopyInfo) -> Result<(String, Option<(String, String)>)> {
+fn prepare_archive_copy(
+    src: &CopyInfo,
+    dst: &CopyInfo,
+) -> Result<(String, Option<(String, String)>)> {
     let (dst_dir, dst_base) = split_dir_entry(&dst.path);
     let (_, mut src_base) = split_dir_entry(&src.path);
     if !src.rebase_name.is_empty() {
@@ -299,7 +303,11 @@ async fn from_container(
     follow: bool,
     quiet: bool,
 ) -> Result<()> {
-    let dst_path = if dst == "-" { dst.to_string() } else { abs_local(dst)? };
+    let dst_path = if dst == "-" {
+        dst.to_string()
+    } else {
+        abs_local(dst)?
+    };
     validate_output_path(&dst_path)?;
     let mut src_path = src.to_string();
     let mut rebase_name = String::new();
@@ -357,7 +365,11 @@ async fn from_container(
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Bytes>>(16);
     let dst_dir2 = dst_dir.clone();
     let worker = std::thread::spawn(move || -> Result<u64> {
-        let mut r = ChannelReader { rx, cur: Bytes::new(), total: 0 };
+        let mut r = ChannelReader {
+            rx,
+            cur: Bytes::new(),
+            total: 0,
+        };
         let res = untar_local(&mut r, Path::new(&dst_dir2), pre.as_ref(), renames.as_ref());
         // Drain so the sender never blocks on a failed extraction.
         let _ = std::io::copy(&mut r, &mut std::io::sink());
@@ -369,7 +381,9 @@ async fn from_container(
         }
     }
     drop(tx);
-    let total = worker.join().map_err(|_| anyhow!("extraction thread panicked"))??;
+    let total = worker
+        .join()
+        .map_err(|_| anyhow!("extraction thread panicked"))??;
     if !quiet {
         eprintln!(
             "Successfully copied {} to {dst_path}",
@@ -421,7 +435,12 @@ fn copy_info_destination(p: &str) -> Result<CopyInfo> {
                 };
             }
             Ok(m) => {
-                return Ok(CopyInfo { path, exists: true, is_dir: m.is_dir(), rebase_name: String::new() });
+                return Ok(CopyInfo {
+                    path,
+                    exists: true,
+                    is_dir: m.is_dir(),
+                    rebase_name: String::new(),
+                });
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let (parent, _) = split_dir_entry(&path);
@@ -430,7 +449,10 @@ fn copy_info_destination(p: &str) -> Result<CopyInfo> {
                 if !m.is_dir() {
                     bail!("not a directory");
                 }
-                return Ok(CopyInfo { path, ..Default::default() });
+                return Ok(CopyInfo {
+                    path,
+                    ..Default::default()
+                });
             }
             Err(e) => bail!("lstat {path}: {}", go_err(&e)),
         }
@@ -439,7 +461,9 @@ fn copy_info_destination(p: &str) -> Result<CopyInfo> {
 
 fn go_err(e: &std::io::Error) -> String {
     match e.raw_os_error() {
-        Some(n) => rustix::io::Errno::from_raw_os_error(n).to_string().to_lowercase(),
+        Some(n) => rustix::io::Errno::from_raw_os_error(n)
+            .to_string()
+            .to_lowercase(),
         None => e.to_string(),
     }
 }
@@ -456,8 +480,8 @@ fn untar_local(
     ar.set_preserve_permissions(true);
     ar.set_preserve_mtime(true);
     ar.set_overwrite(true);
-    let root = std::fs::canonicalize(dst_dir)
-        .with_context(|| format!("stat {}", dst_dir.display()))?;
+    let root =
+        std::fs::canonicalize(dst_dir).with_context(|| format!("stat {}", dst_dir.display()))?;
     let dst_display = dst_dir.display().to_string();
     let mut dirs: Vec<(PathBuf, u64)> = Vec::new();
     for entry in ar.entries()? {
@@ -509,7 +533,10 @@ fn untar_local(
                     l = rebase(&l, o, n);
                 }
                 let l = clean(l.trim_start_matches('/'));
-                if Path::new(&l).components().any(|c| matches!(c, Component::ParentDir)) {
+                if Path::new(&l)
+                    .components()
+                    .any(|c| matches!(c, Component::ParentDir))
+                {
                     bail!("invalid hardlink target {l:?}");
                 }
                 std::fs::hard_link(root.join(&l), &target)
@@ -543,8 +570,15 @@ async fn to_container(
     archive: bool,
     quiet: bool,
 ) -> Result<()> {
-    let src_path = if src == "-" { src.to_string() } else { abs_local(src)? };
-    let mut dst_info = CopyInfo { path: dst.to_string(), ..Default::default() };
+    let src_path = if src == "-" {
+        src.to_string()
+    } else {
+        abs_local(src)?
+    };
+    let mut dst_info = CopyInfo {
+        path: dst.to_string(),
+        ..Default::default()
+    };
     if let Ok(st) = stat_path(c, ctr, dst).await {
         let mut st = Ok(st);
         if let Ok(s) = &st
@@ -559,10 +593,14 @@ async fn to_container(
         }
         if let Ok(s) = st {
             if s.mode & GO_MODE_DEVICE != 0 {
-                bail!("destination \"{ctr}:{dst}\" must be a directory or a regular file: got a device");
+                bail!(
+                    "destination \"{ctr}:{dst}\" must be a directory or a regular file: got a device"
+                );
             }
             if s.mode & GO_MODE_IRREGULAR != 0 {
-                bail!("destination \"{ctr}:{dst}\" must be a directory or a regular file: got an irregular file");
+                bail!(
+                    "destination \"{ctr}:{dst}\" must be a directory or a regular file: got an irregular file"
+                );
             }
             dst_info.exists = true;
             dst_info.is_dir = s.mode & GO_MODE_DIR != 0;
@@ -589,7 +627,11 @@ async fn to_container(
         let path = PathBuf::from(&src_info.path);
         let sent2 = sent.clone();
         std::thread::spawn(move || {
-            let w = SenderWriter { tx: tx.clone(), buf: Vec::new(), sent: sent2 };
+            let w = SenderWriter {
+                tx: tx.clone(),
+                buf: Vec::new(),
+                sent: sent2,
+            };
             let res = tar_local(&path, &top, w);
             if let Err(e) = res {
                 let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
@@ -651,7 +693,12 @@ fn copy_info_source(path: &str, follow: bool) -> Result<CopyInfo> {
     };
     let m = std::fs::symlink_metadata(&resolved)
         .map_err(|e| anyhow!("lstat {resolved}: {}", go_err(&e)))?;
-    Ok(CopyInfo { path: resolved, exists: true, is_dir: m.is_dir(), rebase_name })
+    Ok(CopyInfo {
+        path: resolved,
+        exists: true,
+        is_dir: m.is_dir(),
+        rebase_name,
+    })
 }
 
 struct SenderWriter {

@@ -38,7 +38,9 @@ fn stat_header(stat: &PathStat) -> HeaderValue {
 fn path_param(q: &Query) -> ApiResult<String> {
     match q.get("path") {
         Some(p) if !p.is_empty() => Ok(p.to_string()),
-        _ => Err(ApiError(Error::invalid("bad parameter: path cannot be empty"))),
+        _ => Err(ApiError(Error::invalid(
+            "bad parameter: path cannot be empty",
+        ))),
     }
 }
 
@@ -86,8 +88,14 @@ async fn get_archive(
     match stat_rx.await {
         Ok(Ok(stat)) => Ok((
             [
-                (header::CONTENT_TYPE, HeaderValue::from_static("application/x-tar")),
-                (header::HeaderName::from_static("x-docker-container-path-stat"), stat_header(&stat)),
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/x-tar"),
+                ),
+                (
+                    header::HeaderName::from_static("x-docker-container-path-stat"),
+                    stat_header(&stat),
+                ),
             ],
             body,
         )

@@ -1,0 +1,699 @@
+//! `cp`, `export` and `import` through the real docker CLI and berth's CLI
+//! against berthd: files and directories in and out of running and
+//! stopped containers, into volumes, `-a`, `-L`, tar streams on
+//! stdin/stdout, the archive API's stat header and errors; symlink and
+//! `../` tricks that must not reach the host; export → import round trips.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use base64::Engine;
+use berth_e2e::{Daemon, arg, require_root};
+use berth_fixtures::tarw::{Entry, TarWriter};
+use serde_json::Value;
+
+fn daemon() -> Daemon {
+    let d = Daemon::start();
+    d.load_busybox();
+    d
+}
+
+fn tar_of(entries: &[Entry<'_>]) -> Vec<u8> {
+    let mut t = TarWriter::new(Vec::new());
+    for e in entries {
+        t.entry(e).expect("tar into memory");
+    }
+    t.finish().expect("tar into memory")
+}
+
+/// Names in a tar stream, in order.
+fn tar_names(bytes: &[u8]) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut off = 0;
+    let mut long: Option<String> = None;
+    while off + 512 <= bytes.len() {
+        let h = &bytes[off..off + 512];
+        if h.iter().all(|b| *b == 0) {
+            break;
+        }
+        let field = |a: usize, n: usize| {
+            let f = &h[a..a + n];
+            let end = f.iter().position(|b| *b == 0).unwrap_or(n);
+            String::from_utf8_lossy(&f[..end]).into_owned()
+        };
+        let size = u64::from_str_radix(field(124, 12).trim(), 8).unwrap_or(0) as usize;
+        let typ = h[156];
+        let data = &bytes[off + 512..(off + 512 + size).min(bytes.len())];
+        if typ == b'x' {
+            let text = String::from_utf8_lossy(data);
+            for rec in text.split('\n') {
+                if let Some(p) = rec.split_once(" path=") {
+                    long = Some(p.1.to_string());
+                }
+            }
+        } else {
+            let prefix = field(345, 155);
+            let name = field(0, 100);
+            let full = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
+            names.push(long.take().unwrap_or(full));
+        }
+        off += 512 + size.div_ceil(512) * 512;
+    }
+    names
+}
+
+fn stat_header(d: &Daemon, ctr: &str, path: &str) -> (u16, Option<Value>, String) {
+    let r = d
+        .request(
+            "HEAD",
+            &format!("/containers/{ctr}/archive?path={path}"),
+            None,
+        )
+        .unwrap();
+    let v = r.header("x-docker-container-path-stat").map(|h| {
+        let json = base64::engine::general_purpose::STANDARD.decode(h).unwrap();
+        serde_json::from_slice(&json).unwrap()
+    });
+    (r.status, v, r.text())
+}
+
+fn put(d: &Daemon, ctr: &str, path: &str, tar: &[u8]) -> (u16, String) {
+    let r = d
+        .request(
+            "PUT",
+            &format!("/containers/{ctr}/archive?path={path}&noOverwriteDirNonDir=true"),
+            Some(("application/x-tar", tar)),
+        )
+        .unwrap();
+    let msg = if r.status >= 400 {
+        r.message()
+    } else {
+        String::new()
+    };
+    (r.status, msg)
+}
+
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let prefix = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(&prefix))
+        .map(String::from)
+        .collect()
+}
+
+/// A local tree: `src/a` ("A"), `src/sub/b` ("B"), and `f` ("F"), `f`
+/// owned by 1234:5678.
+fn local_tree(d: &Daemon) -> std::path::PathBuf {
+    let base = d.dir().join("local");
+    std::fs::create_dir_all(base.join("src/sub")).unwrap();
+    std::fs::write(base.join("src/a"), "A").unwrap();
+    std::fs::write(base.join("src/sub/b"), "B").unwrap();
+    std::fs::write(base.join("f"), "F").unwrap();
+    std::fs::set_permissions(base.join("f"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::lchown(base.join("f"), Some(1234), Some(5678)).unwrap();
+    base
+}
+
+#[test]
+fn cp_in_and_out_of_running_and_stopped_containers() {
+    require_root!();
+    let d = daemon();
+    let local = local_tree(&d);
+    d.docker(["run", "-d", "--name", "c1", "busybox", "sleep", "1000"])
+        .ok();
+    d.docker([
+        "create",
+        "--name",
+        "s1",
+        "busybox",
+        "cat",
+        "/f",
+        "/d-docker/sub/b",
+    ])
+    .ok();
+    for (cli, tag) in [("docker", "docker"), ("berth", "berth")] {
+        let run = |args: &[&str]| {
+            if cli == "docker" {
+                d.docker(args)
+            } else {
+                d.berth(args)
+            }
+        };
+        // A directory into a running container, to a path that does not exist.
+        let src = local.join("src");
+        run(&["cp", arg(&src), &format!("c1:/tmp/d-{tag}")]).ok();
+        let out = d.docker([
+            "exec",
+            "c1",
+            "cat",
+            &format!("/tmp/d-{tag}/a"),
+            &format!("/tmp/d-{tag}/sub/b"),
+        ]);
+        assert_eq!(out.ok(), "AB", "{cli}");
+        // Into an existing directory: it lands inside.
+        run(&["cp", arg(&src), "c1:/tmp/"]).ok();
+        assert_eq!(d.docker(["exec", "c1", "cat", "/tmp/src/a"]).ok(), "A");
+        // A single file, renamed, keeping its mode and its owner.
+        run(&["cp", arg(&local.join("f")), &format!("c1:/tmp/f-{tag}")]).ok();
+        let out = d.docker([
+            "exec",
+            "c1",
+            "stat",
+            "-c",
+            "%a %u:%g %s",
+            &format!("/tmp/f-{tag}"),
+        ]);
+        assert_eq!(out.ok().trim(), "640 1234:5678 1", "{cli}");
+        // Out again: a directory, and a file.
+        let back = local.join(format!("back-{tag}"));
+        run(&["cp", &format!("c1:/tmp/d-{tag}"), arg(&back)]).ok();
+        assert_eq!(std::fs::read_to_string(back.join("sub/b")).unwrap(), "B");
+        let fback = local.join(format!("fback-{tag}"));
+        run(&["cp", &format!("c1:/tmp/f-{tag}"), arg(&fback)]).ok();
+        assert_eq!(std::fs::read_to_string(&fback).unwrap(), "F");
+        // A file into an existing local directory keeps its name.
+        run(&["cp", &format!("c1:/tmp/f-{tag}"), arg(&local)]).ok();
+        assert_eq!(
+            std::fs::read_to_string(local.join(format!("f-{tag}"))).unwrap(),
+            "F"
+        );
+
+        // A created (never started) container.
+        run(&["cp", arg(&local.join("f")), "s1:/f"]).ok();
+        run(&["cp", arg(&src), &format!("s1:/d-{tag}")]).ok();
+        let sback = local.join(format!("sback-{tag}"));
+        run(&["cp", &format!("s1:/d-{tag}/sub"), arg(&sback)]).ok();
+        assert_eq!(std::fs::read_to_string(sback.join("b")).unwrap(), "B");
+
+        // Missing paths: Docker's 404 text.
+        let err = run(&["cp", "c1:/nope", arg(&local.join("x"))]);
+        assert_eq!(
+            err.fails().trim(),
+            "Error response from daemon: Could not find the file /nope in container c1",
+            "{cli}"
+        );
+        let err = run(&["cp", "nosuch:/etc", arg(&local.join("x"))]);
+        assert!(err.fails().contains("No such container: nosuch"), "{err}");
+    }
+    let out = d.docker(["start", "-a", "s1"]);
+    assert_eq!(out.ok(), "FB");
+
+    // The same on a stopped container, and nothing stays mounted.
+    d.docker(["stop", "-t", "0", "c1"]).ok();
+    let before = mounts_under(&d.root);
+    d.docker(["cp", arg(&local.join("f")), "c1:/tmp/after-stop"])
+        .ok();
+    d.berth(["cp", "c1:/tmp/after-stop", arg(&local.join("after-stop"))])
+        .ok();
+    assert_eq!(
+        std::fs::read_to_string(local.join("after-stop")).unwrap(),
+        "F"
+    );
+    assert_eq!(mounts_under(&d.root), before, "cp leaves no mount behind");
+
+    // The stat header.
+    let (status, stat, _) = stat_header(&d, "c1", "/tmp/after-stop");
+    assert_eq!(status, 200);
+    let stat = stat.unwrap();
+    assert_eq!(stat["name"], "after-stop");
+    assert_eq!(stat["size"], 1);
+    assert_eq!(stat["mode"], 0o640);
+    assert_eq!(stat["linkTarget"], "");
+    let (_, dir_stat, _) = stat_header(&d, "c1", "/tmp");
+    assert_eq!(
+        dir_stat.unwrap()["mode"].as_u64().unwrap() & (1 << 31),
+        1 << 31
+    );
+    let (status, _, _) = stat_header(&d, "c1", "/nope");
+    assert_eq!(status, 404);
+    let r = d.request("HEAD", "/containers/c/archive", None).unwrap();
+    assert_eq!(r.status, 400);
+    // Extracting to a file is a bad parameter.
+    let (status, msg) = put(
+        &d,
+        "c1",
+        "/tmp/after-stop",
+        &tar_of(&[Entry::file("x", 0o644, b"x")]),
+    );
+    assert_eq!(
+        (status, msg.as_str()),
+        (400, "extraction point is not a directory")
+    );
+    let (status, msg) = put(&d, "c1", "/nope", &tar_of(&[Entry::file("x", 0o644, b"x")]));
+    assert_eq!(
+        (status, msg.as_str()),
+        (404, "Could not find the file /nope in container c1")
+    );
+    d.assert_no_garbage();
+}
+
+#[test]
+fn cp_streams_archive_mode_follow_links_and_volumes() {
+    require_root!();
+    let d = daemon();
+    let local = local_tree(&d);
+    d.docker([
+        "run",
+        "-d",
+        "--name",
+        "c1",
+        "--user",
+        "4321:8765",
+        "-v",
+        "vol:/data",
+        "busybox",
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    d.docker([
+        "exec",
+        "-u",
+        "0",
+        "c1",
+        "sh",
+        "-c",
+        "echo T > /tmp/target; ln -s /tmp/target /tmp/ln; chmod 777 /tmp",
+    ])
+    .ok();
+
+    // -a: the container's user owns what is copied.
+    for (cli, name) in [("docker", "own-d"), ("berth", "own-b")] {
+        let dst = format!("c1:/tmp/{name}");
+        let out = if cli == "docker" {
+            d.docker(["cp", "-a", arg(&local.join("f")), &dst])
+        } else {
+            d.berth(["cp", "-a", arg(&local.join("f")), &dst])
+        };
+        out.ok();
+        let st = d.docker(["exec", "c1", "stat", "-c", "%u:%g", &format!("/tmp/{name}")]);
+        assert_eq!(st.ok().trim(), "4321:8765", "{cli}");
+    }
+
+    // -L: the link's target instead of the link.
+    for (cli, tag) in [("docker", "d"), ("berth", "b")] {
+        let run = |args: &[&str]| {
+            if cli == "docker" {
+                d.docker(args)
+            } else {
+                d.berth(args)
+            }
+        };
+        let l = local.join(format!("ln-{tag}"));
+        run(&["cp", "c1:/tmp/ln", arg(&l)]).ok();
+        assert!(
+            std::fs::symlink_metadata(&l)
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "{cli}"
+        );
+        let t = local.join(format!("lt-{tag}"));
+        run(&["cp", "-L", "c1:/tmp/ln", arg(&t)]).ok();
+        let m = std::fs::symlink_metadata(&t).unwrap();
+        assert!(m.is_file(), "{cli}");
+        assert_eq!(std::fs::read_to_string(&t).unwrap(), "T\n");
+    }
+
+    // Tars on stdout and stdin.
+    for cli in ["docker", "berth"] {
+        let cmd = if cli == "docker" {
+            d.docker_command(["cp", "c1:/tmp/ln", "-"])
+        } else {
+            d.berth_command(["cp", "c1:/tmp/ln", "-"])
+        };
+        let mut cmd = cmd;
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{cli}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(tar_names(&out.stdout), ["ln"], "{cli}");
+        let tar = tar_of(&[
+            Entry::dir("in/", 0o755),
+            Entry::file(
+                if cli == "docker" { "in/d" } else { "in/b" },
+                0o600,
+                b"stdin",
+            ),
+        ]);
+        let out = if cli == "docker" {
+            d.docker_stdin(["cp", "-", "c1:/tmp"], &tar)
+        } else {
+            d.berth_stdin(["cp", "-", "c1:/tmp"], &tar)
+        };
+        out.ok();
+        let err = if cli == "docker" {
+            d.docker_stdin(["cp", "-", "c1:/tmp/ln"], &tar)
+        } else {
+            d.berth_stdin(["cp", "-", "c1:/tmp/ln"], &tar)
+        };
+        assert!(err.fails().contains("must be a directory"), "{err}");
+    }
+    assert_eq!(
+        d.docker(["exec", "-u", "0", "c1", "cat", "/tmp/in/d", "/tmp/in/b"])
+            .ok(),
+        "stdinstdin"
+    );
+    let mut cmd = d.docker_command(["cp", "c1:/tmp/in", "-"]);
+    let out = cmd.output().unwrap();
+    assert_eq!(tar_names(&out.stdout), ["in/", "in/b", "in/d"]);
+
+    // Into a named volume, running and stopped: the volume's data.
+    d.docker(["cp", arg(&local.join("f")), "c1:/data/run"]).ok();
+    d.docker(["stop", "-t", "0", "c1"]).ok();
+    d.berth(["cp", arg(&local.join("src")), "c1:/data/"]).ok();
+    let data = d.root.join("volumes/vol/_data");
+    assert_eq!(std::fs::read_to_string(data.join("run")).unwrap(), "F");
+    assert_eq!(
+        std::fs::read_to_string(data.join("src/sub/b")).unwrap(),
+        "B"
+    );
+    // A read-only volume refuses, as Docker.
+    d.docker(["create", "--name", "ro", "-v", "vol:/data:ro", "busybox"])
+        .ok();
+    let err = d.docker(["cp", arg(&local.join("f")), "ro:/data/"]);
+    assert!(
+        err.fails().contains("mounted volume is marked read-only"),
+        "{err}"
+    );
+    let vol = d.root.join("volumes/vol/_data/f");
+    assert!(!vol.exists());
+    d.assert_no_garbage();
+}
+
+#[test]
+fn cp_cannot_escape_the_container_root() {
+    require_root!();
+    let d = daemon();
+    // Host canaries: a directory outside the data root with a file in it.
+    let host = tempfile::Builder::new()
+        .prefix("berth-canary")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let hostdir = host.path().to_path_buf();
+    std::fs::write(hostdir.join("canary"), "host secret").unwrap();
+    let unique = format!("berth-cp-escape-{}", std::process::id());
+    let local = d.dir().join("payload");
+    std::fs::write(&local, "payload").unwrap();
+    let hostp = hostdir.display().to_string();
+    d.docker(["run", "-d", "--name", "c1", "busybox", "sleep", "1000"])
+        .ok();
+    d.docker([
+        "exec", "c1", "sh", "-c",
+        &format!("ln -s / /evil; ln -s ../../../../etc /evil2; ln -s {hostp} /hostlink; ln -s {hostp}/canary /hostfile; mkdir /dest"),
+    ])
+    .ok();
+    let check_host = || {
+        assert_eq!(
+            std::fs::read_to_string(hostdir.join("canary")).unwrap(),
+            "host secret"
+        );
+        assert_eq!(
+            std::fs::read_dir(&hostdir).unwrap().count(),
+            1,
+            "nothing new in the host dir"
+        );
+        assert!(!Path::new("/").join(&unique).exists());
+        assert!(!Path::new("/etc").join(&unique).exists());
+        assert!(!d.root.join("containers").join(&unique).exists());
+    };
+
+    for running in [true, false] {
+        for cli in ["docker", "berth"] {
+            let run = |args: &[&str]| {
+                if cli == "docker" {
+                    d.docker(args)
+                } else {
+                    d.berth(args)
+                }
+            };
+            // Symlinks as destinations: resolved inside the container.
+            run(&["cp", arg(&local), &format!("c1:/evil/{unique}")]).ok();
+            run(&["cp", arg(&local), &format!("c1:/evil2/{unique}")]).ok();
+            // A link to a host path names a path the container does not have.
+            // (Once a tar below has made that path in the container, the
+            // copy goes there.)
+            let r = run(&["cp", arg(&local), &format!("c1:/hostlink/{unique}")]);
+            if running {
+                assert!(r.fails().contains("Could not find the file"), "{r}");
+            } else {
+                r.ok();
+            }
+            let r = run(&["cp", arg(&local), "c1:/hostfile"]);
+            if running {
+                assert!(
+                    r.fails()
+                        .contains(&format!("Could not find the file {hostp} in container c1")),
+                    "{r}"
+                );
+            } else {
+                r.ok();
+            }
+            check_host();
+            // As sources: the container's files, never the host's.
+            let out = local.with_extension(format!("out-{cli}-{running}"));
+            let err = run(&[
+                "cp",
+                "-L",
+                "c1:/evil2/../../../../../tmp/nothing-here",
+                arg(&out),
+            ]);
+            assert!(err.fails().contains("Could not find the file"), "{err}");
+            for src in ["c1:/hostlink/canary", "c1:/hostfile"] {
+                let r = run(&["cp", "-L", src, arg(&out)]);
+                if running {
+                    assert!(r.fails().contains("Could not find the file"), "{r}");
+                    assert!(!out.exists());
+                } else {
+                    // Now the container has that path: its own file.
+                    r.ok();
+                    assert_eq!(std::fs::read_to_string(&out).unwrap(), "payload");
+                    std::fs::remove_file(&out).unwrap();
+                }
+            }
+            let mut cmd = if cli == "docker" {
+                d.docker_command([
+                    "cp",
+                    &format!("c1:/evil/{}", hostp.trim_start_matches('/')),
+                    "-",
+                ])
+            } else {
+                d.berth_command([
+                    "cp",
+                    &format!("c1:/evil/{}", hostp.trim_start_matches('/')),
+                    "-",
+                ])
+            };
+            let o = cmd.output().unwrap();
+            assert_eq!(
+                o.status.success(),
+                !running,
+                "only once the container has that path"
+            );
+            assert!(!String::from_utf8_lossy(&o.stdout).contains("host secret"));
+        }
+        // In the container: /<unique> (through /evil), /etc/<unique> (through /evil2).
+        let mut cmd = d.docker_command(["cp", &format!("c1:/{unique}"), "-"]);
+        assert!(
+            cmd.output().unwrap().status.success(),
+            "landed at the container's /"
+        );
+        let mut cmd = d.docker_command(["cp", &format!("c1:/etc/{unique}"), "-"]);
+        assert!(
+            cmd.output().unwrap().status.success(),
+            "landed at the container's /etc"
+        );
+
+        // Hostile tars through the API.
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "dotdot",
+                tar_of(&[Entry::file(&format!("../../../../{unique}"), 0o644, b"x")]),
+            ),
+            (
+                "abs-dotdot",
+                tar_of(&[Entry::file(&format!("/../../{unique}"), 0o644, b"x")]),
+            ),
+            (
+                "symlink-then-file",
+                tar_of(&[
+                    Entry::symlink("lnk", &hostp),
+                    Entry::file(&format!("lnk/{unique}"), 0o644, b"x"),
+                ]),
+            ),
+            (
+                "relative-symlink-then-file",
+                tar_of(&[
+                    Entry::symlink("up", "../../../../../../.."),
+                    Entry::file(&format!("up/tmp/{unique}"), 0o644, b"x"),
+                ]),
+            ),
+            (
+                "hardlink-out",
+                tar_of(&[Entry::hardlink("h", "../../../../etc/passwd")]),
+            ),
+            ("device", tar_of(&[Entry::file("ok", 0o644, b"ok")])),
+        ];
+        for (what, tar) in &cases {
+            let (status, msg) = put(&d, "c1", "/dest", tar);
+            match *what {
+                "device" => assert_eq!(status, 200, "{what}: {msg}"),
+                // As go-archive: the leading `/` goes, then `..` may not climb.
+                "dotdot" | "abs-dotdot" => {
+                    assert_eq!(status, 500, "{what}");
+                    assert!(msg.contains("invalid entry name"), "{what}: {msg}");
+                }
+                "hardlink-out" => {
+                    assert_eq!(status, 500, "{what}");
+                    assert!(msg.contains("invalid hardlink target"), "{what}: {msg}");
+                }
+                _ => {
+                    assert_eq!(status, 500, "{what}");
+                    assert!(msg.contains("escapes root"), "{what}: {msg}");
+                }
+            }
+            check_host();
+            // To the container's root the symlink resolves inside it.
+            let _ = put(&d, "c1", "/", tar);
+            check_host();
+        }
+        // The CLI sees the same refusal.
+        let err = d.docker_stdin(["cp", "-", "c1:/dest"], &cases[2].1);
+        assert!(err.fails().contains("escapes root"), "{err}");
+        let err = d.berth_stdin(["cp", "-", "c1:/tmp"], &cases[0].1);
+        assert!(err.fails().contains("invalid entry name"), "{err}");
+        check_host();
+        if running {
+            d.docker(["stop", "-t", "0", "c1"]).ok();
+        }
+    }
+    d.assert_no_garbage();
+}
+
+#[test]
+fn export_then_import_round_trips() {
+    require_root!();
+    let d = daemon();
+    d.docker([
+        "run",
+        "--name",
+        "c1",
+        "busybox",
+        "sh",
+        "-c",
+        "echo hi > /marker; mkdir -p /deep/er; echo x > /deep/er/f",
+    ])
+    .ok();
+    let f1 = d.dir().join("c-docker.tar");
+    let f2 = d.dir().join("c-berth.tar");
+    d.docker(["export", "-o", arg(&f1), "c1"]).ok();
+    d.berth(["export", "-o", arg(&f2), "c1"]).ok();
+    let t1 = std::fs::read(&f1).unwrap();
+    assert_eq!(
+        t1,
+        std::fs::read(&f2).unwrap(),
+        "both CLIs get the same stream"
+    );
+    let names = tar_names(&t1);
+    for n in ["marker", "deep/", "deep/er/f", "bin/"] {
+        assert!(names.iter().any(|x| x == n), "{n} in {names:?}");
+    }
+    assert!(
+        !names
+            .iter()
+            .any(|x| x.starts_with('/') || x.starts_with("./"))
+    );
+    // Export to stdout; and a running container exports too.
+    let mut cmd = d.docker_command(["export", "c1"]);
+    assert_eq!(cmd.output().unwrap().stdout, t1);
+    d.docker(["run", "-d", "--name", "r1", "busybox", "sleep", "1000"])
+        .ok();
+    let mut cmd = d.berth_command(["export", "r1"]);
+    let o = cmd.output().unwrap();
+    assert!(o.status.success());
+    assert!(tar_names(&o.stdout).iter().any(|x| x == "bin/"));
+    d.docker(["rm", "-f", "r1"]).ok();
+    let err = d.berth(["export", "nosuch"]);
+    assert_eq!(
+        err.fails().trim(),
+        "Error response from daemon: No such container: nosuch"
+    );
+
+    // Import with the docker CLI (changes and message), and with berth's.
+    let out = d.docker([
+        "import",
+        "-c",
+        "CMD [\"cat\", \"/marker\"]",
+        "-c",
+        "ENV A=b",
+        "-m",
+        "round trip",
+        arg(&f1),
+        "imp:docker",
+    ]);
+    assert!(out.ok().trim().starts_with("sha256:"), "{out}");
+    assert_eq!(d.docker(["run", "--rm", "imp:docker"]).ok(), "hi\n");
+    assert_eq!(
+        d.docker([
+            "run",
+            "--rm",
+            "imp:docker",
+            "sh",
+            "-c",
+            "cat /deep/er/f; echo $A"
+        ])
+        .ok(),
+        "x\nb\n"
+    );
+    let hist = d.docker(["history", "--format", "{{.Comment}}", "imp:docker"]);
+    assert_eq!(hist.ok().trim(), "round trip");
+    let out = d.berth([
+        "import",
+        "-c",
+        "CMD [\"cat\", \"/marker\"]",
+        arg(&f2),
+        "imp:berth",
+    ]);
+    assert!(out.ok().trim().starts_with("sha256:"), "{out}");
+    assert_eq!(d.berth(["run", "--rm", "imp:berth"]).ok(), "hi\n");
+    // From stdin, gzip-compressed.
+    let mut gz = Vec::new();
+    {
+        let mut c = std::process::Command::new("gzip")
+            .arg("-c")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        let mut stdin = c.stdin.take().unwrap();
+        let t = t1.clone();
+        let w = std::thread::spawn(move || stdin.write_all(&t));
+        let o = c.wait_with_output().unwrap();
+        w.join().unwrap().unwrap();
+        gz.extend_from_slice(&o.stdout);
+    }
+    let out = d.docker_stdin(["import", "-", "imp:gz"], &gz);
+    assert!(out.ok().trim().starts_with("sha256:"), "{out}");
+    assert_eq!(
+        d.docker(["run", "--rm", "imp:gz", "cat", "/marker"]).ok(),
+        "hi\n"
+    );
+    let img = d.inspect("imp:gz");
+    assert_eq!(img["RootFS"]["Layers"].as_array().unwrap().len(), 1);
+    // Removed containers' directories are deleted in the background.
+    let tmp = d.root.join("tmp");
+    berth_e2e::wait_for(std::time::Duration::from_secs(10), || {
+        (std::fs::read_dir(&tmp).map(|r| r.count()).unwrap_or(0) == 0).then_some(())
+    });
+    d.assert_no_garbage();
+}
