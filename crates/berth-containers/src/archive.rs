@@ -227,6 +227,8 @@ fn is_kernel_fs(fd: BorrowedFd<'_>) -> bool {
     const CONFIGFS: i64 = 0x6265_6570;
     const FUSECTL: i64 = 0x6573_5546;
     const PROC: i64 = 0x9fa0;
+    // f_type's width differs between architectures.
+    #[allow(clippy::unnecessary_cast)]
     match rfs::fstatfs(fd) {
         Ok(s) => matches!(
             s.f_type as i64,
@@ -893,13 +895,11 @@ impl Extractor<'_> {
             return Err(Error::internal(format!("invalid entry name {raw:?}")));
         }
         let h = entry.header();
-        let mode = h.mode().map_err(tar_err)? & 0o7777;
+        // Empty numeric fields read as 0, as Go's archive/tar reads them.
+        let mode = h.mode().unwrap_or(0) & 0o7777;
         let (uid, gid) = match self.owner {
             Some(o) => o,
-            None => (
-                h.uid().map_err(tar_err)? as u32,
-                h.gid().map_err(tar_err)? as u32,
-            ),
+            None => (h.uid().unwrap_or(0) as u32, h.gid().unwrap_or(0) as u32),
         };
         let mtime = h.mtime().unwrap_or(0) as i64;
         let times = Timestamps {
@@ -1214,7 +1214,7 @@ impl ContainerService {
         };
         let this = self.clone();
         let id = row.id.clone();
-        let res = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let _guard = guard;
             match access {
                 Access::Running(root) => {
@@ -1271,8 +1271,7 @@ impl ContainerService {
             }
         })
         .await
-        .map_err(|e| Error::internal(format!("archive task failed: {e}")))?;
-        res
+        .map_err(|e| Error::internal(format!("archive task failed: {e}")))?
     }
 
     /// `HEAD /containers/{id}/archive`.
@@ -1483,4 +1482,206 @@ fn create_in_root(root: BorrowedFd<'_>, dest: &str, is_dir: bool) -> Result<()> 
         cur = follow_in_scope(root, &format!("{}/{c}", cur.trim_end_matches('/')))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn root_with_links() -> (tempfile::TempDir, ContainerFs) {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path().join("root");
+        std::fs::create_dir_all(r.join("etc")).unwrap();
+        std::fs::create_dir_all(r.join("dest")).unwrap();
+        std::fs::write(
+            r.join("etc/passwd"),
+            "root:x:0:0::/:/bin/sh\nu:x:7:8::/:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(t.path().join("host-secret"), "secret").unwrap();
+        symlink("/", r.join("evil")).unwrap();
+        symlink("../../../../etc", r.join("evil2")).unwrap();
+        symlink(t.path().join("host-secret"), r.join("hostfile")).unwrap();
+        let fs = ContainerFs::open(&r).unwrap();
+        (t, fs)
+    }
+
+    fn tar(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, typ, data) in entries {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(*typ);
+            h.set_mode(0o644);
+            let ustar = h.as_ustar_mut().unwrap();
+            ustar.name[..name.len()].copy_from_slice(name.as_bytes());
+            if matches!(typ, tar::EntryType::Symlink | tar::EntryType::Link) {
+                ustar.linkname[..data.len()].copy_from_slice(data.as_bytes());
+                h.set_size(0);
+                h.set_cksum();
+                b.append(&h, &[][..]).unwrap();
+            } else {
+                h.set_size(data.len() as u64);
+                h.set_cksum();
+                b.append(&h, data.as_bytes()).unwrap();
+            }
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn paths_resolve_inside_the_root() {
+        let (t, fs) = root_with_links();
+        assert_eq!(follow_in_scope(fs.root(), "/evil/etc").unwrap(), "/etc");
+        assert_eq!(
+            follow_in_scope(fs.root(), "/evil2/passwd").unwrap(),
+            "/etc/passwd"
+        );
+        assert_eq!(follow_in_scope(fs.root(), "/../../..").unwrap(), "/");
+        let host = t.path().join("host-secret").display().to_string();
+        assert_eq!(follow_in_scope(fs.root(), "/hostfile").unwrap(), host);
+        // The host file is not the container's: not found.
+        let st = fs.stat("/hostfile").unwrap();
+        assert_eq!(st.mode & GO_MODE_SYMLINK, GO_MODE_SYMLINK);
+        assert_eq!(st.link_target, host);
+        let e = fs.stat(&format!("{host}")).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::NotFound);
+        let st = fs.stat("/evil2/passwd").unwrap();
+        assert_eq!((st.name.as_str(), st.size), ("passwd", 41));
+        assert_eq!(st.mode, 0o644);
+    }
+
+    #[test]
+    fn archives_name_entries_after_the_requested_path() {
+        let (_t, fs) = root_with_links();
+        let mut out = Vec::new();
+        let st = fs.stat("/evil2/").unwrap();
+        assert!(st.is_dir());
+        fs.archive("/evil2/", &st, &mut out).unwrap();
+        let mut ar = tar::Archive::new(&out[..]);
+        let names: Vec<String> = ar
+            .entries()
+            .unwrap()
+            .map(|e| String::from_utf8(e.unwrap().path_bytes().to_vec()).unwrap())
+            .collect();
+        assert_eq!(names, ["evil2/", "evil2/passwd"]);
+        let mut out = Vec::new();
+        let st = fs.stat("/hostfile").unwrap();
+        fs.archive("/hostfile", &st, &mut out).unwrap();
+        let mut ar = tar::Archive::new(&out[..]);
+        let e = ar.entries().unwrap().next().unwrap().unwrap();
+        assert_eq!(e.header().entry_type(), tar::EntryType::Symlink);
+        assert_eq!(e.header().size().unwrap(), 0, "a link, never the host file");
+    }
+
+    #[test]
+    fn extraction_stays_in_the_destination() {
+        let (t, fs) = root_with_links();
+        let host = t.path().display().to_string();
+        let cases: &[(&[(&str, tar::EntryType, &str)], &str)] = &[
+            (
+                &[("../x", tar::EntryType::Regular, "x")],
+                "invalid entry name",
+            ),
+            (
+                &[("a/../../x", tar::EntryType::Regular, "x")],
+                "invalid entry name",
+            ),
+            (
+                &[
+                    ("l", tar::EntryType::Symlink, "/etc"),
+                    ("l/x", tar::EntryType::Regular, "x"),
+                ],
+                "escapes root",
+            ),
+            (
+                &[
+                    ("l2", tar::EntryType::Symlink, "../.."),
+                    ("l2/x", tar::EntryType::Regular, "x"),
+                ],
+                "escapes root",
+            ),
+            (
+                &[("h", tar::EntryType::Link, "../etc/passwd")],
+                "invalid hardlink target",
+            ),
+        ];
+        for (entries, want) in cases {
+            let e = fs
+                .extract("/dest", &tar(entries)[..], false, true)
+                .unwrap_err();
+            assert!(e.message.contains(want), "{entries:?}: {e}");
+        }
+        // A symlink to a host path, extracted into the root, stays inside it.
+        let abs = [
+            ("hl", tar::EntryType::Symlink, host.as_str()),
+            ("hl/x", tar::EntryType::Regular, "x"),
+        ];
+        fs.extract("/", &tar(&abs)[..], false, true).unwrap();
+        assert!(!t.path().join("x").exists());
+        let inside = t
+            .path()
+            .join("root")
+            .join(host.trim_start_matches('/'))
+            .join("x");
+        assert_eq!(std::fs::read_to_string(inside).unwrap(), "x");
+        // Through /evil the destination is the root, never the host's /.
+        fs.extract(
+            "/evil",
+            &tar(&[("f", tar::EntryType::Regular, "y")])[..],
+            false,
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(t.path().join("root/f")).unwrap(),
+            "y"
+        );
+        let e = fs
+            .extract(
+                "/etc/passwd",
+                &tar(&[("f", tar::EntryType::Regular, "y")])[..],
+                false,
+                true,
+            )
+            .unwrap_err();
+        assert_eq!(
+            (e.kind, e.message.as_str()),
+            (
+                ErrorKind::InvalidArgument,
+                "extraction point is not a directory"
+            )
+        );
+        // noOverwriteDirNonDir.
+        let e = fs
+            .extract(
+                "/",
+                &tar(&[("etc", tar::EntryType::Regular, "z")])[..],
+                false,
+                true,
+            )
+            .unwrap_err();
+        assert!(e.message.contains("cannot overwrite directory"), "{e}");
+        assert_eq!(
+            std::fs::read_to_string(t.path().join("host-secret")).unwrap(),
+            "secret"
+        );
+    }
+
+    #[test]
+    fn go_modes_and_paths() {
+        assert_eq!(go_file_mode(0o040755), GO_MODE_DIR | 0o755);
+        assert_eq!(go_file_mode(0o120777), GO_MODE_SYMLINK | 0o777);
+        assert_eq!(go_file_mode(0o104755), GO_MODE_SETUID | 0o755);
+        assert_eq!(
+            go_file_mode(0o020600),
+            GO_MODE_DEVICE | GO_MODE_CHARDEV | 0o600
+        );
+        assert_eq!(container_abs("tmp/"), "/tmp/");
+        assert_eq!(container_abs("/tmp/."), "/tmp/.");
+        assert_eq!(container_abs("../../etc"), "/etc");
+        assert_eq!(go_base("/"), "/");
+        assert_eq!(go_base("/a/b/"), "b");
+        assert_eq!(rfc3339_nano(0, 5_000_000), "1970-01-01T00:00:00.005Z");
+    }
 }
