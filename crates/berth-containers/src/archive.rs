@@ -1544,7 +1544,7 @@ mod tests {
         let st = fs.stat("/hostfile").unwrap();
         assert_eq!(st.mode & GO_MODE_SYMLINK, GO_MODE_SYMLINK);
         assert_eq!(st.link_target, host);
-        let e = fs.stat(&format!("{host}")).unwrap_err();
+        let e = fs.stat(&host).unwrap_err();
         assert_eq!(e.kind, ErrorKind::NotFound);
         let st = fs.stat("/evil2/passwd").unwrap();
         assert_eq!((st.name.as_str(), st.size), ("passwd", 41));
@@ -1578,7 +1578,8 @@ mod tests {
     fn extraction_stays_in_the_destination() {
         let (t, fs) = root_with_links();
         let host = t.path().display().to_string();
-        let cases: &[(&[(&str, tar::EntryType, &str)], &str)] = &[
+        type Entries<'a> = &'a [(&'a str, tar::EntryType, &'a str)];
+        let cases: &[(Entries, &str)] = &[
             (
                 &[("../x", tar::EntryType::Regular, "x")],
                 "invalid entry name",
