@@ -169,7 +169,18 @@ fn errno_err(e: Errno, what: impl std::fmt::Display) -> Error {
     } else {
         ErrorKind::Internal
     };
-    Error::new(kind, format!("{what}: {}", io::Error::from(e)))
+    Error::new(kind, format!("{what}: {}", go_errno(e)))
+}
+
+/// An errno as Go prints it ("no such file or directory").
+fn go_errno(e: Errno) -> String {
+    let s = io::Error::from(e).to_string();
+    let s = s.split(" (os error").next().unwrap_or(&s).to_string();
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => s,
+    }
 }
 
 fn openat2_retry(
@@ -375,8 +386,8 @@ impl ContainerFs {
         if stat.is_dir() {
             let dir = open_in_root(self.root(), abs, OFlags::RDONLY | OFlags::DIRECTORY)
                 .map_err(|e| errno_err(e, format!("open {abs}")))?;
-            let prefix = if top == "/" { ".".to_string() } else { top };
-            w.dir_tree(dir, &prefix)?;
+            // The root's entries are "/", "/bin/", … as dockerd names them.
+            w.dir_tree(dir, &top)?;
         } else {
             let parent = parent_of(&clean_path(abs));
             let dir = open_in_root(self.root(), &parent, OFlags::RDONLY | OFlags::DIRECTORY)

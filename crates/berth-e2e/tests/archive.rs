@@ -697,3 +697,97 @@ fn export_then_import_round_trips() {
     });
     d.assert_no_garbage();
 }
+
+/// The same steps against a real dockerd give the same tar entries and
+/// the same errors.
+#[test]
+fn cp_matches_dockerd() {
+    require_root!();
+    let Some(dd) = berth_e2e::Dockerd::start() else {
+        return;
+    };
+    let d = daemon();
+    let saved = d.path("busybox.tar");
+    d.docker(["save", "-o", arg(&saved), "busybox:latest"]).ok();
+    dd.docker(["load", "-i", arg(&saved)]).ok();
+    let local = local_tree(&d);
+    std::os::unix::fs::symlink("d", local.join("src/ln")).unwrap();
+    std::fs::create_dir_all(local.join("src/d/e")).unwrap();
+    std::fs::write(local.join("src/d/e/g"), "G").unwrap();
+    let names = |run: &dyn Fn(&[&str]) -> berth_e2e::Run, p: &str| -> (bool, Vec<String>, String) {
+        // Entry names are ASCII here, so the text stdout keeps them.
+        let r = run(&["cp", &format!("c1:{p}"), "-"]);
+        // Older dockerds name their overlay mount in errors; berth names
+        // the path in the container only.
+        let err = r.stderr.trim().to_string();
+        let err = match (err.find("/tmp/berth-e2e-dockerd-"), err.find("/merged")) {
+            (Some(a), Some(b)) if a < b => format!("{}{}", &err[..a], &err[b + "/merged".len()..]),
+            _ => err,
+        };
+        (r.success(), tar_names(r.stdout.as_bytes()), err)
+    };
+    let berth_run = |a: &[&str]| d.docker(a);
+    let dockerd_run = |a: &[&str]| dd.docker(a);
+    for run in [
+        &berth_run as &dyn Fn(&[&str]) -> berth_e2e::Run,
+        &dockerd_run,
+    ] {
+        run(&["create", "--name", "c1", "busybox"]).ok();
+        run(&[
+            "cp",
+            &format!("{}/.", local.join("src").display()),
+            "c1:/tmp/",
+        ])
+        .ok();
+    }
+    for p in [
+        "/tmp/d",
+        "/tmp/d/",
+        "/tmp/d/.",
+        "/tmp/ln",
+        "/tmp/ln/",
+        "/tmp/a",
+        "/tmp/d/e/g",
+        "/tmp/../tmp/d/e",
+        "/nope",
+        "/tmp/a/",
+        "/tmp/nope/x",
+    ] {
+        let ours = names(&berth_run, p);
+        let theirs = names(&dockerd_run, p);
+        assert_eq!(ours, theirs, "cp c1:{p} -");
+    }
+    // The whole root: dockerd's view also has its init layer's files, so
+    // only the naming of the top entries is compared.
+    let (ok1, ours, _) = names(&berth_run, "/");
+    let (ok2, theirs, _) = names(&dockerd_run, "/");
+    assert!(ok1 && ok2);
+    assert_eq!(ours[0], theirs[0], "cp c1:/ -");
+    assert!(ours.iter().any(|n| n == "/bin/") && theirs.iter().any(|n| n == "/bin/"));
+    // Errors of copies in.
+    for (src, dst) in [
+        (
+            local.join("src").display().to_string(),
+            "c1:/tmp/a".to_string(),
+        ),
+        (
+            local.join("f").display().to_string(),
+            "c1:/nope/dir/".to_string(),
+        ),
+        (
+            local.join("f").display().to_string(),
+            "c1:/tmp/newdir/".to_string(),
+        ),
+    ] {
+        let ours = d.docker(["cp", &src, &dst]);
+        let theirs = dd.docker(["cp", &src, &dst]);
+        // The CLI may also log its own tar goroutine's broken pipe: compare
+        // the error it ends with.
+        let last = |r: &berth_e2e::Run| r.stderr.trim().lines().last().unwrap_or("").to_string();
+        assert_eq!(
+            (ours.success(), last(&ours)),
+            (theirs.success(), last(&theirs)),
+            "cp {src} {dst}"
+        );
+    }
+}
