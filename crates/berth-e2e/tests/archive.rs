@@ -791,3 +791,120 @@ fn cp_matches_dockerd() {
         );
     }
 }
+
+/// A tiny HTTP server on loopback: `/rootfs.tar` is `body`, anything else
+/// 404 "nope". Serves `n` requests, then ends.
+fn serve_on_loopback(body: Vec<u8>, n: usize) -> (String, std::thread::JoinHandle<()>) {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let h = std::thread::spawn(move || {
+        for _ in 0..n {
+            let Ok((s, _)) = l.accept() else { return };
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap() == 0 || h == "\r\n" {
+                    break;
+                }
+            }
+            let mut s = s;
+            if line.split(' ').nth(1) == Some("/rootfs.tar") {
+                write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                )
+                .unwrap();
+                s.write_all(&body).unwrap();
+            } else {
+                s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 5\r\nConnection: close\r\n\r\nnope\n").unwrap();
+            }
+        }
+    });
+    (addr, h)
+}
+
+#[test]
+fn import_from_a_url_on_loopback() {
+    require_root!();
+    // berthd in the host's network namespace reaches the test's loopback.
+    let d = Daemon::start_host_network();
+    let rootfs = berth_fixtures::busybox_rootfs_tar().expect("busybox rootfs");
+    let (addr, server) = serve_on_loopback(rootfs, 4);
+    let out = d.docker([
+        "import",
+        "-c",
+        "CMD [\"echo\", \"from url\"]",
+        &format!("http://{addr}/rootfs.tar"),
+        "url:docker",
+    ]);
+    let text = out.ok();
+    assert!(
+        text.trim().lines().last().unwrap().starts_with("sha256:"),
+        "{out}"
+    );
+    assert_eq!(
+        d.docker(["run", "--rm", "--network", "none", "url:docker"])
+            .ok(),
+        "from url\n"
+    );
+    let hist = d.docker(["history", "--format", "{{.Comment}}", "url:docker"]);
+    assert_eq!(
+        hist.ok().trim(),
+        format!("Imported from http://{addr}/rootfs.tar")
+    );
+    // The raw stream: dockerd's messages.
+    let r = d
+        .request(
+            "POST",
+            &format!("/images/create?fromSrc=http://{addr}/rootfs.tar&repo=url&tag=api"),
+            None,
+        )
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let lines: Vec<Value> = r
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines[0]["status"],
+        format!("Downloading from http://{addr}/rootfs.tar")
+    );
+    assert!(
+        lines.iter().any(|l| l["status"] == "Importing"),
+        "{lines:?}"
+    );
+    assert!(
+        lines.last().unwrap()["status"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    // berth's CLI, and a missing file: Docker's error.
+    let out = d.berth(["import", &format!("http://{addr}/rootfs.tar"), "url:berth"]);
+    let lines = out.lines();
+    assert_eq!(
+        lines[0],
+        format!("Downloading from http://{addr}/rootfs.tar"),
+        "{out}"
+    );
+    assert!(lines.last().unwrap().starts_with("sha256:"), "{out}");
+    let err = d.docker(["import", &format!("http://{addr}/missing.tar")]);
+    assert_eq!(
+        err.fails().trim(),
+        format!(
+            "Error response from daemon: failed to GET http://{addr}/missing.tar with status 404 Not Found: nope"
+        )
+    );
+    server.join().unwrap();
+    let err = d.docker(["import", "--platform", "linux/s390x/bogus/x", "-"]);
+    assert!(
+        err.fails()
+            .contains("unknown operating system or architecture"),
+        "{err}"
+    );
+}
