@@ -713,6 +713,13 @@ impl ContainerService {
 
     /// `POST /containers/{id}/start`. Returns false when it was already running.
     pub async fn start(self: &Arc<Self>, name: &str) -> Result<bool> {
+        self.start_with(name, false).await
+    }
+
+    /// Start; `restart`: the restart policy's start after a backoff, which
+    /// does nothing once a stop has cancelled it (the stop holds the
+    /// container's lock while it marks the container stopped).
+    async fn start_with(self: &Arc<Self>, name: &str, restart: bool) -> Result<bool> {
         let row = self.find(name)?;
         let lock = self.lock(&row.id);
         let _g = lock.lock().await;
@@ -721,9 +728,13 @@ impl ContainerService {
         if rec["State"]["Running"].as_bool() == Some(true) {
             return Ok(false);
         }
+        if restart && rec["State"]["Restarting"].as_bool() != Some(true) {
+            return Ok(false);
+        }
         let id = row.id.clone();
         let dir = self.dir(&id);
         let rootfs = dir.join("rootfs");
+        let t0 = std::time::Instant::now();
         let lowers = self.images.layer_dirs(&row.image_id)?;
         let net = match self.net_setup(rec).await {
             Ok(n) => n,
@@ -733,10 +744,12 @@ impl ContainerService {
                 return Err(e);
             }
         };
+        let t_net = t0.elapsed();
         if let Err(e) = mount_rootfs(&lowers, &dir, &rootfs) {
             self.net_teardown(&id).await;
             return Err(e);
         }
+        let t_rootfs = t0.elapsed();
         let res = match self.setup_mounts(&row, &rootfs) {
             Ok(prepared) => self
                 .launch(&row, &dir, &rootfs, &prepared, &net)
@@ -747,6 +760,7 @@ impl ContainerService {
                 Err((e, msg, 125))
             }
         };
+        let t_launch = t0.elapsed();
         match res {
             Ok(pid) => {
                 let settings = net.settings.clone();
@@ -765,6 +779,15 @@ impl ContainerService {
                     s["StartedAt"] = json!(now());
                     s["FinishedAt"] = json!(ZERO_TIME);
                 })?;
+                // Where a start's time goes (cumulative milliseconds).
+                tracing::debug!(
+                    container = %id,
+                    network = t_net.as_secs_f64() * 1e3,
+                    rootfs = t_rootfs.as_secs_f64() * 1e3,
+                    launched = t_launch.as_secs_f64() * 1e3,
+                    recorded = t0.elapsed().as_secs_f64() * 1e3,
+                    "started"
+                );
                 self.event("start", &rec);
                 self.clone().monitor(id);
                 Ok(true)
@@ -946,7 +969,7 @@ impl ContainerService {
             if still.is_none_or(|c| c.record["State"]["Restarting"].as_bool() != Some(true)) {
                 return;
             }
-            if let Err(e) = this.start(&id).await {
+            if let Err(e) = this.start_with(&id, true).await {
                 tracing::warn!(container = %id, error = %e, "restart failed");
                 let _ = this.update(&id, |r| {
                     r["State"]["Restarting"] = json!(false);
@@ -1077,7 +1100,15 @@ impl ContainerService {
         signal: Option<&str>,
     ) -> Result<bool> {
         let row = self.find(name)?;
-        self.manual_stop(&row.id)?;
+        let row = {
+            // Under the lock: a restart that is starting the container
+            // finishes first (and is then stopped), one that has not begun
+            // sees the stop and does nothing.
+            let lock = self.lock(&row.id);
+            let _g = lock.lock().await;
+            self.manual_stop(&row.id)?;
+            self.find(&row.id)?
+        };
         if row.record["State"]["Running"].as_bool() != Some(true) {
             return Ok(false);
         }

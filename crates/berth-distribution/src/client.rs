@@ -52,6 +52,23 @@ impl RetryPolicy {
     }
 }
 
+/// Docker's token spec: a token without `expires_in` lives 60 s, and no
+/// token is issued for less.
+const TOKEN_MIN_LIFETIME: Duration = Duration::from_secs(60);
+/// How long basic credentials are reused before asking again.
+const BASIC_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// The lifetime of a token from its `expires_in` (at least 60 s).
+fn token_lifetime(expires_in: Option<u64>) -> Duration {
+    Duration::from_secs(expires_in.unwrap_or(60)).max(TOKEN_MIN_LIFETIME)
+}
+
+/// When an authorisation obtained at `now` should be replaced: with a
+/// sixth of its lifetime left, so it never reaches the registry expired.
+fn refresh_at(now: Instant, lifetime: Duration) -> Instant {
+    now + lifetime - lifetime / 6
+}
+
 struct CachedAuth {
     header: String,
     expires: Instant,
@@ -325,6 +342,10 @@ impl Client {
             match self.login_endpoint(&ep, auth).await {
                 Ok(t) => return Ok(t),
                 Err(e) if e.kind == ErrorKind::Unavailable => last = e,
+                // dockerd answers a refused login with 401, not 403.
+                Err(e) if e.kind == ErrorKind::PermissionDenied => {
+                    return Err(Error::new(ErrorKind::Unauthorized, e.message));
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -352,7 +373,7 @@ impl Client {
             ));
         }
         let challenges = challenges_of(&resp);
-        let (header, refresh) = self
+        let (header, refresh, _) = self
             .authorize(&http, &challenges, &[], auth, &url, true)
             .await?;
         let resp = http
@@ -384,10 +405,14 @@ impl Client {
         auth: &AuthConfig,
         url: &str,
         login: bool,
-    ) -> Result<(String, Option<String>)> {
+    ) -> Result<(String, Option<String>, Duration)> {
         if let Some(c) = challenges.iter().find(|c| c.scheme == "bearer") {
             if !auth.registrytoken.is_empty() {
-                return Ok((format!("Bearer {}", auth.registrytoken), None));
+                return Ok((
+                    format!("Bearer {}", auth.registrytoken),
+                    None,
+                    TOKEN_MIN_LIFETIME,
+                ));
             }
             let realm = c.param("realm").ok_or_else(|| {
                 Error::new(
@@ -396,14 +421,15 @@ impl Client {
                 )
             })?;
             let service = c.param("service").unwrap_or("");
-            let (tok, refresh) = self
+            let (tok, refresh, lifetime) = self
                 .fetch_token(http, realm, service, scopes, auth, login)
                 .await?;
-            return Ok((format!("Bearer {tok}"), refresh));
+            return Ok((format!("Bearer {tok}"), refresh, lifetime));
         }
         if challenges.iter().any(|c| c.scheme == "basic") {
             return match auth.basic() {
-                Some(b) => Ok((b, None)),
+                // Basic credentials do not expire; a 401 drops them.
+                Some(b) => Ok((b, None, BASIC_LIFETIME)),
                 None => Err(Error::new(
                     ErrorKind::PermissionDenied,
                     format!("Head \"{url}\": no basic auth credentials"),
@@ -424,7 +450,7 @@ impl Client {
         scopes: &[String],
         auth: &AuthConfig,
         login: bool,
-    ) -> Result<(String, Option<String>)> {
+    ) -> Result<(String, Option<String>, Duration)> {
         let resp = if !auth.identitytoken.is_empty() {
             // OAuth refresh-token grant, as Docker does with identity tokens
             let mut form = vec![
@@ -498,8 +524,7 @@ impl Client {
                 format!("token server {realm} returned no token"),
             ));
         }
-        let _ = t.expires_in;
-        Ok((tok, t.refresh_token))
+        Ok((tok, t.refresh_token, token_lifetime(t.expires_in)))
     }
 
     fn cached_auth(&self, key: &str) -> Option<String> {
@@ -514,13 +539,14 @@ impl Client {
         }
     }
 
-    fn cache_auth(&self, key: String, header: String) {
-        // Docker's token spec: tokens live at least 60 s; refresh a little early.
+    /// Keep an authorisation for `lifetime` less a sixth of it, so a token
+    /// is replaced before the registry starts refusing it.
+    fn cache_auth(&self, key: String, header: String, lifetime: Duration) {
         self.auth.lock().unwrap().insert(
             key,
             CachedAuth {
                 header,
-                expires: Instant::now() + Duration::from_secs(50),
+                expires: refresh_at(Instant::now(), lifetime),
             },
         );
     }
@@ -664,10 +690,10 @@ impl Repository {
                     attempt -= 1;
                     client.drop_auth(&key);
                     let ch = challenges_of(&r);
-                    let (h, _) = client
+                    let (h, _, lifetime) = client
                         .authorize(&http, &ch, scopes, &self.inner.auth, &url, false)
                         .await?;
-                    client.cache_auth(key.clone(), h);
+                    client.cache_auth(key.clone(), h, lifetime);
                 }
                 Ok(r) if retryable_status(r.status()) && attempt < max => {
                     tracing::debug!(status = %r.status(), attempt, "{what}: retrying");
@@ -1340,6 +1366,24 @@ impl BlobStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_lifetimes_follow_expires_in() {
+        // absent: the spec's 60 s; shorter than 60: raised to 60
+        assert_eq!(token_lifetime(None), Duration::from_secs(60));
+        assert_eq!(token_lifetime(Some(5)), Duration::from_secs(60));
+        assert_eq!(token_lifetime(Some(300)), Duration::from_secs(300));
+        // reused until a sixth of the lifetime is left
+        let now = Instant::now();
+        assert_eq!(
+            refresh_at(now, Duration::from_secs(300)),
+            now + Duration::from_secs(250)
+        );
+        assert_eq!(
+            refresh_at(now, Duration::from_secs(60)),
+            now + Duration::from_secs(50)
+        );
+    }
 
     #[test]
     fn locations() {

@@ -236,6 +236,16 @@ fn basic_auth_login_and_logout() {
         b"wrong\n",
     );
     assert!(bad.fails().contains("401 Unauthorized"), "{bad}");
+    // POST /auth refuses with dockerd's status, 401
+    let body = format!(
+        r#"{{"username":"alice","password":"wrong","serveraddress":"{}"}}"#,
+        reg.addr
+    );
+    let r = d
+        .request("POST", "/auth", Some(("application/json", body.as_bytes())))
+        .unwrap();
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(r.message().contains("login attempt to"), "{}", r.text());
     let config = d.path("docker-config/config.json");
     assert!(!config.exists(), "a failed login stored something");
     // right password: stored docker's way, mode 0600

@@ -156,6 +156,7 @@ impl From<berth_types::Error> for RegError {
             K::InvalidArgument => Code::BadRequest,
             K::NotFound => Code::NotFound,
             K::PermissionDenied => Code::Denied,
+            K::Unauthorized => Code::Unauthorized,
             K::NotImplemented => Code::Unsupported,
             K::Conflict | K::Unavailable | K::Internal => Code::Internal,
         };

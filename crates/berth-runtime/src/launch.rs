@@ -16,6 +16,13 @@
 //!   network), joins the ones given by path with setns, and unshares the
 //!   cgroup namespace only after the parent has moved it into its cgroup
 //!   (so the namespace's root is the container's cgroup).
+//! - moving a process into a cgroup (a write to `cgroup.procs`) can block
+//!   for a whole RCU grace period, 7–15 ms here (the kernel's
+//!   cgroup_threadgroup_rwsem), so `start` does it while the child builds
+//!   its rootfs: the first GO lets the child set up, the second says the
+//!   cgroups are joined. The child waits for the second before anything
+//!   that depends on its cgroup (the cgroup namespace, a cgroup2 mount) and
+//!   always before execve, so no container code runs outside its limits.
 //!
 //! Parent and child talk over [`crate::sync`].
 
@@ -325,9 +332,29 @@ fn fork_child(
 }
 
 /// After fork, in the parent: join the cgroup, let the child go, wait for
-/// its execve. On failure the child is killed and reaped.
-fn parent_side(pid: i32, cgroup: &Cgroup, sync: SyncParent, gated: bool) -> Result<Started, Error> {
-    let r = cgroup.add_pid(pid).and_then(|()| sync.go()).and_then(|()| {
+/// its execve. With `overlap`, the child is let go first and told again
+/// once the cgroup is joined (see the module's notes). On failure the child
+/// is killed and reaped.
+fn parent_side(
+    pid: i32,
+    cgroup: &Cgroup,
+    sync: SyncParent,
+    gated: bool,
+    overlap: bool,
+) -> Result<Started, Error> {
+    let joined = if overlap {
+        sync.go().and_then(|()| {
+            // The child may have failed meanwhile (and be gone, so that
+            // joining the cgroup fails too): its own error says why.
+            cgroup
+                .add_pid(pid)
+                .and_then(|()| sync.go())
+                .map_err(|e| sync.child_error().unwrap_or(e))
+        })
+    } else {
+        cgroup.add_pid(pid).and_then(|()| sync.go())
+    };
+    let r = joined.and_then(|()| {
         if gated {
             sync.wait_ready()
         } else {
@@ -397,13 +424,26 @@ fn start_child(
             sys::loopback_up().map_err(|e| os_err("bring up lo", e))?;
         }
     }
-    if plan.new_cgroupns {
-        // SAFETY: as above.
-        unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWCGROUP) }
-            .map_err(|e| os_err("create cgroup namespace", e))?;
-    }
+    // The second GO: the parent has moved us into the container's cgroup.
+    let mut in_cgroup = false;
+    let mut join_cgroup = || -> Result<(), Error> {
+        if in_cgroup {
+            return Ok(());
+        }
+        in_cgroup = true;
+        if !sync.wait_go() {
+            sys::exit_now(1);
+        }
+        if plan.new_cgroupns {
+            // SAFETY: as above.
+            unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWCGROUP) }
+                .map_err(|e| os_err("create cgroup namespace", e))?;
+        }
+        Ok(())
+    };
     rustix::process::umask(Mode::empty());
-    rootfs::setup_rootfs(&plan.rootfs)?;
+    rootfs::setup_rootfs(&plan.rootfs, &mut join_cgroup)?;
+    join_cgroup()?;
     if let Some(h) = &plan.hostname {
         rustix::system::sethostname(h.as_bytes()).map_err(|e| os_err("sethostname", e))?;
     }
@@ -453,7 +493,13 @@ pub(crate) fn start(
             start_child(&plan, &stdio, sc, &child_opts)
         })?;
         let gated = child_opts.fifo.is_some();
-        parent_side(pid, &plan.cgroup, sp.expect("parent keeps its end"), gated)
+        parent_side(
+            pid,
+            &plan.cgroup,
+            sp.expect("parent keeps its end"),
+            gated,
+            true,
+        )
     })();
     if r.is_err() {
         let _ = plan.cgroup.destroy();
@@ -554,5 +600,11 @@ pub(crate) fn exec(
     let pid = fork_child(&plan.pid_ns, &mut sp, sc, |sc| {
         exec_child(&plan, &stdio, sc)
     })?;
-    parent_side(pid, &plan.cgroup, sp.expect("parent keeps its end"), false)
+    parent_side(
+        pid,
+        &plan.cgroup,
+        sp.expect("parent keeps its end"),
+        false,
+        false,
+    )
 }

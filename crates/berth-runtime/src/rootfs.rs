@@ -498,8 +498,13 @@ fn cstr(s: &str) -> CString {
 // ---------------------------------------------------------------------------
 // Child side
 
-/// Steps 1–5: everything up to and including pivot_root.
-pub(crate) fn setup_rootfs(plan: &RootfsPlan) -> Result<(), Error> {
+/// Steps 1–5: everything up to and including pivot_root. `join_cgroup`
+/// waits until the process is in its cgroup (and enters its cgroup
+/// namespace); it is called before a mount that depends on that.
+pub(crate) fn setup_rootfs(
+    plan: &RootfsPlan,
+    join_cgroup: &mut dyn FnMut() -> Result<(), Error>,
+) -> Result<(), Error> {
     let root_c = sys::path_cstring(&plan.root)?;
     sys::mount(None, c"/", None, plan.propagation, None)
         .map_err(|e| os_err("set propagation of /", e))?;
@@ -524,6 +529,12 @@ pub(crate) fn setup_rootfs(plan: &RootfsPlan) -> Result<(), Error> {
     .map_err(|e| os_err(format!("open rootfs {}", plan.root.display()), e))?;
 
     for m in &plan.mounts {
+        let cgroup2 = plan.cgroup.as_ref().is_some_and(|c| c.unified);
+        if matches!(m.kind, MountKind::Cgroup) && plan.new_cgroupns && cgroup2 {
+            // cgroup2 shows the namespace's root: the container's cgroup.
+            // (On v1 the mount binds the cgroup's directories by path.)
+            join_cgroup()?;
+        }
         mount_one(root.as_fd(), m, plan)?;
     }
     if plan.setup_dev {

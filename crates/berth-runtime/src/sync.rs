@@ -3,7 +3,9 @@
 //! ```text
 //! parent                                   child
 //!   fork ─────────────────────────────────▶ waits for GO (EOF: parent died → exit)
-//!   joins cgroups, writes GO  ───────────▶ namespaces, mounts, caps, ..., execve
+//!   start: writes GO ─────────────────────▶ namespaces, mounts (not cgroup-bound)
+//!   joins cgroups, writes GO  ───────────▶ cgroup namespace, cgroup2 mount, ..., execve
+//!   (exec: joins cgroups, then one GO)
 //!   reads to EOF ◀──────────────────────── execve succeeded: the close-on-exec end
 //!                                          closes with nothing written
 //!                ◀──────────────────────── or: one error record, then _exit(1)
@@ -47,6 +49,7 @@ fn kind_code(k: ErrorKind) -> u8 {
         ErrorKind::NotImplemented => 5,
         ErrorKind::Unavailable => 6,
         ErrorKind::Internal => 7,
+        ErrorKind::Unauthorized => 8,
     }
 }
 
@@ -58,6 +61,7 @@ fn code_kind(c: u8) -> ErrorKind {
         4 => ErrorKind::PermissionDenied,
         5 => ErrorKind::NotImplemented,
         6 => ErrorKind::Unavailable,
+        8 => ErrorKind::Unauthorized,
         _ => ErrorKind::Internal,
     }
 }
@@ -74,7 +78,7 @@ fn send_all(fd: impl AsFd, mut buf: &[u8]) -> rustix::io::Result<()> {
 }
 
 impl SyncParent {
-    /// Let the child go on (cgroups are joined).
+    /// Let the child go on to its next step (see the diagram above).
     pub(crate) fn go(&self) -> Result<(), Error> {
         send_all(&self.0, &[GO]).map_err(|e| os_err("signal container process", e))
     }
@@ -93,13 +97,29 @@ impl SyncParent {
         }
     }
 
+    /// The error a child has already reported, without waiting for one.
+    pub(crate) fn child_error(&self) -> Option<Error> {
+        let mut b = [0u8; 1];
+        match rustix::net::recv(&self.0, &mut b, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
+            Ok((1, _)) if b[0] != READY => self.read_result().err(),
+            _ => None,
+        }
+    }
+
     /// Wait until the child has exec'd (Ok) or reported an error.
     pub(crate) fn wait_result(self) -> Result<(), Error> {
+        self.read_result()
+    }
+
+    fn read_result(&self) -> Result<(), Error> {
         let mut out = Vec::new();
         let mut buf = [0u8; 4096];
         loop {
             match rustix::net::recv(&self.0, &mut buf, RecvFlags::empty()) {
-                Ok((0, _)) => break,
+                // A child that failed before reading the second GO closes
+                // with it unread, which resets the connection after its
+                // error record: the end, as EOF.
+                Ok((0, _)) | Err(rustix::io::Errno::CONNRESET) => break,
                 Ok((n, _)) => out.extend_from_slice(&buf[..n]),
                 Err(rustix::io::Errno::INTR) => {}
                 Err(e) => return Err(os_err("read from container process", e)),

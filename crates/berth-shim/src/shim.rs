@@ -337,7 +337,10 @@ fn file_id(path: &Path) -> Option<(u64, u64)> {
         .map(|m| (m.dev(), m.ino()))
 }
 
-/// Write `path` by writing `path.tmp` and renaming it over.
+/// Write `path` by writing `path.tmp` and renaming it over: readers see
+/// the old file or the new one, even if the shim dies half-way. Not
+/// fsynced: these files (pids, an exit status) describe processes that do
+/// not outlive the machine, and a sync costs milliseconds per start.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
@@ -349,7 +352,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
         .mode(0o644)
         .open(&tmp)?;
     f.write_all(data)?;
-    f.sync_all()?;
+    drop(f);
     std::fs::rename(&tmp, path)
 }
 

@@ -8,6 +8,8 @@ pub enum ErrorKind {
     InvalidArgument,
     Conflict,
     PermissionDenied,
+    /// Credentials were refused (HTTP 401).
+    Unauthorized,
     NotImplemented,
     Unavailable,
     Internal,

@@ -1,0 +1,3 @@
+ï»¿# escape=\
+FROM a
+RUN echo cafÃ© ÿþ invalid utf8

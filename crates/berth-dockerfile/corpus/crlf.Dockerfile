@@ -1,0 +1,4 @@
+FROM a
+RUN echo crlf \
+  more
+LABEL x=y
