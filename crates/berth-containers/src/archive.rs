@@ -1186,12 +1186,27 @@ impl ContainerService {
             }
         } else {
             let lowers = self.images.layer_dirs(&row.image_id)?;
-            let mut binds = Vec::new();
+            let mut binds: Vec<(MountPoint, PathBuf)> = Vec::new();
+            let release = |binds: &[(MountPoint, PathBuf)]| {
+                for (mp, _) in binds {
+                    if mp.typ == "volume"
+                        && let Ok(v) = self.volumes()
+                    {
+                        let _ = v.unmount(&mp.name, &row.id);
+                    }
+                }
+            };
             for mp in &mounts {
                 match mp.typ.as_str() {
                     "volume" => {
-                        let vols = self.volumes()?;
-                        let path = vols.mount(&mp.name, &row.id)?;
+                        let mounted = self.volumes().and_then(|v| v.mount(&mp.name, &row.id));
+                        let path = match mounted {
+                            Ok(p) => p,
+                            Err(e) => {
+                                release(&binds);
+                                return Err(e);
+                            }
+                        };
                         let mut src = path;
                         if let Some(sub) = mp
                             .spec
@@ -1355,9 +1370,9 @@ impl ContainerService {
         let lowers = self.images.layer_dirs(&row.image_id)?;
         let this = self.clone();
         let rec = row.record.clone();
+        let rootfs = dir.join("rootfs");
+        let live = running && crate::is_mountpoint(&rootfs);
         tokio::task::spawn_blocking(move || {
-            let _guard = guard;
-            let rootfs = dir.join("rootfs");
             let write = |fs: &ContainerFs| -> Result<()> {
                 let Some(out) = start() else {
                     return Ok(());
@@ -1365,10 +1380,22 @@ impl ContainerService {
                 this.event("export", &rec);
                 fs.export(out)
             };
-            if running && crate::is_mountpoint(&rootfs) {
-                return write(&ContainerFs::open(&rootfs)?);
-            }
             berth_snapshots::in_private_mount_namespace(|| {
+                if live {
+                    // Read our copy of the running container's overlay,
+                    // made private so that the daemon's unmount when the
+                    // container stops never finds it busy because of us.
+                    rustix::mount::mount_change(
+                        "/",
+                        rustix::mount::MountPropagationFlags::PRIVATE
+                            | rustix::mount::MountPropagationFlags::REC,
+                    )
+                    .map_err(|e| errno_err(e, "make mounts private"))?;
+                    let fs = ContainerFs::open(&rootfs)?;
+                    // The container may stop or restart meanwhile.
+                    drop(guard);
+                    return write(&fs);
+                }
                 berth_snapshots::mount_overlay(
                     &lowers,
                     &dir.join("upper"),
@@ -1377,6 +1404,7 @@ impl ContainerService {
                 )?;
                 let res = ContainerFs::open(&rootfs).and_then(|fs| write(&fs));
                 let _ = berth_snapshots::unmount_detach(&rootfs);
+                drop(guard);
                 res
             })
         })

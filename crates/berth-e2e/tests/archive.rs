@@ -621,6 +621,47 @@ fn export_then_import_round_trips() {
     let o = cmd.output().unwrap();
     assert!(o.status.success());
     assert!(tar_names(&o.stdout).iter().any(|x| x == "bin/"));
+    // The container stops while an export of it is still being read: the
+    // stop unmounts its rootfs all the same, and the export completes.
+    d.docker([
+        "exec",
+        "r1",
+        "dd",
+        "if=/dev/zero",
+        "of=/big",
+        "bs=1M",
+        "count=64",
+    ])
+    .ok();
+    let mut cmd = d.docker_command(["export", "r1"]);
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mut stop = d.docker_command(["stop", "-t", "0", "r1"]).spawn().unwrap();
+    let stopped = berth_e2e::wait_for(std::time::Duration::from_secs(30), || {
+        stop.try_wait().unwrap()
+    });
+    if stopped.is_none() {
+        // Unblock the daemon before failing, so the test ends.
+        let _ = child.kill();
+        let _ = stop.wait();
+        panic!("docker stop waited for an export being read");
+    }
+    assert!(stopped.unwrap().success());
+    assert_eq!(
+        mounts_under(&d.root),
+        Vec::<String>::new(),
+        "the stop unmounted the rootfs"
+    );
+    let mut exported = Vec::new();
+    std::io::Read::read_to_end(&mut stdout, &mut exported).unwrap();
+    assert!(child.wait().unwrap().success());
+    let names = tar_names(&exported);
+    assert!(names.iter().any(|x| x == "big") && names.iter().any(|x| x == "bin/"));
     d.docker(["rm", "-f", "r1"]).ok();
     let err = d.berth(["export", "nosuch"]);
     assert_eq!(
