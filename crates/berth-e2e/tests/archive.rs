@@ -205,6 +205,47 @@ fn cp_in_and_out_of_running_and_stopped_containers() {
     let out = d.docker(["start", "-a", "s1"]);
     assert_eq!(out.ok(), "FB");
 
+    // Local errors: berth's CLI says what docker's says, with its exit code.
+    let missing = local.join("missing");
+    let cases: Vec<Vec<String>> = vec![
+        vec![
+            "cp".into(),
+            missing.display().to_string(),
+            "c1:/tmp/".into(),
+        ],
+        vec![
+            "cp".into(),
+            "c1:/tmp/d-docker".into(),
+            local.join("no/such/dir").display().to_string(),
+        ],
+        vec!["cp".into(), "c1:/tmp/a".into(), "s1:/tmp/b".into()],
+        vec![
+            "cp".into(),
+            "/etc/hostname".into(),
+            local.join("x").display().to_string(),
+        ],
+        vec![
+            "cp".into(),
+            local.join("src").display().to_string(),
+            "c1:/tmp/f-docker".into(),
+        ],
+        vec![
+            "cp".into(),
+            local.join("f").display().to_string(),
+            "c1:/tmp/nope/".into(),
+        ],
+    ];
+    for args in &cases {
+        let theirs = d.docker(args);
+        let ours = d.berth(args);
+        let last = |r: &berth_e2e::Run| r.stderr.trim().lines().last().unwrap_or("").to_string();
+        assert_eq!(
+            (ours.code(), last(&ours)),
+            (theirs.code(), last(&theirs)),
+            "{args:?}\n{ours}\n{theirs}"
+        );
+    }
+
     // The same on a stopped container, and nothing stays mounted.
     d.docker(["stop", "-t", "0", "c1"]).ok();
     let before = mounts_under(&d.root);

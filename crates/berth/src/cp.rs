@@ -459,12 +459,14 @@ fn copy_info_destination(p: &str) -> Result<CopyInfo> {
     }
 }
 
+/// An I/O error as Go prints it ("no such file or directory").
 fn go_err(e: &std::io::Error) -> String {
-    match e.raw_os_error() {
-        Some(n) => rustix::io::Errno::from_raw_os_error(n)
-            .to_string()
-            .to_lowercase(),
-        None => e.to_string(),
+    let s = e.to_string();
+    let s = s.split(" (os error").next().unwrap_or(&s);
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
     }
 }
 
