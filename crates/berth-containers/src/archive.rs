@@ -1709,6 +1709,151 @@ mod tests {
     }
 
     #[test]
+    fn long_names_and_link_targets_round_trip() {
+        let (t, fs) = root_with_links();
+        let deep: Vec<String> = (0..12)
+            .map(|i| format!("directory-number-{i:02}-xxxxxxxx"))
+            .collect();
+        let rel = deep.join("/");
+        let dir = t.path().join("root/dest").join(&rel);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("file"), "deep").unwrap();
+        let long_target = "t".repeat(150);
+        symlink(&long_target, dir.join("ln")).unwrap();
+        std::fs::hard_link(dir.join("file"), t.path().join("root/dest/hard")).unwrap();
+        let st = fs.stat("/dest").unwrap();
+        let mut out = Vec::new();
+        fs.archive("/dest", &st, &mut out).unwrap();
+        // Read back with another tar implementation, then extract it again.
+        let mut ar = tar::Archive::new(&out[..]);
+        let mut seen = Vec::new();
+        for e in ar.entries().unwrap() {
+            let e = e.unwrap();
+            let name = String::from_utf8(e.path_bytes().to_vec()).unwrap();
+            let link = e
+                .link_name_bytes()
+                .map(|l| String::from_utf8(l.to_vec()).unwrap());
+            seen.push((name, e.header().entry_type(), link));
+        }
+        let file = format!("dest/{rel}/file");
+        assert!(file.len() > 255);
+        assert!(
+            seen.iter()
+                .any(|(n, ty, _)| *n == file && *ty == tar::EntryType::Regular)
+        );
+        assert!(
+            seen.iter()
+                .any(|(n, _, l)| n.ends_with("/ln") && l.as_deref() == Some(long_target.as_str()))
+        );
+        // The second name of the inode is a hard link to the first.
+        let links: Vec<_> = seen
+            .iter()
+            .filter(|(_, ty, _)| *ty == tar::EntryType::Link)
+            .collect();
+        assert_eq!(links.len(), 1, "{seen:?}");
+        std::fs::create_dir_all(t.path().join("root/again")).unwrap();
+        fs.extract("/again", &out[..], false, true).unwrap();
+        let back = t.path().join("root/again").join(&file);
+        assert_eq!(std::fs::read_to_string(back).unwrap(), "deep");
+        let ln = t.path().join("root/again/dest").join(&rel).join("ln");
+        assert_eq!(
+            std::fs::read_link(ln).unwrap().to_str().unwrap(),
+            long_target
+        );
+    }
+
+    /// Random tars of `..`, absolute names, symlinks (to `/`, up, to the
+    /// host dir) and hard links, extracted to random destinations: nothing
+    /// outside the root is ever created or changed.
+    #[test]
+    fn random_hostile_tars_never_escape() {
+        let (t, fs) = root_with_links();
+        let outside = t.path().display().to_string();
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rnd = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let parts = ["a", "b", "..", ".", "l", "evil", "hostfile", "", "etc"];
+        let targets = [
+            "/",
+            "..",
+            "../..",
+            "../../../..",
+            "/etc",
+            "a",
+            "l",
+            &outside,
+            "/evil/x",
+        ];
+        let dests = ["/", "/dest", "/evil", "/evil2", "/dest/a"];
+        let snapshot = |p: &Path| -> Vec<String> {
+            let mut v: Vec<String> = std::fs::read_dir(p)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        let before = snapshot(t.path());
+        let host_paths = ["/a", "/b", "/l", "/etc/a", "/etc/b", "/etc/l", "/etc/etc"];
+        let host_before: Vec<bool> = host_paths.iter().map(|p| Path::new(p).exists()).collect();
+        let mut extracted = 0;
+        for _ in 0..400 {
+            let mut entries: Vec<(String, tar::EntryType, String)> = Vec::new();
+            for _ in 0..1 + rnd(5) {
+                let depth = 1 + rnd(3);
+                let mut name: Vec<&str> = (0..depth).map(|_| parts[rnd(parts.len())]).collect();
+                if rnd(4) == 0 {
+                    name.insert(0, "");
+                }
+                let name = name.join("/");
+                if name.is_empty() || name.len() > 90 {
+                    continue;
+                }
+                let (ty, data) = match rnd(4) {
+                    0 => (tar::EntryType::Regular, "pwned".to_string()),
+                    1 => (tar::EntryType::Directory, String::new()),
+                    2 => (
+                        tar::EntryType::Symlink,
+                        targets[rnd(targets.len())].to_string(),
+                    ),
+                    _ => (
+                        tar::EntryType::Link,
+                        targets[rnd(targets.len())].to_string(),
+                    ),
+                };
+                if data.len() > 99 {
+                    continue;
+                }
+                entries.push((name, ty, data));
+            }
+            let refs: Vec<(&str, tar::EntryType, &str)> = entries
+                .iter()
+                .map(|(n, ty, d)| (n.as_str(), *ty, d.as_str()))
+                .collect();
+            if fs
+                .extract(dests[rnd(dests.len())], &tar(&refs)[..], false, rnd(2) == 0)
+                .is_ok()
+            {
+                extracted += 1;
+            }
+            assert_eq!(snapshot(t.path()), before, "{entries:?}");
+            let host_now: Vec<bool> = host_paths.iter().map(|p| Path::new(p).exists()).collect();
+            assert_eq!(host_now, host_before, "{entries:?}");
+            assert_eq!(
+                std::fs::read_to_string(t.path().join("host-secret")).unwrap(),
+                "secret",
+                "{entries:?}"
+            );
+        }
+        // Most tars are fine (inside the root): the walk really writes.
+        assert!(extracted > 50, "only {extracted} extractions succeeded");
+    }
+
+    #[test]
     fn go_modes_and_paths() {
         assert_eq!(go_file_mode(0o040755), GO_MODE_DIR | 0o755);
         assert_eq!(go_file_mode(0o120777), GO_MODE_SYMLINK | 0o777);
