@@ -455,7 +455,6 @@ impl ContainerFs {
             let mut entry = entry.map_err(tar_err)?;
             ex.entry(&mut entry)?;
         }
-        // Read to the end so a client still sending sees a response.
         ex.finish()
     }
 
@@ -1128,9 +1127,9 @@ enum Access {
     Stopped {
         lowers: Vec<PathBuf>,
         dir: PathBuf,
-        /// (mount point, host source) for volumes and binds.
+        /// (mount point, host source) for volumes, binds and the
+        /// network files.
         binds: Vec<(MountPoint, PathBuf)>,
-        tmpfs: Vec<String>,
     },
 }
 
@@ -1223,20 +1222,24 @@ impl ContainerService {
                     _ => {}
                 }
             }
-            let mut tmpfs: Vec<String> = mounts
-                .iter()
-                .filter(|m| m.typ == "tmpfs")
-                .map(|m| m.destination.clone())
-                .collect();
-            if let Some(t) = rec["HostConfig"]["Tmpfs"].as_object() {
-                tmpfs.extend(t.keys().cloned());
+            // dockerd's view also has the container's network files
+            // (unless a mount covers them); tmpfs destinations stay the
+            // rootfs's own directories, as in dockerd's view.
+            let dir = self.dir(&row.id);
+            for f in ["hostname", "hosts", "resolv.conf"] {
+                let dest = format!("/etc/{f}");
+                let src = dir.join(f);
+                if src.is_file() && !mounts.iter().any(|m| clean_path(&m.destination) == dest) {
+                    let mp = MountPoint {
+                        typ: "bind".into(),
+                        destination: dest,
+                        rw: !readonly_rootfs,
+                        ..Default::default()
+                    };
+                    binds.push((mp, src));
+                }
             }
-            Access::Stopped {
-                lowers,
-                dir: self.dir(&row.id),
-                binds,
-                tmpfs,
-            }
+            Access::Stopped { lowers, dir, binds }
         };
         let this = self.clone();
         let id = row.id.clone();
@@ -1252,12 +1255,7 @@ impl ContainerService {
                     };
                     f(&fs, &rec)
                 }
-                Access::Stopped {
-                    lowers,
-                    dir,
-                    binds,
-                    tmpfs,
-                } => {
+                Access::Stopped { lowers, dir, binds } => {
                     let res = berth_snapshots::in_private_mount_namespace(|| {
                         let rootfs = dir.join("rootfs");
                         berth_snapshots::mount_overlay(
@@ -1273,7 +1271,7 @@ impl ContainerService {
                                 Mode::empty(),
                             )
                             .map_err(|e| errno_err(e, format!("open {}", rootfs.display())))?;
-                            private_mounts(fs_root.as_fd(), &binds, &tmpfs)?;
+                            private_mounts(fs_root.as_fd(), &binds)?;
                             let fs = ContainerFs {
                                 root: fs_root,
                                 mounts,
@@ -1432,24 +1430,14 @@ fn not_found_as_docker<T>(r: Result<T>, path: &str, name: &str) -> Result<T> {
     })
 }
 
-/// In a private mount namespace: volumes and binds on their destinations
-/// (resolved in the root, made if missing), fresh tmpfs on tmpfs ones.
-fn private_mounts(
-    root: BorrowedFd<'_>,
-    binds: &[(MountPoint, PathBuf)],
-    tmpfs: &[String],
-) -> Result<()> {
-    let mut all: Vec<(String, Option<&(MountPoint, PathBuf)>)> = binds
-        .iter()
-        .map(|b| (clean_path(&b.0.destination), Some(b)))
-        .chain(tmpfs.iter().map(|t| (clean_path(t), None)))
-        .collect();
-    all.sort_by_key(|(d, _)| d.matches('/').count());
-    for (dest, bind) in all {
-        let is_dir = match bind {
-            Some((_, src)) => std::fs::metadata(src).map(|m| m.is_dir()).unwrap_or(true),
-            None => true,
-        };
+/// In a private mount namespace: volumes, binds and network files on
+/// their destinations (resolved in the root, made if missing).
+fn private_mounts(root: BorrowedFd<'_>, binds: &[(MountPoint, PathBuf)]) -> Result<()> {
+    let mut all: Vec<&(MountPoint, PathBuf)> = binds.iter().collect();
+    all.sort_by_key(|(m, _)| clean_path(&m.destination).matches('/').count());
+    for (mp, src) in all {
+        let dest = clean_path(&mp.destination);
+        let is_dir = std::fs::metadata(src).map(|m| m.is_dir()).unwrap_or(true);
         let target = match open_in_root(root, &dest, OFlags::PATH) {
             Ok(fd) => fd,
             Err(Errno::NOENT) => {
@@ -1459,36 +1447,23 @@ fn private_mounts(
             }
             Err(e) => return Err(errno_err(e, format!("open mount target {dest}"))),
         };
+        // Mount on the fd, not on a path a symlink could redirect.
         let fd_path = format!(
             "/proc/thread-self/fd/{}",
             std::os::fd::AsRawFd::as_raw_fd(&target)
         );
-        match bind {
-            Some((mp, src)) => {
-                rustix::mount::mount_bind_recursive(src.as_path(), fd_path.as_str())
-                    .map_err(|e| errno_err(e, format!("bind {} on {dest}", src.display())))?;
-                if !mp.rw {
-                    let real = rfs::readlink(fd_path.as_str(), Vec::new())
-                        .map_err(|e| errno_err(e, format!("readlink {fd_path}")))?;
-                    let real = PathBuf::from(std::ffi::OsString::from_vec(real.into_bytes()));
-                    rustix::mount::mount_remount(
-                        &real,
-                        rustix::mount::MountFlags::BIND | rustix::mount::MountFlags::RDONLY,
-                        "",
-                    )
-                    .map_err(|e| errno_err(e, format!("remount {dest} read-only")))?;
-                }
-            }
-            None => {
-                rustix::mount::mount(
-                    "tmpfs",
-                    fd_path.as_str(),
-                    "tmpfs",
-                    rustix::mount::MountFlags::NOSUID | rustix::mount::MountFlags::NODEV,
-                    None,
-                )
-                .map_err(|e| errno_err(e, format!("mount tmpfs on {dest}")))?;
-            }
+        rustix::mount::mount_bind_recursive(src.as_path(), fd_path.as_str())
+            .map_err(|e| errno_err(e, format!("bind {} on {dest}", src.display())))?;
+        if !mp.rw {
+            let real = rfs::readlink(fd_path.as_str(), Vec::new())
+                .map_err(|e| errno_err(e, format!("readlink {fd_path}")))?;
+            let real = PathBuf::from(std::ffi::OsString::from_vec(real.into_bytes()));
+            rustix::mount::mount_remount(
+                &real,
+                rustix::mount::MountFlags::BIND | rustix::mount::MountFlags::RDONLY,
+                "",
+            )
+            .map_err(|e| errno_err(e, format!("remount {dest} read-only")))?;
         }
     }
     Ok(())

@@ -258,6 +258,14 @@ fn cp_in_and_out_of_running_and_stopped_containers() {
         "F"
     );
     assert_eq!(mounts_under(&d.root), before, "cp leaves no mount behind");
+    // A stopped container's view has its network files, as dockerd's.
+    let hostname = d.docker(["inspect", "-f", "{{.Config.Hostname}}", "c1"]);
+    let out = d.docker(["cp", "c1:/etc/hostname", "-"]);
+    assert_eq!(tar_names(out.stdout.as_bytes()), ["hostname"]);
+    assert!(
+        out.ok().contains(&format!("{}\n", hostname.ok().trim())),
+        "{out}"
+    );
 
     // The stat header.
     let (status, stat, _) = stat_header(&d, "c1", "/tmp/after-stop");

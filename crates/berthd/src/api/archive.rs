@@ -153,16 +153,15 @@ async fn put_archive(
         .containers
         .archive_extract(&id, &path, copy_uid_gid, no_overwrite, reader.clone())
         .await;
-    if let Err(e) = res {
-        // Read what the client is still sending, so it sees the error
-        // rather than a broken pipe (Go's server does the same).
-        let mut r = reader;
-        let _ = tokio::task::spawn_blocking(move || {
-            std::io::copy(&mut (&mut r).take(1 << 30), &mut std::io::sink())
-        })
-        .await;
-        return Err(ApiError(e));
-    }
+    // Read what the client is still sending (the tar's trailing blocks,
+    // or the rest after an error), so it sees our answer rather than a
+    // broken pipe (Go's server drains bodies too).
+    let mut r = reader;
+    let _ = tokio::task::spawn_blocking(move || {
+        std::io::copy(&mut (&mut r).take(1 << 30), &mut std::io::sink())
+    })
+    .await;
+    res?;
     Ok(StatusCode::OK.into_response())
 }
 
