@@ -13,12 +13,14 @@
 #![forbid(unsafe_code)]
 
 mod models;
+mod time;
 
 use std::collections::HashMap;
 
 use berth_format::human_size_with_precision;
 pub use models::*;
 use serde::{Deserialize, Serialize};
+pub use time::{parse_go_duration, parse_timestamp};
 
 /// The API version berth implements and reports.
 pub const API_VERSION: &str = "1.47";

@@ -1184,7 +1184,7 @@ impl ContainerService {
                 }
             }
         } else {
-            let lowers = self.images.layer_dirs(&row.image_id)?;
+            let lowers = self.lower_dirs(&row)?;
             let mut binds: Vec<(MountPoint, PathBuf)> = Vec::new();
             let release = |binds: &[(MountPoint, PathBuf)]| {
                 for (mp, _) in binds {
@@ -1365,7 +1365,7 @@ impl ContainerService {
         let row = self.find(&row.id)?;
         let dir = self.dir(&row.id);
         let running = row.record["State"]["Running"].as_bool() == Some(true);
-        let lowers = self.images.layer_dirs(&row.image_id)?;
+        let lowers = self.lower_dirs(&row)?;
         let this = self.clone();
         let rec = row.record.clone();
         let rootfs = dir.join("rootfs");

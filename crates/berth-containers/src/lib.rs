@@ -10,6 +10,7 @@
 //!
 //! ```text
 //! <data-root>/containers/<id>/
+//!   init/               the init layer: mount points berth makes (initlayer.rs)
 //!   upper/ work/        the read-write layer
 //!   rootfs/             overlay mount point (mounted while running)
 //!   config.json         the OCI bundle, rewritten at every start
@@ -20,10 +21,16 @@
 #![forbid(unsafe_code)]
 
 pub mod archive;
+mod commit;
+pub mod health;
+mod housekeeping;
+mod initlayer;
 pub mod mounts;
 mod names;
+pub mod resources;
 pub mod shim;
 pub mod spec;
+pub mod stats;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -34,6 +41,8 @@ use berth_metadata::{ContainerRow, MetaRead, MetaStore};
 use berth_types::{Digest, Error, ErrorKind, Result};
 use serde_json::{Value, json};
 
+pub use commit::{CommitOptions, ContainerCommit};
+pub use housekeeping::Orphan;
 pub use mounts::{ProvidedVolume, VolumeProvider, VolumeUsers};
 pub use names::validate as validate_name;
 pub use shim::ShimConn;
@@ -55,6 +64,9 @@ pub trait ImageSource: Send + Sync {
     fn container_image(&self, name: &str) -> Result<ContainerImage>;
     /// Layer directories of an image by ID, top first.
     fn layer_dirs(&self, id: &Digest) -> Result<Vec<PathBuf>>;
+    /// Make an image from a container's read-write layer (`docker commit`);
+    /// returns its ID. Blocks.
+    fn commit(&self, c: commit::ContainerCommit<'_>) -> Result<Digest>;
 }
 
 /// Where a container's network namespace comes from.
@@ -203,6 +215,9 @@ pub struct ContainerService {
     pending_attach: Mutex<HashMap<String, (std::os::unix::net::UnixStream, [bool; 3])>>,
     /// The volume driver (see `mounts.rs`); without it, volume mounts are refused.
     volumes: Option<Arc<dyn VolumeProvider>>,
+    /// Healthcheck state and unhealthy-action backoff (see `health.rs`).
+    health: health::HealthMap,
+    health_actions: health::ActionMap,
 }
 
 /// An exec instance (Docker keeps them in memory too).
@@ -293,6 +308,8 @@ impl ContainerService {
             locks: Mutex::new(HashMap::new()),
             pending_attach: Mutex::new(HashMap::new()),
             volumes: None,
+            health: Default::default(),
+            health_actions: Default::default(),
         })
     }
 
@@ -304,6 +321,19 @@ impl ContainerService {
 
     fn dir(&self, id: &str) -> PathBuf {
         self.cfg.data_root.join("containers").join(id)
+    }
+
+    /// The lower dirs of a container's rootfs, top first: its init layer
+    /// (containers made before berth had one have none), then its image's
+    /// layers.
+    fn lower_dirs(&self, row: &ContainerRow) -> Result<Vec<PathBuf>> {
+        let mut lowers = Vec::new();
+        let init = self.dir(&row.id).join("init");
+        if init.is_dir() {
+            lowers.push(init);
+        }
+        lowers.extend(self.images.layer_dirs(&row.image_id)?);
+        Ok(lowers)
     }
 
     fn socket(&self, id: &str) -> PathBuf {
@@ -324,7 +354,10 @@ impl ContainerService {
     }
 
     fn event(&self, action: &str, rec: &Value) {
-        let mut attrs = BTreeMap::new();
+        self.event_with(action, rec, BTreeMap::new());
+    }
+
+    fn event_with(&self, action: &str, rec: &Value, mut attrs: BTreeMap<String, String>) {
         attrs.insert(
             "name".to_string(),
             rec["Name"]
@@ -347,6 +380,27 @@ impl ContainerService {
         }
         self.events
             .container_event(action, rec["Id"].as_str().unwrap_or(""), attrs);
+    }
+
+    /// Publishes a container event of `action` with Docker's attributes
+    /// (name, image, labels) plus `extra` (`restart`, `attach`, `resize`).
+    pub fn log_event(&self, name: &str, action: &str, extra: BTreeMap<String, String>) {
+        let Ok(row) = self.find(name) else {
+            return;
+        };
+        self.event_with(action, &row.record, extra);
+    }
+
+    /// Bytes in a container's read-write layer (`SizeRw`): file sizes,
+    /// hard links counted once.
+    pub fn size_rw(&self, id: &str) -> i64 {
+        let upper = self.dir(id).join("upper");
+        berth_snapshots::dir_size(&upper).unwrap_or_else(|e| {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(container = %id, error = %e, "size of the read-write layer");
+            }
+            0
+        })
     }
 
     /// Find a container by full ID, name, or unique ID prefix.
@@ -465,6 +519,9 @@ impl ContainerService {
                 "conflicting options: cannot specify both --restart and --rm",
             ));
         }
+        resources::validate(&host_config, false)?;
+        health::validate_action(&host_config, &config["Labels"])?;
+        resources::adapt_create(&mut host_config);
         if let Some(rp) = host_config["RestartPolicy"]["Name"].as_str()
             && !["", "no", "always", "unless-stopped", "on-failure"].contains(&rp)
         {
@@ -513,7 +570,12 @@ impl ContainerService {
         if let Some(m) = config["MacAddress"].as_str().filter(|m| !m.is_empty()) {
             cfg_out["MacAddress"] = json!(m);
         }
-        for k in ["StopSignal", "StopTimeout", "Healthcheck"] {
+        health::validate(&config["Healthcheck"])?;
+        let healthcheck = health::merge(&config["Healthcheck"], &ic["Healthcheck"]);
+        if healthcheck.is_object() {
+            cfg_out["Healthcheck"] = healthcheck;
+        }
+        for k in ["StopSignal", "StopTimeout"] {
             if !config[k].is_null() {
                 cfg_out[k] = config[k].clone();
             } else if k == "StopSignal" && ic[k].is_string() {
@@ -546,7 +608,7 @@ impl ContainerService {
             "HostConfig": host_config,
             "GraphDriver": {
                 "Data": {
-                    "LowerDir": img.layer_dirs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":"),
+                    "LowerDir": std::iter::once(dir.join("init")).chain(img.layer_dirs.iter().cloned()).map(|p| p.display().to_string()).collect::<Vec<_>>().join(":"),
                     "MergedDir": dir.join("rootfs").display().to_string(),
                     "UpperDir": dir.join("upper").display().to_string(),
                     "WorkDir": dir.join("work").display().to_string()
@@ -569,6 +631,16 @@ impl ContainerService {
             .prepare(&mut record, &body["NetworkingConfig"])?;
         for d in ["upper", "work", "rootfs"] {
             std::fs::create_dir_all(dir.join(d))?;
+        }
+        if let Err(e) = initlayer::make(&dir.join("init"), &img.layer_dirs) {
+            let _ = std::fs::remove_dir_all(&dir);
+            let anonymous: Vec<String> = mount_points
+                .iter()
+                .filter(|m| m.is_anonymous_volume())
+                .map(|m| m.name.clone())
+                .collect();
+            self.end_create(&id, &anonymous);
+            return Err(e.context("making the init layer"));
         }
         let row = ContainerRow {
             id: id.clone(),
@@ -735,7 +807,7 @@ impl ContainerService {
         let dir = self.dir(&id);
         let rootfs = dir.join("rootfs");
         let t0 = std::time::Instant::now();
-        let lowers = self.images.layer_dirs(&row.image_id)?;
+        let lowers = self.lower_dirs(&row)?;
         let net = match self.net_setup(rec).await {
             Ok(n) => n,
             Err(e) => {
@@ -789,6 +861,7 @@ impl ContainerService {
                     "started"
                 );
                 self.event("start", &rec);
+                self.health_started(&id, &rec);
                 self.clone().monitor(id);
                 Ok(true)
             }
@@ -915,9 +988,13 @@ impl ContainerService {
         }
         let _ = shim::call(&self.socket(id), json!({"op": "shutdown"})).await;
         let cleared = self.net_release(id).await;
+        let health = self.health_stopped(id);
         let rec = match self.update(id, |r| {
             if let Some(c) = cleared {
                 r["NetworkSettings"] = c;
+            }
+            if let Some(h) = health {
+                r["State"]["Health"] = h;
             }
             let s = &mut r["State"];
             s["Status"] = json!("exited");
@@ -939,6 +1016,9 @@ impl ContainerService {
                 return;
             }
         };
+        if rec["State"]["OOMKilled"].as_bool() == Some(true) {
+            self.event("oom", &rec);
+        }
         self.event("die", &rec);
         if rec["HostConfig"]["AutoRemove"].as_bool() == Some(true) {
             if let Err(e) = self.remove_with_volumes(id, true, true).await {
@@ -1018,6 +1098,7 @@ impl ContainerService {
                 Ok(st) if st["running"].as_bool() == Some(true) => {
                     tracing::info!(container = %row.id, "re-adopted running container");
                     self.readopt_mounts(&row.id, &row.record);
+                    self.health_resume(&row.id, &row.record);
                     self.clone().monitor(row.id.clone());
                 }
                 Ok(st) => self.exited(&row.id, &st).await,
@@ -1047,10 +1128,17 @@ impl ContainerService {
             self.manual_stop(&row.id)?;
         }
         shim::kill(&self.socket(&row.id), sig).await?;
-        let mut attrs = BTreeMap::new();
-        attrs.insert("signal".to_string(), sig.to_string());
-        attrs.insert("name".to_string(), row.name.clone());
-        self.events.container_event("kill", &row.id, attrs);
+        self.event_with(
+            "kill",
+            &row.record,
+            BTreeMap::from([("signal".to_string(), sig.to_string())]),
+        );
+        // As dockerd: SIGKILL returns once the container has exited.
+        if sig == libc::SIGKILL {
+            let _ =
+                tokio::time::timeout(Duration::from_secs(10), self.wait(&row.id, "not-running"))
+                    .await;
+        }
         Ok(())
     }
 
@@ -1189,6 +1277,7 @@ impl ContainerService {
             removed.push_back((row.id.clone(), code));
         }
         self.meta.write(|w| w.delete_container(&row.id))?;
+        self.health_forget(&row.id);
         self.notify();
         self.teardown_mounts(&row.id, &row.record);
         if volumes {
@@ -1228,6 +1317,7 @@ impl ContainerService {
             o.remove("HasBeenManuallyStopped");
             o.remove(mounts::RECORD_KEY);
         }
+        self.health_overlay(&mut rec);
         let ids: Vec<String> = self
             .execs
             .lock()
@@ -1248,7 +1338,11 @@ impl ContainerService {
             .meta
             .read(|r| r.containers())?
             .into_iter()
-            .map(|c| c.record)
+            .map(|c| {
+                let mut r = c.record;
+                self.health_overlay(&mut r);
+                r
+            })
             .collect())
     }
 

@@ -1080,10 +1080,21 @@ impl ContainerService {
             return;
         };
         for mp in mount_points(record) {
-            if mp.typ == "volume"
-                && let Err(e) = vols.unmount(&mp.name, id)
-            {
-                tracing::warn!(container = %id, volume = %mp.name, error = %e, "unmount volume");
+            if mp.typ != "volume" {
+                continue;
+            }
+            match vols.unmount(&mp.name, id) {
+                Ok(()) => vols.event(
+                    "unmount",
+                    &mp.name,
+                    BTreeMap::from([
+                        ("container".to_string(), id.to_string()),
+                        ("driver".to_string(), mp.driver.clone()),
+                    ]),
+                ),
+                Err(e) => {
+                    tracing::warn!(container = %id, volume = %mp.name, error = %e, "unmount volume")
+                }
             }
         }
     }

@@ -200,6 +200,77 @@ pub fn process(args: &[String], env: &[String], cwd: &str, user: &User, tty: boo
     })
 }
 
+/// The OCI `linux.resources` for Docker's resource fields (`HostConfig` at
+/// create, or the body of `POST /containers/{id}/update`): only the fields
+/// that are set (non-zero) appear, as dockerd's `toContainerdResources`.
+/// `NanoCpus` becomes a 100 ms period and its quota; `MemorySwap` -1 means
+/// unlimited swap. With `update`, a `PidsLimit` of 0 or -1 lifts the limit
+/// (a new cgroup has none to lift).
+pub fn resources(hc: &Value, update: bool) -> Value {
+    let int = |k: &str| hc[k].as_i64().unwrap_or(0);
+    let mut out = serde_json::Map::new();
+    let mut memory = serde_json::Map::new();
+    if int("Memory") > 0 {
+        memory.insert("limit".into(), json!(int("Memory")));
+    }
+    if int("MemoryReservation") > 0 {
+        memory.insert("reservation".into(), json!(int("MemoryReservation")));
+    }
+    if int("MemorySwap") > 0 || int("MemorySwap") == -1 {
+        memory.insert("swap".into(), json!(int("MemorySwap")));
+    }
+    if let Some(s) = hc["MemorySwappiness"].as_i64().filter(|s| *s >= 0) {
+        memory.insert("swappiness".into(), json!(s));
+    }
+    if !memory.is_empty() {
+        out.insert("memory".into(), Value::Object(memory));
+    }
+    let mut cpu = serde_json::Map::new();
+    let (mut period, mut quota) = (0, 0);
+    if int("NanoCpus") > 0 {
+        period = 100_000;
+        quota = int("NanoCpus") * period / 1_000_000_000;
+    }
+    if quota == 0 && int("CpuQuota") != 0 {
+        quota = int("CpuQuota");
+    }
+    if period == 0 && int("CpuPeriod") != 0 {
+        period = int("CpuPeriod");
+    }
+    if period != 0 {
+        cpu.insert("period".into(), json!(period));
+    }
+    if quota != 0 {
+        cpu.insert("quota".into(), json!(quota));
+    }
+    if int("CpuShares") > 0 {
+        cpu.insert("shares".into(), json!(int("CpuShares")));
+    }
+    for (k, o) in [("CpusetCpus", "cpus"), ("CpusetMems", "mems")] {
+        if let Some(v) = hc[k].as_str().filter(|v| !v.is_empty()) {
+            cpu.insert(o.into(), json!(v));
+        }
+    }
+    if !cpu.is_empty() {
+        out.insert("cpu".into(), Value::Object(cpu));
+    }
+    // PidsLimit: 0 or -1 is unlimited, which is what a new cgroup has; an
+    // update to it writes "max".
+    match hc["PidsLimit"].as_i64() {
+        Some(p) if p > 0 => {
+            out.insert("pids".into(), json!({"limit": p}));
+        }
+        Some(_) if update => {
+            out.insert("pids".into(), json!({"limit": 0}));
+        }
+        _ => {}
+    }
+    if int("BlkioWeight") > 0 {
+        out.insert("blockIO".into(), json!({"weight": int("BlkioWeight")}));
+    }
+    Value::Object(out)
+}
+
 /// The OCI runtime spec for a container.
 pub fn runtime_spec(i: &SpecInput) -> Value {
     let hc = i.host_config;
@@ -229,24 +300,7 @@ pub fn runtime_spec(i: &SpecInput) -> Value {
     for f in ["resolv.conf", "hostname", "hosts"] {
         mounts.push(json!({"destination": format!("/etc/{f}"), "type": "bind", "source": i.dir.join(f).display().to_string(), "options": ["rbind", "rprivate"]}));
     }
-    let mut resources = json!({});
-    if let Some(m) = hc["Memory"].as_i64().filter(|m| *m > 0) {
-        resources["memory"] = json!({"limit": m});
-    }
-    let mut cpu = serde_json::Map::new();
-    if let Some(n) = hc["NanoCpus"].as_i64().filter(|n| *n > 0) {
-        cpu.insert("period".into(), json!(100000));
-        cpu.insert("quota".into(), json!(n * 100000 / 1_000_000_000));
-    }
-    if let Some(s) = hc["CpuShares"].as_i64().filter(|s| *s > 0) {
-        cpu.insert("shares".into(), json!(s));
-    }
-    if !cpu.is_empty() {
-        resources["cpu"] = Value::Object(cpu);
-    }
-    if let Some(p) = hc["PidsLimit"].as_i64().filter(|p| *p > 0) {
-        resources["pids"] = json!({"limit": p});
-    }
+    let resources = resources(hc, false);
     let privileged = hc["Privileged"].as_bool() == Some(true);
     let mut process = process(i.args, i.env, i.cwd, i.user, i.tty);
     if let Some(init) = i.init {

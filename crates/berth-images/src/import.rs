@@ -102,8 +102,226 @@ impl ImageService {
         lease.hold_layer(&chain);
         self.layers.commit(staged, &chain)?;
         let tags: Vec<String> = tag.into_iter().collect();
-        self.commit_image(id, &config, vec![layer], vec![record], &tags, None)
+        self.record_image(id, &config, vec![layer], vec![record], &tags, None, None)
     }
+}
+
+/// The instructions `docker commit --change` takes.
+const COMMIT_CHANGES: &[&str] = &[
+    "CMD",
+    "ENTRYPOINT",
+    "ENV",
+    "EXPOSE",
+    "HEALTHCHECK",
+    "LABEL",
+    "ONBUILD",
+    "USER",
+    "VOLUME",
+    "WORKDIR",
+];
+
+/// The config of an image committed from a container, as Docker's commit
+/// makes it: `changes` (Dockerfile instructions) applied to `base` (the
+/// config the client sent, or else the container's), then what is still
+/// unset taken from the container's `Config`.
+pub fn commit_config(base: &Value, changes: &[String], container: &Value) -> Result<Value> {
+    let mut cfg = base.as_object().cloned().unwrap_or_default();
+    let mut cmd_set = false;
+    for c in changes {
+        let instr = c
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase();
+        if instr.is_empty() {
+            continue;
+        }
+        if !COMMIT_CHANGES.contains(&instr.as_str()) {
+            return Err(Error::invalid(format!(
+                "{} is not a valid change command",
+                instr.to_lowercase()
+            )));
+        }
+        apply_change(&mut cfg, c)?;
+        match instr.as_str() {
+            "CMD" => cmd_set = true,
+            // As Docker's ENTRYPOINT: a CMD not set in the same build is cleared.
+            "ENTRYPOINT" if !cmd_set => {
+                cfg.insert("Cmd".into(), Value::Null);
+            }
+            _ => {}
+        }
+    }
+    merge_config(&mut cfg, container);
+    Ok(Value::Object(cfg))
+}
+
+fn empty(v: Option<&Value>) -> bool {
+    match v {
+        None | Some(Value::Null) => true,
+        Some(Value::String(s)) => s.is_empty(),
+        Some(Value::Array(a)) => a.is_empty(),
+        Some(Value::Object(o)) => o.is_empty(),
+        _ => false,
+    }
+}
+
+/// Docker's `merge(userConf, imageConf)`: fills what `cfg` leaves unset
+/// from `from`.
+fn merge_config(cfg: &mut Map<String, Value>, from: &Value) {
+    for k in ["User", "WorkingDir", "StopSignal"] {
+        if empty(cfg.get(k)) && !empty(from.get(k)) {
+            cfg.insert(k.into(), from[k].clone());
+        }
+    }
+    for k in ["ExposedPorts", "Volumes", "Labels"] {
+        if let Some(src) = from[k].as_object() {
+            let dst = cfg.entry(k).or_insert_with(|| json!({}));
+            if !dst.is_object() {
+                *dst = json!({});
+            }
+            let dst = dst.as_object_mut().expect("object");
+            for (p, v) in src {
+                if k != "Volumes" && dst.contains_key(p) {
+                    continue;
+                }
+                dst.insert(p.clone(), v.clone());
+            }
+        }
+    }
+    if let Some(src) = from["Env"].as_array() {
+        let dst = cfg.entry("Env").or_insert_with(|| json!([]));
+        if !dst.is_array() {
+            *dst = json!([]);
+        }
+        let dst = dst.as_array_mut().expect("array");
+        let key = |e: &Value| {
+            e.as_str()
+                .map(|s| s.split_once('=').map_or(s, |(k, _)| k).to_string())
+        };
+        for e in src {
+            if !dst.iter().any(|d| key(d) == key(e)) {
+                dst.push(e.clone());
+            }
+        }
+    }
+    if empty(cfg.get("Entrypoint")) {
+        if empty(cfg.get("Cmd")) {
+            cfg.insert("Cmd".into(), from["Cmd"].clone());
+        }
+        if cfg.get("Entrypoint").is_none_or(Value::is_null) {
+            cfg.insert("Entrypoint".into(), from["Entrypoint"].clone());
+        }
+    }
+    if !empty(from.get("Healthcheck")) {
+        match cfg.get_mut("Healthcheck").and_then(Value::as_object_mut) {
+            None => {
+                cfg.insert("Healthcheck".into(), from["Healthcheck"].clone());
+            }
+            Some(h) => {
+                for k in [
+                    "Test",
+                    "Interval",
+                    "Timeout",
+                    "StartPeriod",
+                    "StartInterval",
+                    "Retries",
+                ] {
+                    if (empty(h.get(k)) || h.get(k) == Some(&json!(0)))
+                        && let Some(v) = from["Healthcheck"].get(k)
+                    {
+                        h.insert(k.into(), v.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `HEALTHCHECK [--interval=D] [--timeout=D] [--start-period=D]
+/// [--start-interval=D] [--retries=N] CMD ...` or `HEALTHCHECK NONE`.
+fn healthcheck(rest: &str) -> Result<Value> {
+    let mut h = Map::new();
+    let mut rest = rest.trim();
+    while let Some(opt) = rest.strip_prefix("--") {
+        let (flag, tail) = opt.split_once(char::is_whitespace).unwrap_or((opt, ""));
+        let (name, val) = flag
+            .split_once('=')
+            .ok_or_else(|| Error::invalid(format!("missing a value on flag: --{flag}")))?;
+        let key = match name {
+            "interval" => "Interval",
+            "timeout" => "Timeout",
+            "start-period" => "StartPeriod",
+            "start-interval" => "StartInterval",
+            "retries" => "Retries",
+            _ => return Err(Error::invalid(format!("unknown flag: --{name}"))),
+        };
+        let v = if key == "Retries" {
+            json!(
+                val.parse::<i64>()
+                    .map_err(|_| Error::invalid(format!("invalid value for --retries: {val}")))?
+            )
+        } else {
+            json!(
+                go_duration_ns(val)
+                    .ok_or_else(|| Error::invalid(format!("time: invalid duration {val:?}")))?
+            )
+        };
+        h.insert(key.into(), v);
+        rest = tail.trim_start();
+    }
+    let (kind, cmd) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+    match kind.to_ascii_uppercase().as_str() {
+        "NONE" if cmd.trim().is_empty() => return Ok(json!({"Test": ["NONE"]})),
+        "CMD" => {}
+        _ => {
+            return Err(Error::invalid(format!(
+                "Unknown type {kind:?} in HEALTHCHECK (try CMD)"
+            )));
+        }
+    }
+    let cmd = cmd.trim();
+    let test = match serde_json::from_str::<Vec<String>>(cmd) {
+        Ok(v) => {
+            let mut t = vec!["CMD".to_string()];
+            t.extend(v);
+            t
+        }
+        Err(_) => vec!["CMD-SHELL".to_string(), cmd.to_string()],
+    };
+    let mut out = Map::new();
+    out.insert("Test".into(), json!(test));
+    out.extend(h);
+    Ok(Value::Object(out))
+}
+
+/// A Go duration (`30s`, `1m30s`, `1.5h`, `500ms`) in nanoseconds.
+fn go_duration_ns(s: &str) -> Option<i64> {
+    if s == "0" {
+        return Some(0);
+    }
+    let mut rest = s;
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let n: f64 = rest[..num_end].parse().ok()?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let mult = match &rest[..unit_end] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        total += n * mult;
+        rest = &rest[unit_end..];
+    }
+    Some(total as i64)
 }
 
 /// Apply one Dockerfile instruction to an image config's `config` object.
@@ -133,11 +351,20 @@ fn apply_change(cfg: &mut Map<String, Value>, change: &str) -> Result<()> {
                 .or_insert_with(|| json!([]))
                 .as_array_mut()
                 .expect("Env is a list");
+            // As Docker's ENV: a variable already set is replaced in place.
             for (k, v) in key_values(rest)? {
-                env.retain(|e| {
-                    e.as_str().and_then(|e| e.split_once('=')).map(|(ek, _)| ek) != Some(k.as_str())
-                });
-                env.push(json!(format!("{k}={v}")));
+                let entry = json!(format!("{k}={v}"));
+                let key_of = |e: &Value| {
+                    e.as_str()
+                        .map(|e| e.split_once('=').map_or(e, |(ek, _)| ek).to_string())
+                };
+                match env
+                    .iter()
+                    .position(|e| key_of(e).as_deref() == Some(k.as_str()))
+                {
+                    Some(i) => env[i] = entry,
+                    None => env.push(entry),
+                }
             }
         }
         "LABEL" => {
@@ -189,6 +416,9 @@ fn apply_change(cfg: &mut Map<String, Value>, change: &str) -> Result<()> {
                 .as_array_mut()
                 .expect("list")
                 .push(json!(rest));
+        }
+        "HEALTHCHECK" => {
+            cfg.insert("Healthcheck".into(), healthcheck(rest)?);
         }
         "STOPSIGNAL" => {
             cfg.insert("StopSignal".into(), json!(rest));
@@ -273,10 +503,73 @@ mod tests {
         let v = Value::Object(c);
         assert_eq!(v["Cmd"], json!(["sh"]));
         assert_eq!(v["Entrypoint"], json!(["/bin/sh", "-c", "echo hi"]));
-        assert_eq!(v["Env"], json!(["B=two words", "A=3"]));
+        assert_eq!(v["Env"], json!(["A=3", "B=two words"]));
         assert_eq!(v["WorkingDir"], json!("/srv"));
         assert_eq!(v["Labels"], json!({"x": "y"}));
         assert_eq!(v["ExposedPorts"], json!({"80/tcp": {}, "53/udp": {}}));
         assert!(apply_change(&mut Map::new(), "RUN true").is_err());
+    }
+}
+
+#[cfg(test)]
+mod commit_tests {
+    use super::*;
+
+    fn container() -> Value {
+        json!({
+            "Hostname": "abc", "User": "", "Env": ["PATH=/bin", "A=1"],
+            "Cmd": ["sh"], "Entrypoint": null, "WorkingDir": "/w",
+            "Labels": {"from": "container"}, "ExposedPorts": {"80/tcp": {}},
+            "Image": "busybox"
+        })
+    }
+
+    #[test]
+    fn commit_config_like_docker() {
+        let c = container();
+        let changes = vec![
+            "CMD [\"echo\", \"hi\"]".to_string(),
+            "ENV A=2 B=3".to_string(),
+            "LABEL x=y".to_string(),
+            "EXPOSE 53/udp".to_string(),
+            "USER nobody".to_string(),
+            "HEALTHCHECK --interval=5s --retries=2 CMD true".to_string(),
+        ];
+        let cfg = commit_config(&c, &changes, &c).unwrap();
+        assert_eq!(cfg["Cmd"], json!(["echo", "hi"]));
+        assert_eq!(cfg["Env"], json!(["PATH=/bin", "A=2", "B=3"]));
+        assert_eq!(cfg["Labels"], json!({"from": "container", "x": "y"}));
+        assert_eq!(cfg["ExposedPorts"], json!({"80/tcp": {}, "53/udp": {}}));
+        assert_eq!(cfg["User"], "nobody");
+        assert_eq!(cfg["WorkingDir"], "/w");
+        assert_eq!(cfg["Hostname"], "abc");
+        assert_eq!(
+            cfg["Healthcheck"],
+            json!({"Test": ["CMD-SHELL", "true"], "Interval": 5_000_000_000i64, "Retries": 2})
+        );
+
+        // ENTRYPOINT without CMD clears the command, as Docker's does.
+        let cfg = commit_config(&c, &["ENTRYPOINT [\"/bin/top\"]".into()], &c).unwrap();
+        assert_eq!(cfg["Entrypoint"], json!(["/bin/top"]));
+        assert_eq!(cfg["Cmd"], Value::Null);
+
+        // A config sent by the client is completed from the container's.
+        let cfg = commit_config(&json!({"Env": ["Z=9"]}), &[], &c).unwrap();
+        assert_eq!(cfg["Env"], json!(["Z=9", "PATH=/bin", "A=1"]));
+        assert_eq!(cfg["Cmd"], json!(["sh"]));
+        assert_eq!(cfg["WorkingDir"], "/w");
+
+        for bad in ["RUN true", "FROM busybox", "STOPSIGNAL 9", "COPY a b"] {
+            let e = commit_config(&c, &[bad.into()], &c).unwrap_err();
+            let word = bad.split(' ').next().unwrap().to_lowercase();
+            assert_eq!(e.message, format!("{word} is not a valid change command"));
+        }
+        assert!(commit_config(&c, &["HEALTHCHECK --bogus=1 CMD x".into()], &c).is_err());
+        assert_eq!(
+            commit_config(&c, &["HEALTHCHECK NONE".into()], &c).unwrap()["Healthcheck"],
+            json!({"Test": ["NONE"]})
+        );
+        assert_eq!(go_duration_ns("1m30s"), Some(90_000_000_000));
+        assert_eq!(go_duration_ns("10x"), None);
     }
 }

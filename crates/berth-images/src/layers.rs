@@ -147,13 +147,7 @@ impl LayerStore {
     ) -> Result<Result<Staged>> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
         std::thread::scope(|s| {
-            let worker = s.spawn(move || {
-                self.stage(ChannelReader {
-                    rx,
-                    cur: Vec::new(),
-                    pos: 0,
-                })
-            });
+            let worker = s.spawn(move || self.stage(ChannelReader::new(rx)));
             let mut tx = Some(tx);
             loop {
                 // Fill whole 1 MiB chunks: readers that return a few KiB at a
@@ -226,11 +220,21 @@ impl LayerStore {
     }
 }
 
-/// The receiving end of [`LayerStore::stage_tee`]'s channel as a reader.
-struct ChannelReader {
+/// The receiving end of a channel of chunks as a reader.
+pub(crate) struct ChannelReader {
     rx: std::sync::mpsc::Receiver<Vec<u8>>,
     cur: Vec<u8>,
     pos: usize,
+}
+
+impl ChannelReader {
+    pub(crate) fn new(rx: std::sync::mpsc::Receiver<Vec<u8>>) -> Self {
+        ChannelReader {
+            rx,
+            cur: Vec::new(),
+            pos: 0,
+        }
+    }
 }
 
 impl Read for ChannelReader {

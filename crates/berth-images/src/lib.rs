@@ -10,6 +10,7 @@
 //! shapes (berthd converts), run containers.
 #![forbid(unsafe_code)]
 
+mod commit;
 mod config;
 mod import;
 mod layers;
@@ -28,8 +29,9 @@ use berth_metadata::{ImageRecord, MetaRead, MetaStore};
 use berth_types::{ChainId, DiffId, Digest, Error, ErrorKind, Reference, Result};
 
 pub use berth_distribution as distribution;
+pub use commit::{EMPTY_LAYER_DIFF_ID, HistoryEntry, ImageCommit, NewLayer};
 pub use config::{History, ImageConfig, now_rfc3339};
-pub use import::ImportOptions;
+pub use import::{ImportOptions, commit_config};
 pub use layers::LayerStore;
 pub use leases::{Lease, LeaseHandle, Leases};
 pub use load::{LoadProgress, LoadedImage, host_arch};
@@ -87,6 +89,13 @@ pub struct HistoryItem {
 pub struct DiskUsage {
     pub layers_size: u64,
     pub images: Vec<ImageSummary>,
+}
+
+/// What garbage collection would remove, with paths.
+#[derive(Debug, Default)]
+pub struct Unreferenced {
+    pub blobs: Vec<(Digest, PathBuf)>,
+    pub layers: Vec<(ChainId, PathBuf)>,
 }
 
 #[derive(Debug, Default)]
@@ -294,9 +303,30 @@ impl ImageService {
             });
         }
         items.reverse();
-        if let Some(top) = items.first_mut() {
-            top.id = rec.id.to_string();
-            top.tags = d.summary.repo_tags.clone();
+        // As Docker: the rows take the IDs of the image and then of its
+        // local parents (committed or built here), one row each.
+        let (parents, tags) = self.meta.read(|r| {
+            let mut chain = Vec::new();
+            let mut next = rec.parent;
+            while let Some(p) = next {
+                match r.image(&p)? {
+                    Some(img) if chain.len() < items.len() => {
+                        next = img.parent;
+                        chain.push(img.id);
+                    }
+                    _ => break,
+                }
+            }
+            Ok((chain, Self::tags_by_image(r.tags()?)))
+        })?;
+        let ids = std::iter::once((rec.id, d.summary.repo_tags.clone())).chain(
+            parents
+                .into_iter()
+                .map(|p| (p, tags.get(&p).cloned().unwrap_or_default())),
+        );
+        for (item, (id, tags)) in items.iter_mut().zip(ids) {
+            item.id = id.to_string();
+            item.tags = tags;
         }
         Ok(items)
     }
@@ -563,6 +593,28 @@ impl ImageService {
             );
         }
         Ok(report)
+    }
+
+    /// What [`ImageService::gc`] would remove now, without removing it:
+    /// blobs and layer directories that no image row references and no
+    /// lease holds, with their paths (for `system check`).
+    pub fn unreferenced(&self) -> Result<Unreferenced> {
+        let _g = self.gc_lock.lock().unwrap();
+        let disk_blobs = self.content.list()?;
+        let disk_layers = self.layers.list()?;
+        let (held_blobs, held_layers) = self.leases.held();
+        let roots = self.meta.roots()?;
+        let blobs = disk_blobs
+            .into_iter()
+            .filter(|b| !roots.blobs.contains(b) && !held_blobs.contains(b))
+            .map(|b| (b, self.content.path(&b)))
+            .collect();
+        let layers = disk_layers
+            .into_iter()
+            .filter(|l| !roots.layers.contains(l) && !held_layers.contains(l))
+            .map(|l| (l, self.layers.dir(&l)))
+            .collect();
+        Ok(Unreferenced { blobs, layers })
     }
 
     /// Startup recovery: empty the staging area (whatever is there belongs to

@@ -445,11 +445,16 @@ impl ImageService {
             lease.hold_layer(&chain);
             self.layers.commit(staged, &chain)?;
         }
-        self.commit_image(id, &config, layers, records, &plan.tags, None)
+        self.record_image(id, &config, layers, records, &plan.tags, None, None)
     }
 
     /// The one metadata transaction that makes an image visible.
-    pub(crate) fn commit_image(
+    /// Record an image whose blobs and layers are in place (held by the
+    /// caller's lease) in one transaction: its layers' rows, the image row
+    /// and its tags. `parent` is the local image it was made from
+    /// (commit, build), kept from an earlier row otherwise.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn record_image(
         &self,
         id: Digest,
         config: &ImageConfig,
@@ -457,6 +462,7 @@ impl ImageService {
         records: Vec<LayerRecord>,
         tags: &[String],
         repo_digest: Option<&str>,
+        parent: Option<Digest>,
     ) -> Result<LoadedImage> {
         let now = now_rfc3339();
         self.meta.write(|w| {
@@ -489,7 +495,7 @@ impl ImageService {
                     }
                     rd
                 },
-                parent: prev.as_ref().and_then(|p| p.parent),
+                parent: parent.or(prev.as_ref().and_then(|p| p.parent)),
                 last_tag_time: if tags.is_empty() {
                     prev.and_then(|p| p.last_tag_time)
                 } else {

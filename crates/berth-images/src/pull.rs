@@ -398,7 +398,7 @@ impl ImageService {
         let rd = repo_digest.clone();
         let cfg = config.clone();
         tokio::task::spawn_blocking(move || {
-            svc.commit_image(id, &cfg, layers, records, &tags, Some(&rd))
+            svc.record_image(id, &cfg, layers, records, &tags, Some(&rd), None)
         })
         .await
         .map_err(|e| Error::internal(format!("commit task failed: {e}")))??;

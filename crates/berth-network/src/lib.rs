@@ -1747,16 +1747,24 @@ impl NetworkService {
             }
         }
         // Leases of containers that do not run.
-        self.meta.write(|w| {
+        let dropped = self.meta.write(|w| {
+            let mut n_dropped = 0usize;
             for n in w.networks()? {
                 for (ip, c) in w.leases(&n.id)? {
                     if !running.contains_key(&c) {
                         w.delete_lease(&n.id, &ip)?;
+                        n_dropped += 1;
                     }
                 }
             }
-            Ok(())
+            Ok(n_dropped)
         })?;
+        if dropped > 0 {
+            tracing::info!(
+                leases = dropped,
+                "housekeeping: released address leases of containers that no longer run"
+            );
+        }
         for (id, rec) in &running {
             let mode = rec["HostConfig"]["NetworkMode"].as_str().unwrap_or("");
             if mode == "host" || mode == "none" || mode.starts_with("container:") {

@@ -428,7 +428,6 @@ impl Cgroup {
             || m.swappiness().is_some()
             || m.disable_oom_killer() == Some(true);
         if let Some(d) = self.v1("memory") {
-            let limit = d.join("memory.limit_in_bytes");
             let memsw = d.join("memory.memsw.limit_in_bytes");
             // memory.memsw only exists with swap accounting; docker drops the
             // swap limit then, and so do we.
@@ -442,13 +441,13 @@ impl Cgroup {
                         .unwrap_or(i64::MAX);
                     if s == -1 || s >= cur {
                         write_file(&memsw, &s.to_string())?;
-                        write_file(&limit, &l.to_string())?;
+                        write_v1_limit(d, l)?;
                     } else {
-                        write_file(&limit, &l.to_string())?;
+                        write_v1_limit(d, l)?;
                         write_file(&memsw, &s.to_string())?;
                     }
                 }
-                (Some(l), None) => write_file(&limit, &l.to_string())?,
+                (Some(l), None) => write_v1_limit(d, l)?,
                 (None, Some(s)) => write_file(&memsw, &s.to_string())?,
                 (None, None) => {}
             }
@@ -478,7 +477,7 @@ impl Cgroup {
                 }
             };
             if let Some(l) = m.limit() {
-                write_file(&d.join("memory.max"), &max(l))?;
+                write_v2_max(d, l)?;
             }
             let swapf = d.join("memory.swap.max");
             if let Some(s) = m.swap()
@@ -770,6 +769,57 @@ impl Cgroup {
         s
     }
 
+    /// The figures `docker stats` shows, from v1 or v2 files.
+    pub(crate) fn resource_stats(&self) -> crate::ResourceStats {
+        let mut s = crate::ResourceStats::default();
+        if let Some(d) = self.v1("memory") {
+            read_v1_memory(d, &mut s);
+        } else if let Some(d) = self.v2_with("memory") {
+            s.v2 = true;
+            read_v2_memory(d, &mut s);
+        }
+        if let Some(d) = self.v1("cpuacct") {
+            s.cpu_total_ns = read_u64(&d.join("cpuacct.usage")).unwrap_or(0);
+            s.percpu_ns = read_trimmed(&d.join("cpuacct.usage_percpu"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            let stat = read_kv(&d.join("cpuacct.stat"));
+            // USER_HZ is 100 on Linux: ticks of 10 ms.
+            s.cpu_user_ns = kv(&stat, "user") * 10_000_000;
+            s.cpu_kernel_ns = kv(&stat, "system") * 10_000_000;
+            if let Some(c) = self.v1("cpu") {
+                let stat = read_kv(&c.join("cpu.stat"));
+                s.periods = kv(&stat, "nr_periods");
+                s.throttled_periods = kv(&stat, "nr_throttled");
+                s.throttled_ns = kv(&stat, "throttled_time");
+            }
+        } else if let Some(d) = self.v2_dir() {
+            s.v2 = true;
+            let stat = read_kv(&d.join("cpu.stat"));
+            s.cpu_total_ns = kv(&stat, "usage_usec") * 1000;
+            s.cpu_user_ns = kv(&stat, "user_usec") * 1000;
+            s.cpu_kernel_ns = kv(&stat, "system_usec") * 1000;
+            s.periods = kv(&stat, "nr_periods");
+            s.throttled_periods = kv(&stat, "nr_throttled");
+            s.throttled_ns = kv(&stat, "throttled_usec") * 1000;
+        }
+        if let Some(d) = self.v1("pids").or_else(|| self.v2_with("pids")) {
+            s.pids_current = read_u64(&d.join("pids.current")).unwrap_or(0);
+            s.pids_limit = read_u64(&d.join("pids.max"));
+        }
+        if let Some(d) = self.v1("blkio") {
+            s.blkio = read_v1_blkio(d);
+        } else if let Some(d) = self.v2_with("io") {
+            s.blkio = vec![(
+                "io_service_bytes_recursive".into(),
+                parse_io_stat(&fs::read_to_string(d.join("io.stat")).unwrap_or_default()),
+            )];
+        }
+        s
+    }
+
     /// The processes in the cgroup (from the first hierarchy that has it).
     pub(crate) fn pids(&self) -> Vec<i32> {
         for (_, d) in &self.dirs {
@@ -904,6 +954,202 @@ pub(crate) fn blkio_weight_to_io(w: u16) -> u64 {
     1 + (w - 10) * 9999 / 990
 }
 
+/// runc's wording when the kernel refuses a memory limit below what the
+/// cgroup uses and cannot reclaim (dockerd passes it on).
+fn limit_below_usage(limit: i64, usage: u64, peak: u64) -> Error {
+    Error::new(
+        berth_types::ErrorKind::Internal,
+        format!(
+            "unable to set memory limit to {limit} (current usage: {usage}, peak usage: {peak})"
+        ),
+    )
+}
+
+/// v1 memory.limit_in_bytes: the kernel reclaims down to a lower limit and
+/// answers EBUSY when it cannot.
+fn write_v1_limit(d: &Path, l: i64) -> Result<(), Error> {
+    let f = d.join("memory.limit_in_bytes");
+    match fs::OpenOptions::new()
+        .write(true)
+        .open(&f)
+        .and_then(|mut h| h.write_all(l.to_string().as_bytes()))
+    {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+            let n = |f: &str| {
+                read_trimmed(&d.join(f))
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0)
+            };
+            Err(limit_below_usage(
+                l,
+                n("memory.usage_in_bytes"),
+                n("memory.max_usage_in_bytes"),
+            ))
+        }
+        Err(e) => Err(os_err(format!("write {l:?} to {}", f.display()), e)),
+    }
+}
+
+/// v2 memory.max. Lowered below memory.current, the kernel reclaims and,
+/// when that is not enough, OOM-kills the container; instead, a lower
+/// limit first goes into memory.high (reclaim without the OOM killer) and
+/// is refused as on v1 when usage stays above it.
+fn write_v2_max(d: &Path, l: i64) -> Result<(), Error> {
+    let max = d.join("memory.max");
+    if l < 0 {
+        return write_file(&max, "max");
+    }
+    let current = |f: &str| read_trimmed(&d.join(f)).and_then(|s| s.parse::<u64>().ok());
+    let high = d.join("memory.high");
+    if let Some(usage) = current("memory.current")
+        && usage > l as u64
+        && high.exists()
+    {
+        let old_high = read_trimmed(&high).unwrap_or_else(|| "max".into());
+        write_file(&high, &l.to_string())?;
+        let after = current("memory.current").unwrap_or(0);
+        if after > l as u64 {
+            let _ = write_file(&high, &old_high);
+            return Err(limit_below_usage(
+                l,
+                after,
+                current("memory.peak").unwrap_or(after),
+            ));
+        }
+        write_file(&max, &l.to_string())?;
+        return write_file(&high, &old_high);
+    }
+    write_file(&max, &l.to_string())
+}
+
+fn read_u64(p: &Path) -> Option<u64> {
+    read_trimmed(p).and_then(|s| s.parse().ok())
+}
+
+/// A flat keyed file (memory.stat, cpu.stat, memory.events): `key value` lines.
+fn parse_kv(text: &str) -> Vec<(String, u64)> {
+    text.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            Some((k.to_string(), v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+fn read_kv(p: &Path) -> Vec<(String, u64)> {
+    parse_kv(&fs::read_to_string(p).unwrap_or_default())
+}
+
+fn kv(list: &[(String, u64)], key: &str) -> u64 {
+    list.iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| *v)
+        .unwrap_or(0)
+}
+
+/// An unlimited v1 limit is the largest page-aligned long; anything at or
+/// above 2^62 is taken as "no limit".
+fn v1_limit(v: Option<u64>) -> Option<u64> {
+    v.filter(|v| *v < 1 << 62)
+}
+
+pub(crate) fn read_v1_memory(d: &Path, s: &mut crate::ResourceStats) {
+    s.memory_usage = read_u64(&d.join("memory.usage_in_bytes")).unwrap_or(0);
+    s.memory_max_usage = read_u64(&d.join("memory.max_usage_in_bytes")).unwrap_or(0);
+    s.memory_limit = v1_limit(read_u64(&d.join("memory.limit_in_bytes")));
+    s.memory_failcnt = read_u64(&d.join("memory.failcnt")).unwrap_or(0);
+    s.memory_stat = read_kv(&d.join("memory.stat"));
+}
+
+pub(crate) fn read_v2_memory(d: &Path, s: &mut crate::ResourceStats) {
+    s.memory_usage = read_u64(&d.join("memory.current")).unwrap_or(0);
+    // "max" does not parse: no limit.
+    s.memory_limit = read_u64(&d.join("memory.max"));
+    s.memory_failcnt = kv(&read_kv(&d.join("memory.events")), "oom");
+    s.memory_stat = read_kv(&d.join("memory.stat"));
+}
+
+/// v1 blkio files: `8:0 Read 4096` lines and a closing `Total N`.
+pub(crate) fn parse_blkio(text: &str) -> Vec<crate::BlkioEntry> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let dev = f.next()?;
+            let (major, minor) = dev.split_once(':')?;
+            let (op, value) = match (f.next(), f.next()) {
+                (Some(op), Some(v)) => (op.to_string(), v),
+                // blkio.sectors_recursive and io_time: `8:0 N`
+                (Some(v), None) => (String::new(), v),
+                _ => return None,
+            };
+            Some(crate::BlkioEntry {
+                major: major.parse().ok()?,
+                minor: minor.parse().ok()?,
+                op,
+                value: value.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// The v1 blkio figures docker reports. Kernels without CFQ have no
+/// `blkio.io_*` files (or empty ones); then the throttle files give bytes
+/// and operations, as containerd reads them.
+fn read_v1_blkio(d: &Path) -> Vec<(String, Vec<crate::BlkioEntry>)> {
+    const NAMES: &[&str] = &[
+        "io_service_bytes_recursive",
+        "io_serviced_recursive",
+        "io_queued_recursive",
+        "io_service_time_recursive",
+        "io_wait_time_recursive",
+        "io_merged_recursive",
+        "io_time_recursive",
+        "sectors_recursive",
+    ];
+    let read = |f: &str| parse_blkio(&fs::read_to_string(d.join(f)).unwrap_or_default());
+    let mut out: Vec<(String, Vec<crate::BlkioEntry>)> = NAMES
+        .iter()
+        .map(|n| (n.to_string(), read(&format!("blkio.{n}"))))
+        .collect();
+    if out[0].1.is_empty() {
+        out[0].1 = read("blkio.throttle.io_service_bytes_recursive");
+        out[1].1 = read("blkio.throttle.io_serviced_recursive");
+    }
+    out
+}
+
+/// v2 io.stat: `8:0 rbytes=1 wbytes=2 rios=3 wios=4 dbytes=0 dios=0`, as
+/// docker's read and write byte counts.
+pub(crate) fn parse_io_stat(text: &str) -> Vec<crate::BlkioEntry> {
+    let mut out = Vec::new();
+    for l in text.lines() {
+        let mut f = l.split_whitespace();
+        let Some((major, minor)) = f.next().and_then(|d| d.split_once(':')) else {
+            continue;
+        };
+        let (Ok(major), Ok(minor)) = (major.parse(), minor.parse()) else {
+            continue;
+        };
+        let fields: Vec<(&str, u64)> = f
+            .filter_map(|kv| {
+                let (k, v) = kv.split_once('=')?;
+                Some((k, v.parse().ok()?))
+            })
+            .collect();
+        let get = |k: &str| fields.iter().find(|(n, _)| *n == k).map_or(0, |(_, v)| *v);
+        for (op, key) in [("read", "rbytes"), ("write", "wbytes")] {
+            out.push(crate::BlkioEntry {
+                major,
+                minor,
+                op: op.into(),
+                value: get(key),
+            });
+        }
+    }
+    out
+}
+
 fn missing(controller: &str) -> Error {
     Error::invalid(format!(
         "the {controller} cgroup controller is not available on this host"
@@ -961,6 +1207,53 @@ mod tests {
         assert_eq!(l[0], (vec!["memory".to_string()], "/a/b".to_string()));
         assert_eq!(l[1].0, vec!["cpu", "cpuacct"]);
         assert_eq!(l[2], (vec![], "/x".to_string()));
+    }
+
+    #[test]
+    fn reads_v2_files() {
+        let d = tempfile::tempdir().unwrap();
+        let w = |f: &str, t: &str| std::fs::write(d.path().join(f), t).unwrap();
+        w("memory.current", "52428800\n");
+        w("memory.max", "max\n");
+        w("memory.events", "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n");
+        w("memory.stat", "anon 1000\nfile 2000\ninactive_file 1500\n");
+        let mut s = crate::ResourceStats::default();
+        read_v2_memory(d.path(), &mut s);
+        assert_eq!(s.memory_usage, 52428800);
+        assert_eq!(s.memory_limit, None);
+        assert_eq!(s.memory_failcnt, 1);
+        assert_eq!(kv(&s.memory_stat, "inactive_file"), 1500);
+        w("memory.max", "104857600\n");
+        read_v2_memory(d.path(), &mut s);
+        assert_eq!(s.memory_limit, Some(104857600));
+        let io = parse_io_stat("8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n");
+        assert_eq!(io.len(), 2);
+        assert_eq!((io[0].op.as_str(), io[0].value), ("read", 4096));
+        assert_eq!((io[1].op.as_str(), io[1].value), ("write", 8192));
+    }
+
+    #[test]
+    fn reads_v1_files() {
+        let d = tempfile::tempdir().unwrap();
+        let w = |f: &str, t: &str| std::fs::write(d.path().join(f), t).unwrap();
+        w("memory.usage_in_bytes", "4096\n");
+        w("memory.max_usage_in_bytes", "8192\n");
+        w("memory.limit_in_bytes", "9223372036854771712\n");
+        w("memory.failcnt", "0\n");
+        w("memory.stat", "cache 10\ntotal_inactive_file 5\n");
+        let mut s = crate::ResourceStats::default();
+        read_v1_memory(d.path(), &mut s);
+        assert_eq!(
+            (s.memory_usage, s.memory_max_usage, s.memory_limit),
+            (4096, 8192, None)
+        );
+        assert_eq!(kv(&s.memory_stat, "total_inactive_file"), 5);
+        let b = parse_blkio("8:0 Read 4096\n8:0 Write 0\nTotal 4096\n");
+        assert_eq!(b.len(), 2);
+        assert_eq!(
+            (b[0].major, b[0].minor, b[0].op.as_str(), b[0].value),
+            (8, 0, "Read", 4096)
+        );
     }
 
     #[test]

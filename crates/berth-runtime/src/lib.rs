@@ -195,6 +195,53 @@ pub fn cgroup_stats(spec: &Spec) -> Result<CgroupStats, RuntimeError> {
     Ok(spec_cgroup(spec)?.stats())
 }
 
+/// One line of a blkio (v1) or io.stat (v2) file: a device and a count.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BlkioEntry {
+    pub major: u64,
+    pub minor: u64,
+    /// v1: `Read`, `Write`, `Sync`, `Async`, `Discard`, `Total`; v2: `read`, `write`.
+    pub op: String,
+    pub value: u64,
+}
+
+/// Everything `docker stats` reports from a container's cgroup, in the
+/// units of the files (nanoseconds for CPU, bytes for memory).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ResourceStats {
+    /// Memory and CPU figures came from cgroup v2 files.
+    pub v2: bool,
+    pub cpu_total_ns: u64,
+    pub cpu_user_ns: u64,
+    pub cpu_kernel_ns: u64,
+    /// v1 cpuacct.usage_percpu; empty on v2.
+    pub percpu_ns: Vec<u64>,
+    pub throttled_periods: u64,
+    pub periods: u64,
+    pub throttled_ns: u64,
+    pub memory_usage: u64,
+    /// v1 memory.max_usage_in_bytes (v2 has no such figure here).
+    pub memory_max_usage: u64,
+    /// None when unlimited.
+    pub memory_limit: Option<u64>,
+    /// v1 memory.failcnt; v2 memory.events `oom`.
+    pub memory_failcnt: u64,
+    /// memory.stat as the kernel writes it (v1 or v2 keys).
+    pub memory_stat: Vec<(String, u64)>,
+    pub pids_current: u64,
+    /// None when unlimited.
+    pub pids_limit: Option<u64>,
+    /// v1: the blkio files by name without the `blkio.` prefix
+    /// (`io_service_bytes_recursive`, …); v2: `io_service_bytes_recursive`
+    /// from io.stat.
+    pub blkio: Vec<(String, Vec<BlkioEntry>)>,
+}
+
+/// The container's usage figures, read from its cgroup (v1, hybrid or v2).
+pub fn resource_stats(spec: &Spec) -> Result<ResourceStats, RuntimeError> {
+    Ok(spec_cgroup(spec)?.resource_stats())
+}
+
 /// The host PIDs of every process in the container's cgroup.
 pub fn cgroup_pids(spec: &Spec) -> Result<Vec<i32>, RuntimeError> {
     Ok(spec_cgroup(spec)?.pids())

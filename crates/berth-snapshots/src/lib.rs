@@ -1,5 +1,7 @@
 //! berth-snapshots: turns layer tars (gzip, zstd or plain) into layer
-//! directories usable as overlayfs lower dirs, and mounts overlay stacks.
+//! directories usable as overlayfs lower dirs, mounts overlay stacks, and
+//! reads a container's read-write layer back as changes or as a layer tar
+//! (see `diff.rs`).
 //!
 //! Owns: the bytes inside one layer directory. Must not: write, link or
 //! follow anything outside the target directory it is given; know about
@@ -43,7 +45,9 @@
 mod apply;
 mod compress;
 mod copy;
+mod diff;
 mod overlay;
+mod size;
 #[cfg(test)]
 mod testutil;
 
@@ -51,6 +55,8 @@ pub use apply::{ApplyOptions, ApplyStats, apply_tar};
 pub use berth_types::{Error, ErrorKind, Result};
 pub use compress::{Compression, decompress, detect_compression};
 pub use copy::{CopyStats, copy_tree};
+pub use diff::{Change, ChangeKind, changes, write_layer_tar};
 pub use overlay::{
     in_private_mount_namespace, mount_overlay, mount_overlay_readonly, unmount, unmount_detach,
 };
+pub use size::dir_size;

@@ -159,6 +159,15 @@ fn mount_fsopen(
     if let Some((upper, work)) = rw {
         set_path("upperdir", upper)?;
         set_path("workdir", work)?;
+        // The upper dir must hold whole files and directories: it is read
+        // back as a layer (diff, commit), and a redirect (a renamed lower
+        // directory) or a metacopy (a chmod of a lower file) would leave
+        // the content in a lower layer. Kernels built with these on by
+        // default get them off here; renaming a lower directory then fails
+        // with EXDEV and tools copy instead, as on most kernels.
+        for key in ["redirect_dir", "metacopy"] {
+            fsconfig_set_string(&fs, key, "off").map_err(failed)?;
+        }
     }
     // As Docker and containerd: no inode index, so that layers can be shared
     // by any number of mounts.
@@ -210,6 +219,7 @@ fn mount_legacy(
         data.extend_from_slice(option_value(upper)?);
         data.extend_from_slice(b",workdir=");
         data.extend_from_slice(option_value(work)?);
+        data.extend_from_slice(b",redirect_dir=off,metacopy=off");
     }
     let data = CString::new(data).map_err(|_| Errno::INVAL)?;
     rustix::mount::mount(
@@ -234,31 +244,9 @@ fn option_value(p: &Path) -> rustix::io::Result<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{TarBuilder, root_or_skip};
+    use crate::testutil::{TarBuilder, in_mount_namespace, root_or_skip};
     use crate::{ApplyOptions, apply_tar};
     use std::fs;
-
-    /// Runs `f` on a fresh thread in its own mount namespace, with every
-    /// mount private, so nothing it mounts is seen by (or leaks to) the host.
-    fn in_mount_namespace(f: impl FnOnce() + Send + 'static) {
-        std::thread::spawn(move || {
-            #[allow(unsafe_code)]
-            // SAFETY: only NEWNS (and the CLONE_FS it implies) is unshared;
-            // the fd table stays shared, which is what the safety contract
-            // of unshare_unsafe is about.
-            unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }
-                .expect("unshare mount namespace");
-            rustix::mount::mount_change(
-                "/",
-                rustix::mount::MountPropagationFlags::PRIVATE
-                    | rustix::mount::MountPropagationFlags::REC,
-            )
-            .expect("make mounts private");
-            f()
-        })
-        .join()
-        .expect("test thread panicked");
-    }
 
     fn layer(root: &Path, name: &str, tar: &[u8]) -> PathBuf {
         let dir = root.join(name);

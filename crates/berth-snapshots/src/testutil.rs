@@ -14,6 +14,28 @@ pub fn root_or_skip(test: &str) -> bool {
     }
 }
 
+/// Runs `f` on a fresh thread in its own mount namespace, with every
+/// mount private, so nothing it mounts is seen by (or leaks to) the host.
+pub fn in_mount_namespace(f: impl FnOnce() + Send + 'static) {
+    std::thread::spawn(move || {
+        #[allow(unsafe_code)]
+        // SAFETY: only NEWNS (and the CLONE_FS it implies) is unshared;
+        // the fd table stays shared, which is what the safety contract
+        // of unshare_unsafe is about.
+        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }
+            .expect("unshare mount namespace");
+        rustix::mount::mount_change(
+            "/",
+            rustix::mount::MountPropagationFlags::PRIVATE
+                | rustix::mount::MountPropagationFlags::REC,
+        )
+        .expect("make mounts private");
+        f()
+    })
+    .join()
+    .expect("test thread panicked");
+}
+
 /// Builds a tar in memory, entry by entry.
 pub struct TarBuilder {
     b: tar::Builder<Vec<u8>>,

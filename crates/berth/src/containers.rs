@@ -28,10 +28,14 @@ type Io = TokioIo<hyper::upgrade::Upgraded>;
 pub enum ContainerCmd {
     /// Attach local standard input, output, and error streams to a running container
     Attach(AttachArgs),
+    /// Create a new image from a container's changes
+    Commit(crate::commit::CommitArgs),
     /// Copy files/folders between a container and the local filesystem
     Cp(crate::cp::CpArgs),
     /// Create a new container
     Create(CreateArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(crate::commit::DiffArgs),
     /// Execute a command in a running container
     Exec(ExecArgs),
     /// Export a container's filesystem as a tar archive
@@ -64,8 +68,12 @@ pub enum ContainerCmd {
     Stop(StopArgs),
     /// Display the running processes of a container
     Top(TopArgs),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(crate::ops::StatsArgs),
     /// Unpause all processes within one or more containers
     Unpause(NamesArgs),
+    /// Update configuration of one or more containers
+    Update(crate::ops::UpdateArgs),
     /// Block until one or more containers stop, then print their exit codes
     Wait(NamesArgs),
 }
@@ -73,8 +81,10 @@ pub enum ContainerCmd {
 pub async fn container(c: &Client, cmd: ContainerCmd) -> Result<()> {
     match cmd {
         ContainerCmd::Attach(a) => attach(c, a).await,
+        ContainerCmd::Commit(a) => crate::commit::commit(c, a).await,
         ContainerCmd::Cp(a) => crate::cp::cp(c, a).await,
         ContainerCmd::Create(a) => create(c, a).await,
+        ContainerCmd::Diff(a) => crate::commit::diff(c, a).await,
         ContainerCmd::Export(a) => crate::cp::export(c, a).await,
         ContainerCmd::Exec(a) => exec(c, a).await,
         ContainerCmd::Inspect(a) => container_inspect(c, a).await,
@@ -90,7 +100,9 @@ pub async fn container(c: &Client, cmd: ContainerCmd) -> Result<()> {
         ContainerCmd::Start(a) => start(c, a).await,
         ContainerCmd::Stop(a) => stop(c, a, false).await,
         ContainerCmd::Top(a) => top(c, a).await,
+        ContainerCmd::Stats(a) => crate::ops::stats(c, a).await,
         ContainerCmd::Unpause(a) => pause(c, a, false).await,
+        ContainerCmd::Update(a) => crate::ops::update(c, a).await,
         ContainerCmd::Wait(a) => wait(c, a).await,
     }
 }
@@ -472,6 +484,8 @@ pub struct CreateOpts {
     /// Working directory inside the container
     #[arg(short = 'w', long)]
     workdir: Option<String>,
+    #[command(flatten)]
+    limits: crate::ops::LimitOpts,
     /// Print help
     #[arg(long, action = ArgAction::Help)]
     help: Option<bool>,
@@ -644,6 +658,7 @@ impl CreateOpts {
         {
             hc["ConsoleSize"] = json!([h, w]);
         }
+        self.limits.apply(&mut cfg, &mut hc)?;
         cfg["HostConfig"] = hc;
         Ok(cfg)
     }
@@ -1928,7 +1943,7 @@ fn go_field_error(msg: &str) -> String {
 const PS_TABLE: &str =
     "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}";
 
-fn ps_header() -> Value {
+pub fn ps_header() -> Value {
     json!({
         "ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "CreatedAt": "CREATED AT",
         "RunningFor": "CREATED", "Ports": "PORTS", "State": "STATE", "Status": "STATUS",

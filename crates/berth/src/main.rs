@@ -4,11 +4,13 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod commit;
 mod containers;
 mod cp;
 mod hijack;
 mod images;
 mod network;
+mod ops;
 mod pull;
 mod registry;
 mod system;
@@ -51,10 +53,14 @@ enum Cmd {
     Container(containers::ContainerCmd),
     /// Attach local standard input, output, and error streams to a running container
     Attach(containers::AttachArgs),
+    /// Create a new image from a container's changes
+    Commit(commit::CommitArgs),
     /// Copy files/folders between a container and the local filesystem
     Cp(cp::CpArgs),
     /// Create a new container
     Create(containers::CreateArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(commit::DiffArgs),
     /// Export a container's filesystem as a tar archive
     Export(cp::ExportArgs),
     /// Kill one or more running containers
@@ -77,6 +83,10 @@ enum Cmd {
     Top(containers::TopArgs),
     /// Unpause all processes within one or more containers
     Unpause(containers::NamesArgs),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(ops::StatsArgs),
+    /// Update configuration of one or more containers
+    Update(ops::UpdateArgs),
     /// Block until one or more containers stop, then print their exit codes
     Wait(containers::NamesArgs),
     /// Show the berth version information
@@ -160,8 +170,10 @@ fn main() -> ExitCode {
             Cmd::Ps(a) => containers::ps(&client, a).await,
             Cmd::Container(c) => containers::container(&client, c).await,
             Cmd::Attach(a) => containers::attach(&client, a).await,
+            Cmd::Commit(a) => commit::commit(&client, a).await,
             Cmd::Cp(a) => cp::cp(&client, a).await,
             Cmd::Create(a) => containers::create(&client, a).await,
+            Cmd::Diff(a) => commit::diff(&client, a).await,
             Cmd::Export(a) => cp::export(&client, a).await,
             Cmd::Kill(a) => containers::kill(&client, a).await,
             Cmd::Logs(a) => containers::logs(&client, a).await,
@@ -173,6 +185,8 @@ fn main() -> ExitCode {
             Cmd::Stop(a) => containers::stop(&client, a, false).await,
             Cmd::Top(a) => containers::top(&client, a).await,
             Cmd::Unpause(a) => containers::pause(&client, a, false).await,
+            Cmd::Stats(a) => ops::stats(&client, a).await,
+            Cmd::Update(a) => ops::update(&client, a).await,
             Cmd::Wait(a) => containers::wait(&client, a).await,
             Cmd::Version(a) => system::version(&client, a).await,
             Cmd::Info(a) => system::info(&client, a).await,

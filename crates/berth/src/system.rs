@@ -32,6 +32,10 @@ pub enum SystemCmd {
     Info(InfoArgs),
     /// Get real time events from the server
     Events(EventsArgs),
+    /// Remove unused data
+    Prune(PruneArgs),
+    /// List (and with --repair remove) what nothing in the data root owns
+    Check(CheckArgs),
 }
 
 pub async fn system(c: &Client, cmd: SystemCmd) -> Result<()> {
@@ -39,7 +43,243 @@ pub async fn system(c: &Client, cmd: SystemCmd) -> Result<()> {
         SystemCmd::Df(a) => df(c, a).await,
         SystemCmd::Info(a) => info(c, a).await,
         SystemCmd::Events(a) => events(c, a).await,
+        SystemCmd::Prune(a) => prune(c, a).await,
+        SystemCmd::Check(a) => check(c, a).await,
     }
+}
+
+#[derive(Args)]
+pub struct PruneArgs {
+    /// Remove all unused images not just dangling ones
+    #[arg(short, long)]
+    all: bool,
+    /// Prune anonymous volumes
+    #[arg(long)]
+    volumes: bool,
+    /// Provide filter values (e.g. "label=<key>=<value>")
+    #[arg(long = "filter")]
+    filter: Vec<String>,
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    force: bool,
+}
+
+fn prune_warning(a: &PruneArgs) -> String {
+    let mut w = vec![
+        "all stopped containers",
+        "all networks not used by at least one container",
+    ];
+    if a.volumes {
+        w.push("all anonymous volumes not used by at least one container");
+    }
+    w.push(if a.all {
+        "all images without at least one container associated to them"
+    } else {
+        "all dangling images"
+    });
+    w.push(if a.all {
+        "all build cache"
+    } else {
+        "unused build cache"
+    });
+    let mut out = String::from("WARNING! This will remove:");
+    for x in w {
+        out.push_str(&format!("\n  - {x}"));
+    }
+    let mut filters: Vec<&String> = a
+        .filter
+        .iter()
+        .filter(|f| {
+            f.split_once('=')
+                .is_some_and(|(k, _)| ["label", "label!", "until"].contains(&k.trim()))
+        })
+        .collect();
+    filters.sort();
+    out.push('\n');
+    if !filters.is_empty() {
+        out.push_str("\n  Items to be pruned will be filtered with:");
+        for f in filters {
+            out.push_str(&format!("\n  - {f}"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// `system prune`: the prune endpoints one after the other, as docker's
+/// CLI calls them (containers, networks, volumes with `--volumes`,
+/// images, build cache), each report printed as docker prints it.
+pub async fn prune(c: &Client, a: PruneArgs) -> Result<()> {
+    if a.volumes
+        && a.filter
+            .iter()
+            .any(|f| f.split_once('=').is_some_and(|(k, _)| k.trim() == "until"))
+    {
+        anyhow::bail!("ERROR: The \"until\" filter is not supported with \"--volumes\"");
+    }
+    if !a.force && !crate::images::confirm(&prune_warning(&a))? {
+        return Ok(());
+    }
+    let filters = if a.filter.is_empty() {
+        String::new()
+    } else {
+        filters_json(&a.filter)?
+    };
+    let with = |extra: Option<&str>| -> Result<String> {
+        let mut f = a.filter.clone();
+        if let Some(e) = extra {
+            f.push(e.to_string());
+        }
+        Ok(if f.is_empty() {
+            String::new()
+        } else {
+            format!("filters={}", enc(&filters_json(&f)?))
+        })
+    };
+    let mut total = 0u64;
+    let steps: Vec<(&str, String, &str, &str)> = {
+        let mut v = vec![
+            (
+                "/containers/prune",
+                with(None)?,
+                "ContainersDeleted",
+                "Deleted Containers:",
+            ),
+            (
+                "/networks/prune",
+                with(None)?,
+                "NetworksDeleted",
+                "Deleted Networks:",
+            ),
+        ];
+        if a.volumes {
+            v.push((
+                "/volumes/prune",
+                with(None)?,
+                "VolumesDeleted",
+                "Deleted Volumes:",
+            ));
+        }
+        let dangling = format!("dangling={}", !a.all);
+        v.push((
+            "/images/prune",
+            with(Some(&dangling))?,
+            "ImagesDeleted",
+            "Deleted Images:",
+        ));
+        let mut q = String::new();
+        if a.all {
+            q.push_str("all=1&");
+        }
+        q.push_str("keep-storage=0");
+        if !filters.is_empty() {
+            q.push_str(&format!("&filters={}", enc(&filters)));
+        }
+        v.push((
+            "/build/prune",
+            q,
+            "CachesDeleted",
+            "Deleted build cache objects:",
+        ));
+        v
+    };
+    for (endpoint, query, key, title) in steps {
+        let path = if query.is_empty() {
+            endpoint.to_string()
+        } else {
+            format!("{endpoint}?{query}")
+        };
+        let report: Value = c.send_json(Method::POST, &path).await?;
+        let items = report[key].as_array().filter(|i| !i.is_empty());
+        let reclaimed = report["SpaceReclaimed"].as_u64().unwrap_or(0);
+        if endpoint == "/build/prune" {
+            total += reclaimed;
+        }
+        let Some(items) = items else {
+            continue;
+        };
+        if endpoint != "/build/prune" && endpoint != "/networks/prune" {
+            total += reclaimed;
+        }
+        let mut out = format!("{title}\n");
+        for i in items {
+            if endpoint == "/images/prune" {
+                match (i["Untagged"].as_str(), i["Deleted"].as_str()) {
+                    (Some(u), _) if !u.is_empty() => out.push_str(&format!("untagged: {u}\n")),
+                    (_, d) => out.push_str(&format!("deleted: {}\n", d.unwrap_or(""))),
+                }
+            } else {
+                out.push_str(&format!("{}\n", i.as_str().unwrap_or("")));
+            }
+        }
+        println!("{out}");
+    }
+    println!(
+        "Total reclaimed space: {}",
+        human_size_with_precision(total as f64, 4)
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    /// Remove what is listed
+    #[arg(long)]
+    repair: bool,
+    /// Format output using a custom template ('json' for the report)
+    #[arg(long)]
+    format: Option<String>,
+}
+
+/// `system check [--repair]` (a berth extension, `/berth/system/check`):
+/// one line per thing under the data root that nothing owns.
+pub async fn check(c: &Client, a: CheckArgs) -> Result<()> {
+    let method = if a.repair { Method::POST } else { Method::GET };
+    let report: Value = c.send_json(method, "/berth/system/check").await?;
+    if a.format.as_deref() == Some("json") {
+        println!("{}", format::to_go_json(&report, false));
+        return Ok(());
+    }
+    let items = report["Items"].as_array().cloned().unwrap_or_default();
+    if items.is_empty() {
+        println!("Nothing to repair: every file under the data root is owned.");
+        return Ok(());
+    }
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|i| {
+            json!({
+                "Kind": i["Kind"],
+                "Path": i["Path"],
+                "Size": human_size_with_precision(i["Size"].as_f64().unwrap_or(0.0), 4),
+                "Status": if i["Removed"].as_bool() == Some(true) { "removed".to_string() } else if let Some(e) = i["Error"].as_str() { format!("error: {e}") } else { "unowned".to_string() },
+            })
+        })
+        .collect();
+    let header = json!({"Kind": "KIND", "Path": "PATH", "Size": "SIZE", "Status": "STATUS"});
+    let fmt = a
+        .format
+        .clone()
+        .unwrap_or_else(|| "table {{.Kind}}\t{{.Path}}\t{{.Size}}\t{{.Status}}".into());
+    print!(
+        "{}",
+        format::render_list(&fmt, &header, &rows)
+            .map_err(|e| anyhow::anyhow!("template parsing error: {e}"))?
+    );
+    println!(
+        "{} item(s), {}{}",
+        items.len(),
+        human_size_with_precision(report["Size"].as_f64().unwrap_or(0.0), 4),
+        if a.repair {
+            " reclaimed"
+        } else {
+            "; run with --repair to remove them"
+        }
+    );
+    if items.iter().any(|i| i["Error"].is_string()) {
+        return Err(crate::Exit(1).into());
+    }
+    Ok(())
 }
 
 fn client_version() -> Value {
@@ -220,27 +460,37 @@ pub async fn df(c: &Client, a: DfArgs) -> Result<()> {
     } else {
         String::new()
     };
+    let containers = du["Containers"].as_array().cloned().unwrap_or_default();
+    let cache = du["BuildCache"].as_array().cloned().unwrap_or_default();
+    let pct_of = |part: f64, total: f64| {
+        if total > 0.0 {
+            format!("{} ({}%)", size(part), (part * 100.0 / total) as i64)
+        } else {
+            size(part)
+        }
+    };
     let rows = vec![
         json!({"Active": active.to_string(), "Reclaimable": format!("{}{pct}", size(reclaim)), "Size": size(total), "TotalCount": images.len().to_string(), "Type": "Images"}),
-        json!({"Active": "0", "Reclaimable": "0B", "Size": "0B", "TotalCount": "0", "Type": "Containers"}),
+        containers_row(&containers, &pct_of),
         crate::volumes::df_row(&du),
-        json!({"Active": "0", "Reclaimable": "0B", "Size": "0B", "TotalCount": "0", "Type": "Build Cache"}),
+        build_cache_row(&cache),
     ];
     if a.verbose {
         println!("Images space usage:\n");
         let fmt = "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}\t{{.SharedSize}}\t{{.UniqueSize}}\t{{.Containers}}";
         let irows: Vec<Value> = images
             .iter()
-            .flat_map(|i| {
-                let tags: Vec<String> = i["RepoTags"].as_array().into_iter().flatten().filter_map(|t| t.as_str().map(String::from)).collect();
-                let tags = if tags.is_empty() { vec!["<none>:<none>".to_string()] } else { tags };
+            .map(|i| {
+                // Only the first tag, as docker shows it.
+                let first = i["RepoTags"][0].as_str().filter(|t| *t != "<none>:<none>");
+                let (r, tg) = first
+                    .and_then(|t| t.rsplit_once(':').filter(|(_, tag)| !tag.contains('/')))
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .unwrap_or(("<none>".into(), "<none>".into()));
                 let id = i["Id"].as_str().unwrap_or("").trim_start_matches("sha256:").chars().take(12).collect::<String>();
                 let s = i["Size"].as_f64().unwrap_or(0.0);
                 let sh = i["SharedSize"].as_f64().unwrap_or(0.0);
-                tags.into_iter().map(move |t| {
-                    let (r, tg) = t.rsplit_once(':').map(|(a, b)| (a.to_string(), b.to_string())).unwrap_or((t.clone(), "<none>".into()));
-                    json!({"Repository": r, "Tag": tg, "ID": id, "CreatedSince": format::human_since(i["Created"].as_i64().unwrap_or(0)), "Size": size(s), "SharedSize": size(sh), "UniqueSize": size(s - sh), "Containers": i["Containers"].as_i64().unwrap_or(0).to_string()})
-                })
+                json!({"Repository": r, "Tag": tg, "ID": id, "CreatedSince": format::human_since(i["Created"].as_i64().unwrap_or(0)), "Size": human_size_with_precision(s, 3), "SharedSize": size(sh), "UniqueSize": size(s - sh), "Containers": i["Containers"].as_i64().unwrap_or(0).to_string()})
             })
             .collect();
         let header = json!({"Repository": "REPOSITORY", "Tag": "TAG", "ID": "IMAGE ID", "CreatedSince": "CREATED", "Size": "SIZE", "SharedSize": "SHARED SIZE", "UniqueSize": "UNIQUE SIZE", "Containers": "CONTAINERS"});
@@ -249,9 +499,51 @@ pub async fn df(c: &Client, a: DfArgs) -> Result<()> {
             format::render_list(fmt, &header, &irows)
                 .map_err(|e| anyhow::anyhow!("template parsing error: {e}"))?
         );
+        println!("\nContainers space usage:\n");
+        let crows: Vec<Value> = containers
+            .iter()
+            .map(|c| {
+                // The virtual size is not shown here.
+                let mut c = c.clone();
+                c["SizeRootFs"] = json!(0);
+                crate::containers::ps_row(&c, true)
+            })
+            .collect();
+        let fmt = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.LocalVolumes}}\t{{.Size}}\t{{.RunningFor}}\t{{.Status}}\t{{.Names}}";
+        print!(
+            "{}",
+            format::render_list(fmt, &crate::containers::ps_header(), &crows)
+                .map_err(|e| anyhow::anyhow!("template parsing error: {e}"))?
+        );
         println!(
-            "\nContainers space usage:\n\nCONTAINER ID   IMAGE     COMMAND   LOCAL VOLUMES   SIZE      CREATED   STATUS    NAMES\n\nLocal Volumes space usage:\n\n{}\nBuild cache usage: 0B\n\nCACHE ID   CACHE TYPE   SIZE      CREATED   LAST USED   USAGE     SHARED",
-            crate::volumes::df_table(&du)?
+            "\nLocal Volumes space usage:\n\n{}\nBuild cache usage: {}\n",
+            crate::volumes::df_table(&du)?,
+            size(builder_size(&cache))
+        );
+        let brows: Vec<Value> = cache
+            .iter()
+            .map(|b| {
+                let since = |k: &str| {
+                    b[k].as_str()
+                        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                        .map(|t| format::human_since(t.timestamp()))
+                        .unwrap_or_default()
+                };
+                json!({
+                    "ID": b["ID"].as_str().unwrap_or("").chars().take(12).collect::<String>(),
+                    "CacheType": b["Type"], "Size": size(b["Size"].as_f64().unwrap_or(0.0)),
+                    "CreatedSince": since("CreatedAt"), "LastUsedSince": since("LastUsedAt"),
+                    "UsageCount": b["UsageCount"].as_i64().unwrap_or(0).to_string(),
+                    "Shared": b["Shared"].as_bool().unwrap_or(false).to_string(),
+                })
+            })
+            .collect();
+        let header = json!({"ID": "CACHE ID", "CacheType": "CACHE TYPE", "Size": "SIZE", "CreatedSince": "CREATED", "LastUsedSince": "LAST USED", "UsageCount": "USAGE", "Shared": "SHARED"});
+        let fmt = "table {{.ID}}\t{{.CacheType}}\t{{.Size}}\t{{.CreatedSince}}\t{{.LastUsedSince}}\t{{.UsageCount}}\t{{.Shared}}";
+        print!(
+            "{}",
+            format::render_list(fmt, &header, &brows)
+                .map_err(|e| anyhow::anyhow!("template parsing error: {e}"))?
         );
         return Ok(());
     }
@@ -269,6 +561,63 @@ pub async fn df(c: &Client, a: DfArgs) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("template parsing error: {e}"))?
     );
     Ok(())
+}
+
+/// The `Containers` row of `system df`: active ones run, are paused or
+/// restarting; what the others' read-write layers hold is reclaimable.
+fn containers_row(containers: &[Value], pct: &dyn Fn(f64, f64) -> String) -> Value {
+    let active = |c: &Value| {
+        matches!(
+            c["State"].as_str(),
+            Some("running" | "paused" | "restarting")
+        )
+    };
+    let total: f64 = containers
+        .iter()
+        .map(|c| c["SizeRw"].as_f64().unwrap_or(0.0))
+        .sum::<f64>()
+        + 0.0;
+    let reclaim: f64 = containers
+        .iter()
+        .filter(|c| !active(c))
+        .map(|c| c["SizeRw"].as_f64().unwrap_or(0.0))
+        .sum::<f64>()
+        + 0.0;
+    json!({
+        "Active": containers.iter().filter(|c| active(c)).count().to_string(),
+        "Reclaimable": pct(reclaim, total),
+        "Size": human_size_with_precision(total, 4),
+        "TotalCount": containers.len().to_string(),
+        "Type": "Containers",
+    })
+}
+
+/// What the build cache holds, shared records counted once (by whoever
+/// else holds them).
+fn builder_size(cache: &[Value]) -> f64 {
+    cache
+        .iter()
+        .filter(|b| b["Shared"].as_bool() != Some(true))
+        .map(|b| b["Size"].as_f64().unwrap_or(0.0))
+        .sum::<f64>()
+        + 0.0 // an empty sum is -0.0, which would print as "-0B"
+}
+
+fn build_cache_row(cache: &[Value]) -> Value {
+    let total = builder_size(cache);
+    let in_use: f64 = cache
+        .iter()
+        .filter(|b| b["InUse"].as_bool() == Some(true) && b["Shared"].as_bool() != Some(true))
+        .map(|b| b["Size"].as_f64().unwrap_or(0.0))
+        .sum::<f64>()
+        + 0.0;
+    json!({
+        "Active": cache.iter().filter(|b| b["InUse"].as_bool() == Some(true)).count().to_string(),
+        "Reclaimable": human_size_with_precision(total - in_use, 4),
+        "Size": human_size_with_precision(total, 4),
+        "TotalCount": cache.len().to_string(),
+        "Type": "Build Cache",
+    })
 }
 
 #[derive(Args)]

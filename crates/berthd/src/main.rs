@@ -8,6 +8,7 @@
 mod api;
 mod config;
 mod events;
+mod housekeeping;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -46,14 +47,51 @@ struct Args {
     /// Root directory for execution state (shim sockets)
     #[arg(long = "exec-root")]
     exec_root: Option<PathBuf>,
+    /// Validate daemon configuration and exit
+    #[arg(long)]
+    validate: bool,
 }
 
-fn main() -> anyhow::Result<()> {
+/// `--validate`: the configuration file checked as a start would check
+/// it, "configuration OK" or dockerd's wording of the first problem.
+fn validate(args: &Args) -> std::process::ExitCode {
+    let res = config::DaemonConfig::load(&args.config_file, true).and_then(|cfg| {
+        cfg.validate().map_err(|e| {
+            anyhow::anyhow!(
+                "unable to configure the Docker daemon with file {}: {e}",
+                args.config_file.display()
+            )
+        })?;
+        network_config(&cfg, Path::new("/run/berth"))?;
+        Ok(())
+    });
+    match res {
+        Ok(()) => {
+            println!("configuration OK");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn main() -> anyhow::Result<std::process::ExitCode> {
     let args = Args::parse();
+    if args.validate {
+        return Ok(validate(&args));
+    }
     let cfg = config::DaemonConfig::load(
         &args.config_file,
         args.config_file.as_os_str() != "/etc/berth/daemon.json",
     )?;
+    cfg.validate().with_context(|| {
+        format!(
+            "unable to configure the daemon with file {}",
+            args.config_file.display()
+        )
+    })?;
     let level = if args.debug || cfg.debug {
         "debug".to_string()
     } else {
@@ -62,12 +100,33 @@ fn main() -> anyhow::Result<()> {
             .or(cfg.log_level.clone())
             .unwrap_or_else(|| "info".into())
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| EnvFilter::new(&level)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let from_env = std::env::var_os("BERTH_LOG").is_some();
+    let (filter, filter_handle) = tracing_subscriber::reload::Layer::new(
+        EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| EnvFilter::new(&level)),
+    );
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    // Colours only on a terminal: a log file stays greppable.
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            )
+            .init();
+    }
+    let reload = Reload {
+        config_file: args.config_file.clone(),
+        flag_level: if args.debug {
+            Some("debug".into())
+        } else {
+            args.log_level.clone()
+        },
+        from_env,
+        filter: filter_handle,
+    };
     let data_root = args
         .data_root
         .or(cfg.data_root.clone())
@@ -103,10 +162,17 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| "/run/berth".into());
     berth_images::distribution::install_crypto_provider();
     let registry = Arc::new(berth_images::distribution::Client::new(cfg.registry()?));
-    let res = rt.block_on(serve(&cfg, data_root, socket.clone(), exec_root, registry));
+    let res = rt.block_on(serve(
+        &cfg,
+        data_root,
+        socket.clone(),
+        exec_root,
+        registry,
+        reload,
+    ));
     let _ = std::fs::remove_file(&pidfile);
     let _ = std::fs::remove_file(&socket);
-    res
+    res.map(|()| std::process::ExitCode::SUCCESS)
 }
 
 /// One daemon per data root: an exclusive flock held for the process's life.
@@ -163,6 +229,25 @@ impl berth_containers::ImageSource for Images {
     }
     fn layer_dirs(&self, id: &berth_types::Digest) -> berth_types::Result<Vec<PathBuf>> {
         Ok(self.0.inspect(&id.to_string())?.layer_dirs)
+    }
+    fn commit(
+        &self,
+        c: berth_containers::ContainerCommit<'_>,
+    ) -> berth_types::Result<berth_types::Digest> {
+        let config = berth_images::commit_config(&c.config, c.changes, c.container_config)?;
+        let layer = self.0.layer_from_dir(c.upper)?;
+        self.0.commit_image(berth_images::ImageCommit {
+            parent: Some(c.image.to_string()),
+            layer: Some(layer),
+            config,
+            history: berth_images::HistoryEntry {
+                created_by: c.created_by,
+                comment: c.comment.to_string(),
+                author: c.author.to_string(),
+            },
+            container: Some((c.container_id.to_string(), c.container_config.clone())),
+            tag: c.repo_tag.map(String::from),
+        })
     }
 }
 
@@ -341,7 +426,7 @@ fn network_config(
         bridge,
         bip,
         pools,
-        mtu: cfg.mtu.unwrap_or(1500),
+        mtu: cfg.mtu.filter(|m| *m != 0).unwrap_or(1500),
         ip_forward: cfg.ip_forward.unwrap_or(true),
         firewall: cfg.iptables.unwrap_or(true),
     })
@@ -365,22 +450,16 @@ async fn serve(
     socket: PathBuf,
     exec_root: PathBuf,
     registry: Arc<berth_images::distribution::Client>,
+    reload: Reload,
 ) -> anyhow::Result<()> {
     let meta = Arc::new(berth_metadata::MetaStore::open(
         &data_root.join("meta.redb"),
     )?);
     let images = Arc::new(berth_images::ImageService::open(&data_root, meta.clone())?);
     {
-        let images = images.clone();
-        let tmp = data_root.join("tmp");
-        let report = tokio::task::spawn_blocking(move || images.recover(&tmp)).await??;
-        if report.blobs > 0 || !report.layers.is_empty() {
-            tracing::info!(
-                blobs = report.blobs,
-                layers = report.layers.len(),
-                "removed garbage left by an earlier run"
-            );
-        }
+        let (images, root) = (images.clone(), data_root.clone());
+        tokio::task::spawn_blocking(move || housekeeping::reconcile_store(&root, &images))
+            .await??;
     }
     let id = daemon_id(&data_root)?;
     let events = Arc::new(events::EventBus::default());
@@ -417,6 +496,17 @@ async fn serve(
         )?
         .with_volumes(Arc::new(Volumes(volumes.clone()))),
     );
+    {
+        let c = containers.clone();
+        let (dirs, rows) = tokio::task::spawn_blocking(move || c.reconcile()).await??;
+        if dirs > 0 || rows > 0 {
+            tracing::info!(
+                directories = dirs,
+                rows,
+                "housekeeping: removed container directories without rows and rows without directories"
+            );
+        }
+    }
     containers.restore().await?;
     volumes.sweep_mounts()?;
     {
@@ -428,7 +518,19 @@ async fn serve(
         })
         .await??;
     }
+    let stores = housekeeping::Stores {
+        data_root: data_root.clone(),
+        exec_root: exec_root.clone(),
+        images: images.clone(),
+        containers: containers.clone(),
+        volumes: volumes.clone(),
+    };
+    {
+        let s = stores.clone();
+        tokio::task::spawn_blocking(move || housekeeping::reconcile_mounts(&s)).await?;
+    }
     networks.watch_firewall();
+    reload.watch(events.clone(), id.clone());
     let state = api::AppState {
         images,
         registry,
@@ -436,9 +538,18 @@ async fn serve(
         volumes,
         networks: networks.clone(),
         events,
+        stores,
         daemon: Arc::new(api::DaemonInfo {
             id,
             data_root: data_root.clone(),
+            log_driver: cfg.log_driver.clone().unwrap_or_else(|| "json-file".into()),
+            ip_forward: cfg.ip_forward.unwrap_or(true),
+            firewall: cfg.iptables.unwrap_or(true),
+            address_pools: cfg
+                .default_address_pools
+                .iter()
+                .map(|p| (p.base.clone(), p.size))
+                .collect(),
         }),
     };
     if let Some(dir) = socket.parent() {
@@ -476,6 +587,67 @@ async fn serve(
     }
     tracing::info!("berthd stopped");
     Ok(())
+}
+
+/// SIGHUP: read the configuration file again and apply what can change
+/// while running (the log level: `debug`, `log-level`; flags and
+/// `BERTH_LOG` still win), then publish dockerd's `daemon reload` event.
+/// A file that does not validate changes nothing.
+struct Reload {
+    config_file: PathBuf,
+    flag_level: Option<String>,
+    from_env: bool,
+    filter: tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>,
+}
+
+impl Reload {
+    fn watch(self, events: Arc<events::EventBus>, daemon_id: String) {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: configuration reload is off");
+            return;
+        };
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                self.apply(&events, &daemon_id);
+            }
+        });
+    }
+
+    fn apply(&self, events: &events::EventBus, daemon_id: &str) {
+        let cfg = match config::DaemonConfig::load(&self.config_file, false)
+            .and_then(|c| c.validate().map(|()| c))
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "Error reconfiguring the daemon");
+                return;
+            }
+        };
+        let level = self.flag_level.clone().unwrap_or_else(|| {
+            if cfg.debug {
+                "debug".into()
+            } else {
+                cfg.log_level.clone().unwrap_or_else(|| "info".into())
+            }
+        });
+        if !self.from_env
+            && let Err(e) = self.filter.reload(EnvFilter::new(&level))
+        {
+            tracing::warn!(error = %e, "cannot change the log level");
+        }
+        let hostname = rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned();
+        let attrs = std::collections::BTreeMap::from([
+            ("debug".to_string(), (level == "debug").to_string()),
+            ("log-level".to_string(), level.clone()),
+            ("name".to_string(), hostname),
+        ]);
+        tracing::info!(config_file = %self.config_file.display(), log_level = %level, "Reloaded configuration");
+        events.publish("daemon", "reload", daemon_id, attrs);
+    }
 }
 
 async fn shutdown_signal() {

@@ -13,13 +13,13 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use berth_containers::ContainerService;
-use berth_types::Error;
+use berth_types::{Error, ErrorKind};
 use bytes::Bytes;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{ApiError, ApiResult, AppState, Query};
+use super::{ApiError, ApiResult, AppState, Query, blocking};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -112,6 +112,7 @@ async fn restart(
     let c = svc(&st);
     c.stop(&id, t, q.get("signal")).await?;
     c.start(&id).await?;
+    c.log_event(&id, "restart", Default::default());
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -169,7 +170,16 @@ async fn resize(
     let q = Query::parse(q.as_deref())?;
     let h = q.get("h").and_then(|v| v.parse().ok()).unwrap_or(0);
     let w = q.get("w").and_then(|v| v.parse().ok()).unwrap_or(0);
-    svc(&st).resize(&id, h, w).await?;
+    let c = svc(&st);
+    c.resize(&id, h, w).await?;
+    c.log_event(
+        &id,
+        "resize",
+        std::collections::BTreeMap::from([
+            ("height".to_string(), h.to_string()),
+            ("width".to_string(), w.to_string()),
+        ]),
+    );
     Ok(StatusCode::OK.into_response())
 }
 
@@ -181,8 +191,9 @@ async fn inspect(
     let q = Query::parse(q.as_deref())?;
     let mut rec = svc(&st).inspect(&id)?;
     if q.bool("size") {
-        rec["SizeRw"] = json!(0);
-        rec["SizeRootFs"] = json!(0);
+        let (rw, root) = sizes(&st, &rec).await?;
+        rec["SizeRw"] = json!(rw);
+        rec["SizeRootFs"] = json!(root);
     }
     Ok(axum::Json(rec).into_response())
 }
@@ -234,7 +245,14 @@ fn status_text(state: &Value) -> String {
         .unwrap_or_default()
     };
     match state["Status"].as_str().unwrap_or("") {
-        "running" => format!("Up {}", berth_format::human_duration(since("StartedAt"))),
+        "running" => {
+            let up = format!("Up {}", berth_format::human_duration(since("StartedAt")));
+            match state["Health"]["Status"].as_str() {
+                Some("starting") => format!("{up} (health: starting)"),
+                Some(h) if !h.is_empty() => format!("{up} ({h})"),
+                _ => up,
+            }
+        }
         "paused" => format!(
             "Up {} (Paused)",
             berth_format::human_duration(since("StartedAt"))
@@ -249,7 +267,7 @@ fn status_text(state: &Value) -> String {
     }
 }
 
-fn summary(rec: &Value) -> Value {
+pub fn summary(rec: &Value) -> Value {
     let mut cmd = vec![rec["Path"].as_str().unwrap_or("").to_string()];
     cmd.extend(
         rec["Args"]
@@ -320,6 +338,17 @@ fn matches(
                 None => rec["Config"]["Labels"].get(v).is_some(),
             },
             "status" => rec["State"]["Status"].as_str() == Some(v.as_str()),
+            "health" => {
+                let has_check =
+                    berth_containers::health::probe_command(&rec["Config"]["Healthcheck"])
+                        .is_some();
+                let status = rec["State"]["Health"]["Status"].as_str().unwrap_or("");
+                if has_check && !status.is_empty() {
+                    status == v
+                } else {
+                    v == "none"
+                }
+            }
             // A volume name, bind source or destination (dockerd's list filter).
             "volume" => rec["Mounts"].as_array().into_iter().flatten().any(|m| {
                 m["Destination"] == v.as_str()
@@ -362,7 +391,7 @@ fn matches(
         });
         if ![
             "id", "name", "label", "status", "exited", "ancestor", "before", "since", "volume",
-            "network",
+            "network", "health",
         ]
         .contains(&k.as_str())
         {
@@ -384,6 +413,15 @@ fn matches(
         {
             return Err(ApiError(Error::invalid(format!(
                 "invalid filter 'status={bad}'"
+            ))));
+        }
+        if k == "health"
+            && let Some(bad) = vals
+                .iter()
+                .find(|v| !["starting", "healthy", "unhealthy", "none"].contains(&v.as_str()))
+        {
+            return Err(ApiError(Error::invalid(format!(
+                "Unrecognised filter value for health: {bad}"
             ))));
         }
         if !ok {
@@ -428,24 +466,79 @@ async fn list(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResult<Re
     }
     if q.bool("size") {
         for c in &mut out {
-            c["SizeRw"] = json!(0);
-            c["SizeRootFs"] = json!(0);
+            let (rw, root) = sizes(&st, c).await?;
+            c["SizeRw"] = json!(rw);
+            c["SizeRootFs"] = json!(root);
         }
     }
     Ok(axum::Json(out).into_response())
 }
 
-async fn prune(State(st): State<AppState>) -> ApiResult<Response> {
+/// A container's `SizeRw` (its read-write layer) and `SizeRootFs` (that
+/// plus its image's layers), from a record or a listing entry.
+pub async fn sizes(st: &AppState, rec: &Value) -> ApiResult<(i64, i64)> {
+    let id = rec["Id"].as_str().unwrap_or("").to_string();
+    let image = rec["ImageID"]
+        .as_str()
+        .or(rec["Image"].as_str())
+        .unwrap_or("")
+        .to_string();
+    let (c, images) = (svc(st), st.images.clone());
+    blocking(move || {
+        let rw = c.size_rw(&id);
+        let base = images
+            .inspect(&image)
+            .map(|d| d.summary.record.size as i64)
+            .unwrap_or(0);
+        Ok((rw, rw + base))
+    })
+    .await
+}
+
+/// `POST /containers/prune`: every container that is not running (paused
+/// ones run), filtered by `until`, `label` and `label!` as dockerd does.
+async fn prune(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResult<Response> {
+    let q = Query::parse(q.as_deref())?;
+    let filters = q.filters()?;
+    let p = super::PruneFilters::parse(&filters, &["until", "label", "label!"])?;
     let c = svc(&st);
     let mut deleted = Vec::new();
+    let mut reclaimed = 0u64;
     for r in c.all()? {
-        if r["State"]["Running"].as_bool() != Some(true) {
-            let id = r["Id"].as_str().unwrap_or("").to_string();
-            c.remove(&id, false).await?;
-            deleted.push(id);
+        if r["State"]["Running"].as_bool() == Some(true) {
+            continue;
+        }
+        let created = r["Created"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .and_then(|t| t.timestamp_nanos_opt())
+            .unwrap_or(0);
+        if !p.keeps_age(created) || !p.labels_match(&r["Config"]["Labels"]) {
+            continue;
+        }
+        let id = r["Id"].as_str().unwrap_or("").to_string();
+        let size = c.size_rw(&id);
+        match c.remove(&id, false).await {
+            Ok(()) => {
+                reclaimed += size.max(0) as u64;
+                deleted.push(id);
+            }
+            // Started or removed meanwhile: not this prune's business.
+            Err(e) if matches!(e.kind, ErrorKind::Conflict | ErrorKind::NotFound) => {}
+            Err(e) => tracing::warn!(container = %id, error = %e, "prune: cannot remove container"),
         }
     }
-    Ok(axum::Json(json!({"ContainersDeleted": if deleted.is_empty() { Value::Null } else { json!(deleted) }, "SpaceReclaimed": 0})).into_response())
+    st.events.publish(
+        "container",
+        "prune",
+        "",
+        std::collections::BTreeMap::from([("reclaimed".to_string(), reclaimed.to_string())]),
+    );
+    Ok(axum::Json(json!({
+        "ContainersDeleted": if deleted.is_empty() { Value::Null } else { json!(deleted) },
+        "SpaceReclaimed": reclaimed,
+    }))
+    .into_response())
 }
 
 async fn top(
@@ -899,6 +992,7 @@ async fn attach(
     let (tty, buffered, shim) = c
         .attach(&id, q.bool("stdin"), q.bool("stdout"), q.bool("stderr"))
         .await?;
+    c.log_event(&id, "attach", Default::default());
     Ok(hijack(req, tty, buffered, shim, None))
 }
 

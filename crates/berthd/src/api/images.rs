@@ -268,7 +268,18 @@ async fn remove(
 
 async fn prune(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResult<Response> {
     let q = Query::parse(q.as_deref())?;
-    let filters = q.filters()?;
+    let mut filters = q.filters()?;
+    // Every form of `until` dockerd takes, as unix seconds for the store.
+    if let Some(us) = filters.get_mut("until") {
+        for u in us.iter_mut() {
+            let n = super::system::parse_time_nanos(u)?;
+            *u = format!(
+                "{}.{:09}",
+                n.div_euclid(1_000_000_000),
+                n.rem_euclid(1_000_000_000)
+            );
+        }
+    }
     let images = st.images.clone();
     let (items, reclaimed) = blocking(move || images.prune(&filters)).await?;
     let items = delete_items(items);

@@ -2,9 +2,12 @@
 //! from error kinds to HTTP status codes.
 
 mod archive;
+mod berth;
+mod commit;
 mod containers;
 mod images;
 mod networks;
+mod ops;
 mod registry;
 mod system;
 mod volumes;
@@ -33,6 +36,8 @@ pub struct AppState {
     pub volumes: Arc<berth_volumes::VolumeService>,
     pub networks: Arc<berth_network::NetworkService>,
     pub events: Arc<EventBus>,
+    /// What `system check` looks at.
+    pub stores: crate::housekeeping::Stores,
     pub daemon: Arc<DaemonInfo>,
 }
 
@@ -40,6 +45,13 @@ pub struct AppState {
 pub struct DaemonInfo {
     pub id: String,
     pub data_root: std::path::PathBuf,
+    /// Containers' default log driver.
+    pub log_driver: String,
+    pub ip_forward: bool,
+    /// Whether berth manages firewall rules (`iptables` in daemon.json).
+    pub firewall: bool,
+    /// `default-address-pools` as configured: (base, size).
+    pub address_pools: Vec<(String, u8)>,
 }
 
 /// An API error: Docker's `{"message": ...}` body with Docker's status.
@@ -183,8 +195,11 @@ pub fn router(state: AppState) -> Router {
         .merge(registry::routes())
         .merge(containers::routes())
         .merge(archive::routes())
+        .merge(ops::routes())
+        .merge(commit::routes())
         .merge(volumes::routes())
         .merge(networks::routes())
+        .merge(berth::routes())
         .fallback(not_found)
         .with_state(state);
     // Routing happens in `inner`, after `versioned` has rewritten the path.
@@ -244,5 +259,52 @@ impl std::io::Write for ChunkSender {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.flush_buf()
+    }
+}
+
+/// The filters prune endpoints share (dockerd's `until`, `label`,
+/// `label!`), checked against what one endpoint accepts.
+pub struct PruneFilters {
+    /// Objects created after this (nanoseconds since the epoch) stay.
+    pub until: Option<i64>,
+    pub labels: Vec<String>,
+    pub not_labels: Vec<String>,
+}
+
+impl PruneFilters {
+    pub fn parse(filters: &HashMap<String, Vec<String>>, accepted: &[&str]) -> ApiResult<Self> {
+        if let Some(k) = filters.keys().find(|k| !accepted.contains(&k.as_str())) {
+            return Err(ApiError(Error::invalid(format!("invalid filter '{k}'"))));
+        }
+        let until = match filters.get("until").map(Vec::as_slice) {
+            None | Some([]) => None,
+            Some([u]) => Some(system::parse_time_nanos(u)?),
+            Some(_) => {
+                return Err(ApiError(Error::invalid(
+                    "more than one until filter specified",
+                )));
+            }
+        };
+        Ok(PruneFilters {
+            until,
+            labels: filters.get("label").cloned().unwrap_or_default(),
+            not_labels: filters.get("label!").cloned().unwrap_or_default(),
+        })
+    }
+
+    /// An object created at `created` (nanoseconds) is old enough.
+    pub fn keeps_age(&self, created: i64) -> bool {
+        self.until.is_none_or(|u| created <= u)
+    }
+
+    /// Every `label` filter matches, and not every `label!` one does
+    /// (dockerd's `matchLabels`).
+    pub fn labels_match(&self, labels: &serde_json::Value) -> bool {
+        let has = |f: &String| match f.split_once('=') {
+            Some((k, v)) => labels[k].as_str() == Some(v),
+            None => labels.get(f.as_str()).is_some(),
+        };
+        self.labels.iter().all(has)
+            && (self.not_labels.is_empty() || !self.not_labels.iter().all(has))
     }
 }

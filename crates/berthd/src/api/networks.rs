@@ -155,16 +155,7 @@ async fn disconnect(
 async fn prune(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResult<Response> {
     let q = Query::parse(q.as_deref())?;
     let filters = q.filters()?;
-    for k in filters.keys() {
-        if k != "label" && k != "until" {
-            return Err(ApiError(Error::invalid(format!("invalid filter '{k}'"))));
-        }
-    }
-    let until = filters
-        .get("until")
-        .and_then(|v| v.first())
-        .map(|u| berth_api_time(u))
-        .transpose()?;
+    let p = super::PruneFilters::parse(&filters, &["until", "label", "label!"])?;
     // Networks that a container (running or not) is configured for stay.
     let mut wanted = std::collections::HashSet::new();
     for c in st.containers.all()? {
@@ -187,18 +178,12 @@ async fn prune(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResult<R
         {
             continue;
         }
-        let label_ok = filters.get("label").is_none_or(|ls| {
-            ls.iter().all(|v| match v.split_once('=') {
-                Some((k, val)) => rec["Labels"][k].as_str() == Some(val),
-                None => rec["Labels"].get(v).is_some(),
-            })
-        });
         let created = rec["Created"]
             .as_str()
             .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
-            .map(|t| t.timestamp())
+            .and_then(|t| t.timestamp_nanos_opt())
             .unwrap_or(0);
-        if !label_ok || until.is_some_and(|u| created >= u) {
+        if !p.labels_match(&rec["Labels"]) || !p.keeps_age(created) {
             continue;
         }
         let n = st.networks.clone();
@@ -207,15 +192,16 @@ async fn prune(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResult<R
             deleted.push(name);
         }
     }
+    st.events.publish(
+        "network",
+        "prune",
+        "",
+        std::collections::BTreeMap::from([("reclaimed".to_string(), "0".to_string())]),
+    );
+    let deleted = if deleted.is_empty() {
+        serde_json::Value::Null
+    } else {
+        json!(deleted)
+    };
     Ok(axum::Json(json!({"NetworksDeleted": deleted})).into_response())
-}
-
-/// `until` as docker sends it: unix seconds (with fraction) or RFC 3339.
-fn berth_api_time(s: &str) -> ApiResult<i64> {
-    if let Ok(f) = s.parse::<f64>() {
-        return Ok(f as i64);
-    }
-    chrono::DateTime::parse_from_rfc3339(s)
-        .map(|t| t.timestamp())
-        .map_err(|_| ApiError(Error::invalid(format!("invalid filter 'until={s}'"))))
 }

@@ -138,7 +138,7 @@ async fn prune(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResult<R
     let (v, users) = (svc(&st), users(&st));
     let report = blocking(move || v.prune(&filters, &users)).await?;
     Ok(axum::Json(json!({
-        "VolumesDeleted": report.deleted,
+        "VolumesDeleted": if report.deleted.is_empty() { Value::Null } else { json!(report.deleted) },
         "SpaceReclaimed": report.reclaimed,
     }))
     .into_response())
