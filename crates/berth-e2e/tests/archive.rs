@@ -97,6 +97,16 @@ fn put(d: &Daemon, ctr: &str, path: &str, tar: &[u8]) -> (u16, String) {
     (r.status, msg)
 }
 
+/// `assert_no_garbage` once removed containers' directories, deleted in
+/// the background, are gone.
+fn no_garbage(d: &Daemon) {
+    let tmp = d.root.join("tmp");
+    berth_e2e::wait_for(std::time::Duration::from_secs(10), || {
+        (std::fs::read_dir(&tmp).map(|r| r.count()).unwrap_or(0) == 0).then_some(())
+    });
+    d.assert_no_garbage();
+}
+
 fn mounts_under(dir: &Path) -> Vec<String> {
     let prefix = dir.display().to_string();
     std::fs::read_to_string("/proc/self/mountinfo")
@@ -300,7 +310,7 @@ fn cp_in_and_out_of_running_and_stopped_containers() {
         (status, msg.as_str()),
         (404, "Could not find the file /nope in container c1")
     );
-    d.assert_no_garbage();
+    no_garbage(&d);
 }
 
 #[test]
@@ -416,6 +426,15 @@ fn cp_streams_archive_mode_follow_links_and_volumes() {
     let out = cmd.output().unwrap();
     assert_eq!(tar_names(&out.stdout), ["in/", "in/b", "in/d"]);
 
+    // A container with --init: its root is the same.
+    d.docker([
+        "run", "-d", "--init", "--name", "withinit", "busybox", "sleep", "1000",
+    ])
+    .ok();
+    d.berth(["cp", arg(&local.join("f")), "withinit:/f"]).ok();
+    assert_eq!(d.docker(["exec", "withinit", "cat", "/f"]).ok(), "F");
+    d.docker(["rm", "-f", "withinit"]).ok();
+
     // Into a named volume, running and stopped: the volume's data.
     d.docker(["cp", arg(&local.join("f")), "c1:/data/run"]).ok();
     d.docker(["stop", "-t", "0", "c1"]).ok();
@@ -436,7 +455,7 @@ fn cp_streams_archive_mode_follow_links_and_volumes() {
     );
     let vol = d.root.join("volumes/vol/_data/f");
     assert!(!vol.exists());
-    d.assert_no_garbage();
+    no_garbage(&d);
 }
 
 #[test]
@@ -625,7 +644,7 @@ fn cp_cannot_escape_the_container_root() {
             d.docker(["stop", "-t", "0", "c1"]).ok();
         }
     }
-    d.assert_no_garbage();
+    no_garbage(&d);
 }
 
 #[test]
@@ -780,12 +799,7 @@ fn export_then_import_round_trips() {
     );
     let img = d.inspect("imp:gz");
     assert_eq!(img["RootFS"]["Layers"].as_array().unwrap().len(), 1);
-    // Removed containers' directories are deleted in the background.
-    let tmp = d.root.join("tmp");
-    berth_e2e::wait_for(std::time::Duration::from_secs(10), || {
-        (std::fs::read_dir(&tmp).map(|r| r.count()).unwrap_or(0) == 0).then_some(())
-    });
-    d.assert_no_garbage();
+    no_garbage(&d);
 }
 
 /// The same steps against a real dockerd give the same tar entries and
