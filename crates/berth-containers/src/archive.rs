@@ -119,17 +119,7 @@ fn rfc3339_nano(secs: i64, nanos: u32) -> String {
 
 // ------------------------------------------------------------ path strings
 
-/// Go's `filepath.Base`.
-pub fn go_base(p: &str) -> String {
-    if p.is_empty() {
-        return ".".into();
-    }
-    let t = p.trim_end_matches('/');
-    if t.is_empty() {
-        return "/".into();
-    }
-    t.rsplit('/').next().unwrap_or(t).to_string()
-}
+pub use berth_types::gopath::base as go_base;
 
 /// go-archive's `PreserveTrailingDotOrSeparator`.
 pub fn preserve_trailing(cleaned: &str, original: &str) -> String {

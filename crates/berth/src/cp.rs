@@ -81,57 +81,7 @@ async fn stat_path(c: &Client, container: &str, path: &str) -> Result<Stat> {
 
 // ------------------------------------------------------------ go path helpers
 
-fn clean(p: &str) -> String {
-    berth_format_clean(p)
-}
-
-/// Go's `filepath.Clean`.
-fn berth_format_clean(p: &str) -> String {
-    if p.is_empty() {
-        return ".".into();
-    }
-    let abs = p.starts_with('/');
-    let mut out: Vec<&str> = Vec::new();
-    for c in p.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                if out.last().is_some_and(|l| *l != "..") {
-                    out.pop();
-                } else if !abs {
-                    out.push("..");
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    let j = out.join("/");
-    match (abs, j.is_empty()) {
-        (true, _) => format!("/{j}"),
-        (false, true) => ".".into(),
-        (false, false) => j,
-    }
-}
-
-fn base(p: &str) -> String {
-    if p.is_empty() {
-        return ".".into();
-    }
-    let t = p.trim_end_matches('/');
-    if t.is_empty() {
-        return "/".into();
-    }
-    t.rsplit('/').next().unwrap_or(t).to_string()
-}
-
-fn dir(p: &str) -> String {
-    let c = clean(p);
-    match c.rfind('/') {
-        Some(0) => "/".into(),
-        Some(i) => c[..i].to_string(),
-        None => ".".into(),
-    }
-}
+use berth_types::gopath::{base, clean, dir};
 
 fn specifies_current_dir(p: &str) -> bool {
     base(p) == "."
