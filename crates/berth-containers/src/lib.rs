@@ -20,6 +20,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod archive;
 mod commit;
 pub mod health;
 mod housekeeping;

@@ -236,30 +236,7 @@ fn internal(m: impl Into<String>) -> Error {
 
 /// Go's `path.Clean`.
 pub fn clean_path(p: &str) -> String {
-    if p.is_empty() {
-        return ".".into();
-    }
-    let rooted = p.starts_with('/');
-    let mut out: Vec<&str> = Vec::new();
-    for part in p.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                if out.last().is_some_and(|l| *l != "..") {
-                    out.pop();
-                } else if !rooted {
-                    out.push("..");
-                }
-            }
-            x => out.push(x),
-        }
-    }
-    let joined = out.join("/");
-    match (rooted, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".into(),
-        (false, false) => joined,
-    }
+    berth_types::gopath::clean(p)
 }
 
 const PROPAGATIONS: &[&str] = &[
@@ -746,7 +723,7 @@ fn bind_in_data_root(mp: &mut MountPoint, data_root: &Path) -> Result<()> {
 }
 
 impl ContainerService {
-    fn volumes(&self) -> Result<&dyn VolumeProvider> {
+    pub(crate) fn volumes(&self) -> Result<&dyn VolumeProvider> {
         self.volumes
             .as_deref()
             .ok_or_else(|| Error::not_implemented("volumes are not available in this daemon"))

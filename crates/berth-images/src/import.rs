@@ -10,7 +10,7 @@ use berth_types::{ChainId, Error, Reference, Result};
 use serde_json::{Map, Value, json};
 
 use crate::config::{History, RootFs};
-use crate::load::{LoadedImage, host_arch};
+use crate::load::LoadedImage;
 use crate::{ImageConfig, ImageService, now_rfc3339};
 
 #[derive(Debug, Default, Clone)]
@@ -20,6 +20,8 @@ pub struct ImportOptions {
     /// Dockerfile instructions: CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, USER, VOLUME, WORKDIR.
     pub changes: Vec<String>,
     pub message: String,
+    /// `os[/arch[/variant]]` the image is for; the host's when `None`.
+    pub platform: Option<String>,
 }
 
 impl ImageService {
@@ -33,6 +35,10 @@ impl ImageService {
                 Some(rf.with_default_tag().to_string())
             }
             _ => None,
+        };
+        let platform = match opts.platform.as_deref().filter(|p| !p.is_empty()) {
+            Some(p) => berth_distribution::Platform::parse(p)?,
+            None => berth_distribution::Platform::host(),
         };
         let mut cfg = Map::new();
         for c in &opts.changes {
@@ -54,8 +60,9 @@ impl ImageService {
             opts.message.clone()
         };
         let config = ImageConfig {
-            architecture: host_arch().into(),
-            os: "linux".into(),
+            architecture: platform.architecture.clone(),
+            os: platform.os.clone(),
+            variant: platform.variant.clone(),
             created: Some(now.clone()),
             comment: Some(comment.clone()),
             config: Some(Value::Object(cfg)),

@@ -199,6 +199,7 @@ fn import_applies_changes_and_prune_reclaims() {
         reference: Some("imp:1".into()),
         changes: vec![r#"CMD ["sh"]"#.into(), "ENV A=1".into()],
         message: String::new(),
+        platform: None,
     };
     let img = svc.import(&rootfs[..], &opts).unwrap();
     let d = svc.inspect("imp:1").unwrap();

@@ -56,5 +56,7 @@ pub use berth_types::{Error, ErrorKind, Result};
 pub use compress::{Compression, decompress, detect_compression};
 pub use copy::{CopyStats, copy_tree};
 pub use diff::{Change, ChangeKind, changes, write_layer_tar};
-pub use overlay::{mount_overlay, mount_overlay_readonly, unmount};
+pub use overlay::{
+    in_private_mount_namespace, mount_overlay, mount_overlay_readonly, unmount, unmount_detach,
+};
 pub use size::dir_size;

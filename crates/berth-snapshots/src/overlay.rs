@@ -48,6 +48,40 @@ fn bind_readonly(source: &Path, target: &Path) -> rustix::io::Result<()> {
     Ok(())
 }
 
+/// Run `f` on a new thread in a mount namespace of its own whose mounts
+/// are slaves of the host's: what `f` mounts is seen by nobody else and
+/// goes away with the thread, even if `f` panics or forgets to unmount.
+/// Mounts made by the host while `f` runs still reach it.
+pub fn in_private_mount_namespace<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            #[allow(unsafe_code)]
+            // SAFETY: only NEWNS (and the CLONE_FS it implies) is unshared,
+            // on a thread that ends with `f`; the fd table stays shared,
+            // which is what the safety contract of unshare_unsafe is about.
+            unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }
+                .map_err(|e| Error::internal(format!("unshare mount namespace: {e}")))?;
+            rustix::mount::mount_change(
+                "/",
+                rustix::mount::MountPropagationFlags::DOWNSTREAM
+                    | rustix::mount::MountPropagationFlags::REC,
+            )
+            .map_err(|e| Error::internal(format!("make mounts slaves: {e}")))?;
+            f()
+        })
+        .join()
+        .map_err(|_| Error::internal("private mount namespace thread panicked"))?
+    })
+}
+
+/// Detach what is mounted on `target` and every mount below it.
+pub fn unmount_detach(target: &Path) -> Result<()> {
+    rustix::mount::unmount(target, UnmountFlags::DETACH).map_err(|e| {
+        Error::from(std::io::Error::from(e))
+            .context(format_args!("unmounting {}", target.display()))
+    })
+}
+
 /// Unmount what is mounted on `target`.
 pub fn unmount(target: &Path) -> Result<()> {
     rustix::mount::unmount(target, UnmountFlags::empty()).map_err(|e| {

@@ -8,6 +8,7 @@
 
 mod digest;
 mod error;
+pub mod gopath;
 mod reference;
 
 pub use digest::{ChainId, DiffId, Digest, Sha256Writer};

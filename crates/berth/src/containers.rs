@@ -30,12 +30,16 @@ pub enum ContainerCmd {
     Attach(AttachArgs),
     /// Create a new image from a container's changes
     Commit(crate::commit::CommitArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(crate::cp::CpArgs),
     /// Create a new container
     Create(CreateArgs),
     /// Inspect changes to files or directories on a container's filesystem
     Diff(crate::commit::DiffArgs),
     /// Execute a command in a running container
     Exec(ExecArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(crate::cp::ExportArgs),
     /// Display detailed information on one or more containers
     Inspect(ContainerInspectArgs),
     /// Kill one or more running containers
@@ -78,8 +82,10 @@ pub async fn container(c: &Client, cmd: ContainerCmd) -> Result<()> {
     match cmd {
         ContainerCmd::Attach(a) => attach(c, a).await,
         ContainerCmd::Commit(a) => crate::commit::commit(c, a).await,
+        ContainerCmd::Cp(a) => crate::cp::cp(c, a).await,
         ContainerCmd::Create(a) => create(c, a).await,
         ContainerCmd::Diff(a) => crate::commit::diff(c, a).await,
+        ContainerCmd::Export(a) => crate::cp::export(c, a).await,
         ContainerCmd::Exec(a) => exec(c, a).await,
         ContainerCmd::Inspect(a) => container_inspect(c, a).await,
         ContainerCmd::Kill(a) => kill(c, a).await,

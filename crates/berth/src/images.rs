@@ -577,7 +577,16 @@ pub struct ImportArgs {
 }
 
 pub async fn import(c: &Client, a: ImportArgs) -> Result<()> {
-    let mut q = vec!["fromSrc=-".to_string()];
+    // As docker's CLI: an http(s) URL is fetched by the daemon.
+    let is_url = a.file.starts_with("http://") || a.file.starts_with("https://");
+    let mut q = vec![format!(
+        "fromSrc={}",
+        if is_url {
+            enc(&a.file)
+        } else {
+            "-".to_string()
+        }
+    )];
     if let Some(r) = &a.reference {
         let rf = berth_types::Reference::parse(r)?;
         q.push(format!("repo={}", enc(&rf.familiar_name())));
@@ -594,10 +603,11 @@ pub async fn import(c: &Client, a: ImportArgs) -> Result<()> {
     if let Some(p) = &a.platform {
         q.push(format!("platform={}", enc(p)));
     }
-    if a.file.contains("://") {
-        bail!("importing from a URL is not supported by berth yet");
-    }
-    let body = open_input(Some(&a.file)).await?;
+    let body = if is_url {
+        crate::client::empty()
+    } else {
+        open_input(Some(&a.file)).await?
+    };
     let resp = c
         .request(
             Method::POST,

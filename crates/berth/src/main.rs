@@ -7,6 +7,7 @@ mod build;
 mod client;
 mod commit;
 mod containers;
+mod cp;
 mod hijack;
 mod images;
 mod network;
@@ -55,10 +56,14 @@ enum Cmd {
     Attach(containers::AttachArgs),
     /// Create a new image from a container's changes
     Commit(commit::CommitArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(cp::CpArgs),
     /// Create a new container
     Create(containers::CreateArgs),
     /// Inspect changes to files or directories on a container's filesystem
     Diff(commit::DiffArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(cp::ExportArgs),
     /// Kill one or more running containers
     Kill(containers::KillArgs),
     /// Fetch the logs of a container
@@ -172,8 +177,10 @@ fn main() -> ExitCode {
             Cmd::Container(c) => containers::container(&client, c).await,
             Cmd::Attach(a) => containers::attach(&client, a).await,
             Cmd::Commit(a) => commit::commit(&client, a).await,
+            Cmd::Cp(a) => cp::cp(&client, a).await,
             Cmd::Create(a) => containers::create(&client, a).await,
             Cmd::Diff(a) => commit::diff(&client, a).await,
+            Cmd::Export(a) => cp::export(&client, a).await,
             Cmd::Kill(a) => containers::kill(&client, a).await,
             Cmd::Logs(a) => containers::logs(&client, a).await,
             Cmd::Pause(a) => containers::pause(&client, a, true).await,

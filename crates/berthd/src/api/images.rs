@@ -423,42 +423,148 @@ async fn create(
     if q.get("fromImage").is_some_and(|s| !s.is_empty()) {
         return super::registry::pull(st, q, headers).await;
     }
-    match q.get("fromSrc") {
-        Some("-") => {}
+    let src = match q.get("fromSrc") {
         Some("") | None => {
             return Err(ApiError(Error::invalid("fromImage or fromSrc must be set")));
         }
-        Some(_) => {
-            return Err(ApiError(Error::not_implemented(
-                "importing from a URL is not implemented",
-            )));
-        }
-    }
+        Some(s) => s.to_string(),
+    };
     let repo = q.get("repo").unwrap_or("").to_string();
     let reference = match q.get("tag").filter(|t| !t.is_empty()) {
         Some(t) if !repo.is_empty() => Some(format!("{repo}:{t}")),
         _ => Some(repo).filter(|r| !r.is_empty()),
     };
-    let opts = ImportOptions {
+    if let Some(p) = q.get("platform").filter(|p| !p.is_empty()) {
+        berth_images::distribution::Platform::parse(p)?;
+    }
+    // As dockerd: a source without a scheme is an http:// URL.
+    let src = if src == "-" || src.contains("://") {
+        src
+    } else {
+        format!("http://{src}")
+    };
+    let mut opts = ImportOptions {
         reference,
         changes: q.all("changes"),
         message: q.get("message").unwrap_or("").to_string(),
+        platform: q.get("platform").map(str::to_string),
     };
+    if opts.message.is_empty() {
+        opts.message = format!("Imported from {src}");
+    }
     let images = st.images.clone();
     let events = st.events.clone();
-    let mut reader = body_reader(body);
-    json_stream(move |emit| {
-        let img = drain_on_error(images.import(&mut reader, &opts), &mut reader)?;
+    let publish = move |img: &berth_images::LoadedImage| {
         events.publish(
             "image",
             "import",
             &img.id.to_string(),
             attrs(img.tags.first().map(String::as_str)),
         );
-        emit(JsonMessage::status(img.id.to_string()));
+    };
+    if src == "-" {
+        let mut reader = body_reader(body);
+        return json_stream(move |emit| {
+            let img = drain_on_error(images.import(&mut reader, &opts), &mut reader)?;
+            publish(&img);
+            emit(JsonMessage::status(img.id.to_string()));
+            Ok(())
+        })
+        .await;
+    }
+    let (resp, total) = fetch_source(&src).await?;
+    let stream = resp.bytes_stream().map_err(std::io::Error::other);
+    let reader = SyncIoBridge::new(StreamReader::new(stream));
+    json_stream(move |emit| {
+        emit(JsonMessage::status(format!("Downloading from {src}")));
+        let emit = std::cell::RefCell::new(emit);
+        let progress = Progress {
+            r: reader,
+            current: 0,
+            reported: 0,
+            total,
+            emit: &emit,
+        };
+        let img = images.import(progress, &opts)?;
+        publish(&img);
+        (emit.borrow_mut())(JsonMessage::status(img.id.to_string()));
         Ok(())
     })
     .await
+}
+
+/// dockerd's `GetWithStatusError`: the response, or an error whose kind
+/// follows the status (404 not found, 400 bad parameter, …).
+async fn fetch_source(src: &str) -> ApiResult<(reqwest::Response, Option<u64>)> {
+    let url =
+        reqwest::Url::parse(src).map_err(|e| Error::invalid(format!("parse \"{src}\": {e}")))?;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(std::time::Duration::from_secs(30))
+        .build()
+        .map_err(|e| Error::internal(format!("http client: {e}")))?;
+    let resp = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| Error::internal(format!("Get \"{src}\": {e}")))?;
+    let status = resp.status();
+    if status.as_u16() < 400 {
+        let total = resp.content_length();
+        return Ok((resp, total));
+    }
+    let body = resp.text().await.unwrap_or_default();
+    let msg = format!(
+        "failed to GET {src} with status {} {}: {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.trim()
+    );
+    let kind = match status.as_u16() {
+        404 => berth_types::ErrorKind::NotFound,
+        400 => berth_types::ErrorKind::InvalidArgument,
+        401 | 403 => berth_types::ErrorKind::PermissionDenied,
+        _ => berth_types::ErrorKind::Internal,
+    };
+    Err(ApiError(Error::new(kind, msg)))
+}
+
+/// A reader that reports `Importing` progress as dockerd's progress
+/// reader does (at most every MiB read, and at the end).
+struct Progress<'a, R, E> {
+    r: R,
+    current: u64,
+    reported: u64,
+    total: Option<u64>,
+    emit: &'a std::cell::RefCell<E>,
+}
+
+impl<R: std::io::Read, E: FnMut(JsonMessage)> std::io::Read for Progress<'_, R, E> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.r.read(buf)?;
+        self.current += n as u64;
+        if n == 0 || self.current - self.reported >= 1 << 20 {
+            if n == 0 && self.current == self.reported {
+                return Ok(0);
+            }
+            self.reported = self.current;
+            let total = self.total.unwrap_or(0);
+            (self.emit.borrow_mut())(JsonMessage {
+                status: Some("Importing".into()),
+                progress_detail: Some(ProgressDetail {
+                    current: Some(self.current as i64),
+                    total: self.total.map(|t| t as i64),
+                }),
+                progress: Some(if total > 0 {
+                    berth_api::progress_bar(self.current, total)
+                } else {
+                    berth_format::human_size_with_precision(self.current as f64, 4)
+                }),
+                ..Default::default()
+            });
+        }
+        Ok(n)
+    }
 }
 
 async fn save_many(State(st): State<AppState>, RawQuery(q): RawQuery) -> ApiResult<Response> {

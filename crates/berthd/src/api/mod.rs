@@ -1,6 +1,7 @@
 //! The Docker Engine API: routing, version negotiation, and the one mapping
 //! from error kinds to HTTP status codes.
 
+mod archive;
 mod berth;
 mod build;
 mod commit;
@@ -196,6 +197,7 @@ pub fn router(state: AppState) -> Router {
         .merge(build::routes())
         .merge(registry::routes())
         .merge(containers::routes())
+        .merge(archive::routes())
         .merge(ops::routes())
         .merge(commit::routes())
         .merge(volumes::routes())
