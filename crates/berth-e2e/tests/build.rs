@@ -732,8 +732,8 @@ fn heredocs_and_config_instructions() {
         "FROM busybox\n\
          MAINTAINER someone\n\
          ARG WHO=heredoc\n\
-         COPY <<EOF /etc/motd\nhello $WHO\nEOF\n\
-         RUN <<EOF\necho ran > /ran\nEOF\n\
+         COPY <<EOF /etc/motd\nhello \"$WHO\"\nEOF\n\
+         RUN <<EOF\necho \"ran  $WHO\" > /ran\nEOF\n\
          SHELL [\"/bin/sh\", \"-ec\"]\n\
          RUN test \"$WHO\" = heredoc && echo shell-ok > /shell\n\
          STOPSIGNAL SIGINT\n\
@@ -748,7 +748,8 @@ fn heredocs_and_config_instructions() {
     assert_eq!(
         d.docker(["run", "--rm", "h:1", "cat", "/etc/motd", "/ran", "/shell"])
             .ok(),
-        "hello heredoc\nran\nshell-ok\n"
+        // COPY keeps the quotes and expands; RUN's shell sees the quotes
+        "hello \"heredoc\"\nran  heredoc\nshell-ok\n"
     );
     let img = d.inspect("h:1");
     assert_eq!(img["Author"], "someone");

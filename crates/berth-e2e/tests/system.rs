@@ -185,7 +185,6 @@ fn prunes_then_the_data_root_holds_nothing_unreferenced() {
 }
 
 #[test]
-#[ignore = "needs POST /build/prune from branch build"]
 fn docker_system_prune_af_volumes_leaves_nothing_unreferenced() {
     require_root!();
     let d = Daemon::start();
@@ -207,7 +206,6 @@ fn docker_system_prune_af_volumes_leaves_nothing_unreferenced() {
 }
 
 #[test]
-#[ignore = "needs POST /build/prune from branch build"]
 fn berth_system_prune_prints_what_docker_prints() {
     require_root!();
     let mut outs = Vec::new();

@@ -1143,14 +1143,10 @@ impl Run {
                 if let Some(h) = r.heredocs.first()
                     && matches!(&r.command, CommandLine::Shell(t) if t.trim_start().starts_with("<<"))
                 {
-                    // `RUN <<EOF`: the heredoc is the script.
-                    let body = if h.expand {
-                        self.expand(st, &h.text()).unwrap_or_else(|_| h.text())
-                    } else {
-                        h.text()
-                    };
+                    // `RUN <<EOF`: the heredoc is the script, as written;
+                    // the shell running it expands what it expands.
                     argv = st.shell.clone();
-                    argv.push(body);
+                    argv.push(h.text());
                 }
                 let (shown, env) = self.run_args(st);
                 let joined = argv.join(" ");
@@ -1618,8 +1614,10 @@ impl Run {
             }
         }
         for h in heredocs {
+            // An unquoted delimiter expands variables, quotes stay (BuildKit).
             let body = if h.expand {
-                self.expand(st, &h.text()).unwrap_or_else(|_| h.text())
+                berth_dockerfile::expand_heredoc(&h.text(), &st.lookup())
+                    .map_err(|e| Error::invalid(e.to_string()))?
             } else {
                 h.text()
             };
