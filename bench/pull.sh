@@ -9,7 +9,9 @@
 #         copy the compressed blobs alone (no decompression, no unpacking)
 # Both daemons are driven by the docker CLI. Prints a markdown table of
 # medians and ratios; raw hyperfine JSON in $OUT.
-# Env: BENCH_RUNS (5), BENCH_MB (120), BENCH_LAYERS (4), BENCH_DATA, BENCH_OUT.
+# Env: BENCH_RUNS (5), BENCH_MB (120), BENCH_LAYERS (4), BENCH_DATA, BENCH_OUT,
+#      BENCH_IMAGE_TAR (a docker-archive tagged bench/pull:1 to use instead of
+#      the generated image, e.g. the Debian one bench/debian-image.sh makes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${BENCH_RUNS:-5}
@@ -21,7 +23,7 @@ DOCKER=/usr/local/bin/docker
 mkdir -p "$DATA" "$OUT"
 cargo build --release --bins -q
 BIN=${CARGO_TARGET_DIR:-$PWD/target}/release
-IMG=$DATA/pull-$MB-$LAYERS.tar
+IMG=${BENCH_IMAGE_TAR:-$DATA/pull-$MB-$LAYERS.tar}
 [ -f "$IMG" ] || "$BIN/berth-fixtures" big --mb "$MB" --layers "$LAYERS" --busybox --tag bench/pull:1 -o "$IMG"
 
 work=$(mktemp -d /tmp/berth-bench-pull.XXXX)

@@ -295,6 +295,9 @@ impl ContainerService {
         networks: Arc<dyn NetworkHooks>,
     ) -> Result<Self> {
         std::fs::create_dir_all(cfg.data_root.join("containers"))?;
+        // Containers' read-write layers come and go: spread them over the
+        // filesystem like staged layers (berth_snapshots::spread_subdirectories).
+        berth_snapshots::spread_subdirectories(&cfg.data_root.join("containers"));
         std::fs::create_dir_all(cfg.run_dir.join("shims"))?;
         Ok(ContainerService {
             cfg,

@@ -83,6 +83,11 @@ impl LayerStore {
         let tmp = data_root.join("tmp");
         fs::create_dir_all(&root)?;
         fs::create_dir_all(&tmp)?;
+        // Staged layers (and so layers/) go where inodes are free, not
+        // where the last deleted layers were (see the function).
+        for d in [&root, &tmp] {
+            berth_snapshots::spread_subdirectories(d);
+        }
         Ok(LayerStore { root, tmp })
     }
 

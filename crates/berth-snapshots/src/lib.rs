@@ -48,6 +48,7 @@ mod copy;
 mod diff;
 mod overlay;
 mod size;
+mod spread;
 #[cfg(test)]
 mod testutil;
 
@@ -60,3 +61,4 @@ pub use overlay::{
     in_private_mount_namespace, mount_overlay, mount_overlay_readonly, unmount, unmount_detach,
 };
 pub use size::dir_size;
+pub use spread::spread_subdirectories;
