@@ -482,10 +482,7 @@ impl ContainerService {
             }
             tracing::warn!(container = %id, action = %action, "container is unhealthy");
             let r = match action.as_str() {
-                "restart" => match self.stop(&id, None, None).await {
-                    Ok(_) => self.start(&id).await.map(|_| ()),
-                    Err(e) => Err(e),
-                },
+                "restart" => self.restart(&id, None, None).await,
                 "stop" => self.stop(&id, None, None).await.map(|_| ()),
                 "kill" => {
                     // Unlike `docker kill`, the restart policy still applies.

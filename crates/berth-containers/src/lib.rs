@@ -1183,6 +1183,19 @@ impl ContainerService {
         }
     }
 
+    /// `restart`: stop (as `stop`), start, and the `restart` event.
+    pub async fn restart(
+        self: &Arc<Self>,
+        name: &str,
+        timeout: Option<i64>,
+        signal: Option<&str>,
+    ) -> Result<()> {
+        self.stop(name, timeout, signal).await?;
+        self.start(name).await?;
+        self.log_event(name, "restart", Default::default());
+        Ok(())
+    }
+
     /// `stop`: the stop signal, then SIGKILL after the timeout.
     pub async fn stop(
         &self,

@@ -110,9 +110,7 @@ async fn restart(
     let q = Query::parse(q.as_deref())?;
     let t = q.get("t").and_then(|t| t.parse::<i64>().ok());
     let c = svc(&st);
-    c.stop(&id, t, q.get("signal")).await?;
-    c.start(&id).await?;
-    c.log_event(&id, "restart", Default::default());
+    c.restart(&id, t, q.get("signal")).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
