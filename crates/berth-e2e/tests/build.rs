@@ -762,14 +762,10 @@ fn heredocs_and_config_instructions() {
     assert_no_garbage(&d);
 }
 
-/// A client that goes away mid-RUN stops the build: the container is
-/// killed and removed, nothing is tagged, the staging is gone.
-#[test]
-fn client_going_away_cancels_the_build() {
-    require_root!();
+/// `docker build -t TAG` of a RUN that sleeps, returned once the step has
+/// started (its "started" line was read).
+fn start_sleeping_build(d: &Daemon, tag: &str) -> std::process::Child {
     use std::io::BufRead;
-    let d = Daemon::start();
-    d.load_busybox();
     let ctx = d.path("ctx");
     std::fs::create_dir_all(&ctx).unwrap();
     std::fs::write(
@@ -777,17 +773,29 @@ fn client_going_away_cancels_the_build() {
         "FROM busybox\nRUN echo started; sleep 60\n",
     )
     .unwrap();
-    let mut cmd = d.docker_command(["build", "-t", "gone:1", arg(&ctx)]);
+    let mut cmd = d.docker_command(["build", "-t", tag, arg(&ctx)]);
     cmd.env("DOCKER_BUILDKIT", "0")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null());
     let mut child = cmd.spawn().unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    for l in lines.by_ref() {
+    // Read through a borrow: the pipe stays open with the child.
+    let lines = std::io::BufReader::new(child.stdout.as_mut().unwrap()).lines();
+    for l in lines {
         if l.unwrap().contains("started") {
             break;
         }
     }
+    child
+}
+
+/// A client that goes away mid-RUN stops the build: the container is
+/// killed and removed, nothing is tagged, the staging is gone.
+#[test]
+fn client_going_away_cancels_the_build() {
+    require_root!();
+    let d = Daemon::start();
+    d.load_busybox();
+    let mut child = start_sleeping_build(&d, "gone:1");
     child.kill().unwrap();
     child.wait().unwrap();
     let t = std::time::Instant::now();
@@ -807,27 +815,10 @@ fn client_going_away_cancels_the_build() {
 #[test]
 fn daemon_killed_mid_build_leaves_no_staging() {
     require_root!();
-    use std::io::BufRead;
     let mut d = Daemon::start();
     d.load_busybox();
+    let mut child = start_sleeping_build(&d, "k:1");
     let ctx = d.path("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        "FROM busybox\nRUN echo started; sleep 60\n",
-    )
-    .unwrap();
-    let mut cmd = d.docker_command(["build", "-t", "k:1", arg(&ctx)]);
-    cmd.env("DOCKER_BUILDKIT", "0")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null());
-    let mut child = cmd.spawn().unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    for l in lines.by_ref() {
-        if l.unwrap().contains("started") {
-            break;
-        }
-    }
     assert!(
         !d.store().tmp.is_empty(),
         "the context is staged under tmp/"
