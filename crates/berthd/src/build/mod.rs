@@ -256,6 +256,14 @@ fn env_get(cfg: &Map<String, Value>, k: &str) -> Option<String> {
     })
 }
 
+/// A copy of the object under `key` of an image config (empty if absent).
+fn object_field(cfg: &Map<String, Value>, key: &str) -> Map<String, Value> {
+    cfg.get(key)
+        .and_then(|l| l.as_object())
+        .cloned()
+        .unwrap_or_default()
+}
+
 fn env_set(cfg: &mut Map<String, Value>, k: &str, v: &str) {
     let mut env = env_list(cfg);
     let entry = format!("{k}={v}");
@@ -908,11 +916,7 @@ impl Run {
                 )
             }
             Instruction::Label(kvs) => {
-                let mut labels = new_cfg
-                    .get("Labels")
-                    .and_then(|l| l.as_object())
-                    .cloned()
-                    .unwrap_or_default();
+                let mut labels = object_field(&new_cfg, "Labels");
                 let mut parts = Vec::new();
                 for kv in kvs {
                     let k = self.expand(st, &kv.key)?;
@@ -953,11 +957,7 @@ impl Run {
                 )
             }
             Instruction::Expose(ports) => {
-                let mut exposed = new_cfg
-                    .get("ExposedPorts")
-                    .and_then(|l| l.as_object())
-                    .cloned()
-                    .unwrap_or_default();
+                let mut exposed = object_field(&new_cfg, "ExposedPorts");
                 let mut words = Vec::new();
                 for p in ports {
                     for w in self.expand_words(st, p)? {
@@ -974,11 +974,7 @@ impl Run {
                 )
             }
             Instruction::Volume(vols) => {
-                let mut map = new_cfg
-                    .get("Volumes")
-                    .and_then(|l| l.as_object())
-                    .cloned()
-                    .unwrap_or_default();
+                let mut map = object_field(&new_cfg, "Volumes");
                 let mut all = Vec::new();
                 for v in vols {
                     for w in self.expand_words(st, v)? {
