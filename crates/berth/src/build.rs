@@ -70,6 +70,7 @@ pub struct BuildArgs {
 }
 
 #[derive(Subcommand)]
+#[command(defer = true)]
 pub enum BuilderCmd {
     /// Remove build cache
     Prune(PruneArgs),

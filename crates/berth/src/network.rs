@@ -13,6 +13,7 @@ use crate::images::{confirm, filters_json, print_inspect};
 use berth_format as format;
 
 #[derive(Subcommand)]
+#[command(defer = true)]
 pub enum NetworkCmd {
     /// Connect a container to a network
     Connect(ConnectArgs),

@@ -24,7 +24,7 @@ use crate::containers::{FlagError, go_duration, parse_cpus, restart_policy};
 
 // ---------------------------------------------------------------- create flags
 
-/// Resource and healthcheck flags of `create` and `run`.
+// Resource and healthcheck flags of `create` and `run`.
 #[derive(Args, Default)]
 pub struct LimitOpts {
     /// Swap limit equal to memory plus swap: '-1' to enable unlimited swap

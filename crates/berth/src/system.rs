@@ -25,6 +25,7 @@ pub struct InfoArgs {
 }
 
 #[derive(Subcommand)]
+#[command(defer = true)]
 pub enum SystemCmd {
     /// Show berth disk usage
     Df(DfArgs),

@@ -19,6 +19,7 @@ use berth_format::{self as format, human_size_with_precision};
 // ---------------------------------------------------------------- commands
 
 #[derive(Subcommand)]
+#[command(defer = true)]
 pub enum VolumeCmd {
     /// Create a volume
     Create(CreateArgs),
