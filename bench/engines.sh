@@ -7,8 +7,11 @@
 #
 # Engines: berth (berth's CLI), berth-docker (the docker CLI against berthd),
 # docker (a private dockerd started here), podman (if installed). Every engine
-# runs without a container network (dockerd --bridge=none, podman netns=none,
-# berth's default until its networking lands), so `run` compares like with like.
+# uses its default bridge network, each in a network namespace of its own
+# (berthd, dockerd, and each podman suite run under `unshare --net`), as a user
+# of each would; BENCH_NET=none runs them all without a container network
+# (berthd "bridge": "none", dockerd --bridge=none, podman netns=none). The
+# `run_rm_true_netnone` bench passes --network none in both modes.
 # Everything lives in a temporary directory and is removed at the end; nothing
 # here touches a system dockerd or /var/lib/docker.
 set -euo pipefail
@@ -33,7 +36,11 @@ fi
 if command -v podman >/dev/null; then
   # podman's state goes to the temporary directory as well.
   conf=$work/containers.conf
-  { cat "$HARNESS/conf/containers.conf"; } | sed 's/^\[containers\]$/[containers]\nnetns = "none"/' >"$conf"
+  if [ "${BENCH_NET:-bridge}" = none ]; then
+    sed 's/^\[containers\]$/[containers]\nnetns = "none"/' "$HARNESS/conf/containers.conf" >"$conf"
+  else
+    cp "$HARNESS/conf/containers.conf" "$conf"
+  fi
   printf '[storage]\ndriver = "overlay"\nrunroot = "%s"\ngraphroot = "%s"\n' \
     "$work/podman-run" "$work/podman" >"$work/storage.conf"
   export CONTAINERS_CONF=$conf CONTAINERS_STORAGE_CONF=$work/storage.conf
@@ -50,11 +57,12 @@ for e in "${engines[@]}"; do
   [ "$e" = berth-docker ] || $cli import "$BENCH_DATA/busybox.tar" busybox:latest >/dev/null
 done
 
-tag=$(date +%Y%m%d-%H%M%S)
+tag=$(date +%Y%m%d-%H%M%S)-${BENCH_NET:-bridge}
 for s in "${SUITES[@]}"; do
   for e in "${engines[@]}"; do
     if [ "$e" = docker ]; then export DOCKER_HOST=unix://$work/docker.sock; else unset DOCKER_HOST; fi
-    RESULTS=$BENCH_OUT/$tag-$e.tsv "$HARNESS/run.sh" "$e" "$s" || echo "WARNING: $e $s failed" >&2
+    ns=(); [ "$e" != podman ] || ns=(unshare --net --)
+    RESULTS=$BENCH_OUT/$tag-$e.tsv "${ns[@]}" "$HARNESS/run.sh" "$e" "$s" || echo "WARNING: $e $s failed" >&2
   done
 done
 if command -v podman >/dev/null; then podman rm -af >/dev/null 2>&1 || true; podman system reset -f >/dev/null 2>&1 || true; fi

@@ -26,19 +26,27 @@ wait_sock() {
   echo "daemon on $1 did not start" >&2; return 1
 }
 # start_berthd BIN_DIR: berthd on $work/berth.sock, in a network namespace of
-# its own (its default bridge and nftables table go with it, not the machine's)
+# its own (its default bridge and nftables table go with it, not the machine's).
+# BENCH_NET=none: no default bridge (daemon.json "bridge": "none", as dockerd's
+# --bridge=none), so containers get only their loopback.
 start_berthd() {
-  unshare --net -- "$1/berthd" --data-root "$work/berth" -H "unix://$work/berth.sock" --exec-root "$work/run" \
-    --pidfile "$work/berthd.pid" 2>"$work/berthd.log" &
+  if [ "${BENCH_NET:-bridge}" = none ]; then echo '{"bridge": "none"}'; else echo '{}'; fi >"$work/berthd.json"
+  unshare --net -- "$1/berthd" --config-file "$work/berthd.json" --data-root "$work/berth" \
+    -H "unix://$work/berth.sock" --exec-root "$work/run" --pidfile "$work/berthd.pid" 2>"$work/berthd.log" &
   pids+=($!)
   wait_sock "$work/berth.sock"
 }
-# start_dockerd: a private dockerd on $work/docker.sock without networking, if installed
+# start_dockerd: a private dockerd on $work/docker.sock, if installed. With
+# BENCH_NET=bridge (the default) it has its default bridge and iptables rules,
+# in a network namespace of its own as berthd; with BENCH_NET=none, no bridge.
 start_dockerd() {
   command -v dockerd >/dev/null || return 1
-  dockerd --data-root "$work/docker" --exec-root "$work/docker-exec" -H "unix://$work/docker.sock" \
-    --pidfile "$work/dockerd.pid" --bridge=none --iptables=false --ip6tables=false --ip-masq=false \
-    2>"$work/dockerd.log" &
+  local net=()
+  if [ "${BENCH_NET:-bridge}" = none ]; then
+    net=(--bridge=none --iptables=false --ip6tables=false --ip-masq=false)
+  fi
+  unshare --net -- dockerd --data-root "$work/docker" --exec-root "$work/docker-exec" -H "unix://$work/docker.sock" \
+    --pidfile "$work/dockerd.pid" "${net[@]}" 2>"$work/dockerd.log" &
   pids+=($!)
   wait_sock "$work/docker.sock"
 }
