@@ -984,13 +984,24 @@ impl ContainerService {
     }
 
     async fn exited(self: &Arc<Self>, id: &str, exit: &Value) {
-        let dir = self.dir(id);
-        let _ = berth_snapshots::unmount(&dir.join("rootfs"));
-        if let Ok(Some(row)) = self.meta.read(|r| r.container(id)) {
-            self.teardown_mounts(id, &row.record);
-        }
-        let _ = shim::call(&self.socket(id), json!({"op": "shutdown"})).await;
-        let cleared = self.net_release(id).await;
+        // The cleanup steps are independent: run them at once (`wait` and a
+        // following `rm` see the exit only after all of them). Unmounting the
+        // rootfs syncs the upper filesystem, so it blocks a thread of its own.
+        let rootfs_and_volumes = {
+            let (this, id) = (self.clone(), id.to_string());
+            tokio::task::spawn_blocking(move || {
+                let _ = berth_snapshots::unmount(&this.dir(&id).join("rootfs"));
+                if let Ok(Some(row)) = this.meta.read(|r| r.container(&id)) {
+                    this.teardown_mounts(&id, &row.record);
+                }
+            })
+        };
+        let socket = self.socket(id);
+        let (_, _, cleared) = tokio::join!(
+            rootfs_and_volumes,
+            shim::call(&socket, json!({"op": "shutdown"})),
+            self.net_release(id)
+        );
         let health = self.health_stopped(id);
         let rec = match self.update(id, |r| {
             if let Some(c) = cleared {

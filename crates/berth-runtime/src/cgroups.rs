@@ -21,6 +21,7 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{self, Write};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,8 @@ use berth_types::Error;
 use oci_spec::runtime::{
     LinuxBlockIo, LinuxCpu, LinuxDeviceCgroup, LinuxMemory, LinuxResources, Spec,
 };
+
+use rustix::fs::{Mode, OFlags};
 
 use crate::sys::{errmsg, os_err};
 
@@ -51,6 +54,25 @@ pub(crate) struct Cgroup {
     pub dirs: Vec<(Hierarchy, PathBuf)>,
     /// The host is pure cgroup v2.
     pub unified: bool,
+}
+
+/// A process's way into its cgroup, prepared before the fork (see
+/// [`Cgroup::self_join`]).
+pub(crate) struct SelfJoin {
+    /// Each v1 hierarchy's `tasks` file.
+    tasks: Vec<PathBuf>,
+    /// The v2 directory, for `CLONE_INTO_CGROUP`.
+    pub v2: Option<OwnedFd>,
+}
+
+impl SelfJoin {
+    /// In the new (single-threaded) process: join every v1 hierarchy.
+    pub(crate) fn join_v1(&self) -> Result<(), Error> {
+        for t in &self.tasks {
+            write_file(t, "0")?;
+        }
+        Ok(())
+    }
 }
 
 /// Parse /proc/self/mountinfo into the cgroup hierarchies it shows; a
@@ -338,10 +360,39 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Move a process into the cgroup in every hierarchy.
-    pub(crate) fn add_pid(&self, pid: i32) -> Result<(), Error> {
-        for (_, dir) in &self.dirs {
-            write_file(&dir.join("cgroup.procs"), &pid.to_string())?;
+    /// How a new process joins this cgroup without the kernel's global
+    /// cgroup_threadgroup_rwsem, whose write side waits for an RCU grace
+    /// period (7–15 ms here) on every `cgroup.procs` write:
+    /// - v1: the process itself writes `0` to each hierarchy's `tasks`
+    ///   file while it is single-threaded (a thread moving itself takes
+    ///   no global lock, and its only thread is the whole process);
+    /// - v2: it is cloned into its cgroup (`CLONE_INTO_CGROUP`), else the
+    ///   parent writes `cgroup.procs` ([`Cgroup::add_pid_v2`]).
+    pub(crate) fn self_join(&self) -> Result<SelfJoin, Error> {
+        let mut v2 = None;
+        let mut tasks = Vec::new();
+        for (h, dir) in &self.dirs {
+            if h.v2 {
+                let fd = rustix::fs::open(
+                    dir,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| os_err(format!("open cgroup {}", dir.display()), e))?;
+                v2 = Some(fd);
+            } else {
+                tasks.push(dir.join("tasks"));
+            }
+        }
+        Ok(SelfJoin { tasks, v2 })
+    }
+
+    /// Move a process into the cgroup of the v2 hierarchy (if any) only.
+    pub(crate) fn add_pid_v2(&self, pid: i32) -> Result<(), Error> {
+        for (h, dir) in &self.dirs {
+            if h.v2 {
+                write_file(&dir.join("cgroup.procs"), &pid.to_string())?;
+            }
         }
         Ok(())
     }

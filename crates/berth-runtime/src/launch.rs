@@ -16,13 +16,19 @@
 //!   network), joins the ones given by path with setns, and unshares the
 //!   cgroup namespace only after the parent has moved it into its cgroup
 //!   (so the namespace's root is the container's cgroup).
-//! - moving a process into a cgroup (a write to `cgroup.procs`) can block
-//!   for a whole RCU grace period, 7–15 ms here (the kernel's
-//!   cgroup_threadgroup_rwsem), so `start` does it while the child builds
-//!   its rootfs: the first GO lets the child set up, the second says the
-//!   cgroups are joined. The child waits for the second before anything
-//!   that depends on its cgroup (the cgroup namespace, a cgroup2 mount) and
-//!   always before execve, so no container code runs outside its limits.
+//! - moving another process into a cgroup (a write to `cgroup.procs`)
+//!   blocks for a whole RCU grace period, 7–15 ms here (the kernel's
+//!   cgroup_threadgroup_rwsem). So the child joins its v1 hierarchies
+//!   itself, first thing after the fork (a single thread moving itself via
+//!   `tasks` takes no global lock), and is cloned straight into its v2
+//!   cgroup (`clone3` with `CLONE_INTO_CGROUP`) when the caller is
+//!   single-threaded, as the shim is. Only when that is not possible does
+//!   the parent write the v2 `cgroup.procs`, and `start` does it while the
+//!   child builds its rootfs: the first GO lets the child set up, the
+//!   second says the cgroup is joined. The child waits for the second
+//!   before anything that depends on its cgroup (the cgroup namespace, a
+//!   cgroup2 mount) and always before execve, so no container code runs
+//!   outside its limits.
 //!
 //! Parent and child talk over [`crate::sync`].
 
@@ -36,7 +42,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
 use rustix::fs::{Mode, OFlags};
 use rustix::thread::{LinkNameSpaceType, UnshareFlags};
 
-use crate::cgroups::{self, Cgroup};
+use crate::cgroups::{self, Cgroup, SelfJoin};
 use crate::process::{self, ProcPlan};
 use crate::rootfs::{self, RootfsPlan};
 use crate::sync::{self, SyncChild, SyncParent};
@@ -295,15 +301,29 @@ fn fork_child(
     pid_ns: &PidNs,
     sync_parent: &mut Option<SyncParent>,
     sync_child: SyncChild,
+    join: &SelfJoin,
     child: impl FnOnce(&SyncChild) -> Result<Infallible, Error>,
-) -> Result<i32, Error> {
+) -> Result<(i32, bool), Error> {
     let switch = PidNsSwitch::enter(pid_ns)?;
-    match sys::fork().map_err(|e| os_err("fork", e))? {
+    let into = join.v2.as_ref().filter(|_| sys::single_threaded());
+    let (forked, in_v2) = match into {
+        Some(fd) => match sys::fork_into_cgroup(fd.as_fd()).map_err(|e| os_err("clone3", e))? {
+            Some(f) => (f, true),
+            None => (sys::fork().map_err(|e| os_err("fork", e))?, false),
+        },
+        None => (sys::fork().map_err(|e| os_err("fork", e))?, false),
+    };
+    match forked {
         Forked::Child => {
             // Close our copy of the parent's end, so that the parent dying
             // shows up as EOF on ours.
             drop(sync_parent.take());
-            let r = std::panic::catch_unwind(AssertUnwindSafe(|| child(&sync_child)));
+            let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                // Single-threaded now, whatever the caller was: join the
+                // v1 hierarchies ourselves, before anything else.
+                join.join_v1()?;
+                child(&sync_child)
+            }));
             let err = match r {
                 Ok(Err(e)) => e,
                 Ok(Ok(never)) => match never {},
@@ -326,33 +346,40 @@ fn fork_child(
                 sys::waitpid(pid);
                 return Err(e);
             }
-            Ok(pid)
+            Ok((pid, in_v2))
         }
     }
 }
 
-/// After fork, in the parent: join the cgroup, let the child go, wait for
-/// its execve. With `overlap`, the child is let go first and told again
-/// once the cgroup is joined (see the module's notes). On failure the child
-/// is killed and reaped.
+/// After fork, in the parent: put the child into the v2 cgroup unless it
+/// was cloned there, let the child go, wait for its execve. With
+/// `overlap`, the child is let go first and told again once the cgroup is
+/// joined (see the module's notes). On failure the child is killed and
+/// reaped.
 fn parent_side(
-    pid: i32,
+    (pid, in_v2): (i32, bool),
     cgroup: &Cgroup,
     sync: SyncParent,
     gated: bool,
     overlap: bool,
 ) -> Result<Started, Error> {
+    let join_v2 = || {
+        if in_v2 {
+            Ok(())
+        } else {
+            cgroup.add_pid_v2(pid)
+        }
+    };
     let joined = if overlap {
         sync.go().and_then(|()| {
             // The child may have failed meanwhile (and be gone, so that
             // joining the cgroup fails too): its own error says why.
-            cgroup
-                .add_pid(pid)
+            join_v2()
                 .and_then(|()| sync.go())
                 .map_err(|e| sync.child_error().unwrap_or(e))
         })
     } else {
-        cgroup.add_pid(pid).and_then(|()| sync.go())
+        join_v2().and_then(|()| sync.go())
     };
     let r = joined.and_then(|()| {
         if gated {
@@ -487,14 +514,15 @@ pub(crate) fn start(
         if let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
             plan.cgroup.apply(res)?;
         }
+        let join = plan.cgroup.self_join()?;
         let (sp, sc) = sync::pair()?;
         let mut sp = Some(sp);
-        let pid = fork_child(&plan.pid_ns, &mut sp, sc, |sc| {
+        let forked = fork_child(&plan.pid_ns, &mut sp, sc, &join, |sc| {
             start_child(&plan, &stdio, sc, &child_opts)
         })?;
         let gated = child_opts.fifo.is_some();
         parent_side(
-            pid,
+            forked,
             &plan.cgroup,
             sp.expect("parent keeps its end"),
             gated,
@@ -595,13 +623,14 @@ pub(crate) fn exec(
         process: proc_plan,
         cgroup: Cgroup::of_pid(init_pid)?,
     };
+    let join = plan.cgroup.self_join()?;
     let (sp, sc) = sync::pair()?;
     let mut sp = Some(sp);
-    let pid = fork_child(&plan.pid_ns, &mut sp, sc, |sc| {
+    let forked = fork_child(&plan.pid_ns, &mut sp, sc, &join, |sc| {
         exec_child(&plan, &stdio, sc)
     })?;
     parent_side(
-        pid,
+        forked,
         &plan.cgroup,
         sp.expect("parent keeps its end"),
         false,

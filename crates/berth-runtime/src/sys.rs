@@ -114,6 +114,71 @@ pub(crate) fn fork() -> io::Result<Forked> {
     }
 }
 
+/// linux/sched.h (libc's constant is an i32 and overflows).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// The kernel's `struct clone_args` up to `cgroup` (CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Whether this process has one thread only (`/proc/self/task`).
+pub(crate) fn single_threaded() -> bool {
+    std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.take(2).count() == 1)
+}
+
+/// A fork straight into a cgroup v2 directory: `clone3` with
+/// `CLONE_INTO_CGROUP`, so the child never passes through the caller's
+/// cgroup and nobody writes `cgroup.procs`. `Ok(None)` when the kernel
+/// cannot (no clone3, or the cgroup refuses: the caller falls back to
+/// [`fork`]). Only for a single-threaded caller: a raw clone3 skips glibc's
+/// at-fork handlers, which only matter when other threads may hold glibc's
+/// locks.
+pub(crate) fn fork_into_cgroup(cgroup: BorrowedFd<'_>) -> io::Result<Option<Forked>> {
+    let args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup.as_raw_fd() as u64,
+        ..Default::default()
+    };
+    // SAFETY: with no CLONE_VM and no stack, clone3 behaves as fork: the
+    // child runs on a copy of this address space. The caller is single
+    // threaded (checked by the callers), so no lock is held by a thread
+    // the child lacks; the child ends in execve or _exit.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match pid {
+        -1 => {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(
+                    libc::ENOSYS | libc::EINVAL | libc::E2BIG | libc::EOPNOTSUPP | libc::EBUSY,
+                ) => Ok(None),
+                _ => Err(e),
+            }
+        }
+        0 => Ok(Some(Forked::Child)),
+        pid => Ok(Some(Forked::Parent(pid as i32))),
+    }
+}
+
 /// `_exit(2)`: leave the child without running the caller's atexit handlers
 /// or flushing buffers that belong to the parent.
 pub(crate) fn exit_now(code: i32) -> ! {
