@@ -464,6 +464,32 @@ impl ImageService {
         repo_digest: Option<&str>,
         parent: Option<Digest>,
     ) -> Result<LoadedImage> {
+        self.record_image_with(
+            id,
+            config,
+            layers,
+            records,
+            tags,
+            repo_digest,
+            parent,
+            |_| Ok(()),
+        )
+    }
+
+    /// [`ImageService::record_image`], running `then` in the same
+    /// transaction after the image and its tags are written.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn record_image_with(
+        &self,
+        id: Digest,
+        config: &ImageConfig,
+        layers: Vec<LayerBlob>,
+        records: Vec<LayerRecord>,
+        tags: &[String],
+        repo_digest: Option<&str>,
+        parent: Option<Digest>,
+        then: impl FnOnce(&berth_metadata::WriteTx) -> Result<()>,
+    ) -> Result<LoadedImage> {
         let now = now_rfc3339();
         self.meta.write(|w| {
             let mut size = 0;
@@ -511,6 +537,7 @@ impl ImageService {
                     replaced.push((familiar(t), old));
                 }
             }
+            then(w)?;
             Ok(LoadedImage {
                 id,
                 tags: tags.iter().map(|t| familiar(t)).collect(),
