@@ -1083,6 +1083,10 @@ fn a_multi_platform_index_round_trips_between_skopeo_and_berth() {
     // the host's platform runs
     let run = d.berth(["run", "--rm", &dst, "echo", "multi-ran"]);
     assert_eq!(run.ok().trim(), "multi-ran");
+    // (`--rm` removes the container's directory just after it exits)
+    berth_e2e::wait_for(Duration::from_secs(10), || {
+        d.store().tmp.is_empty().then_some(())
+    });
     d.assert_no_garbage();
     // removing every tag removes both platforms and all their blobs
     for t in [&src, &dst, &third, &one] {

@@ -361,13 +361,19 @@ impl ImageService {
         self.meta.write(|w| {
             let (mut rec, by_tag) = resolve_with(w, source)?;
             let index = match &by_tag {
-                Some(t) => w.tag_index(t)?,
+                Some(t) => match w.tag_index(t)? {
+                    Some(d) => w.index(&d)?,
+                    None => None,
+                },
                 None => None,
             };
             w.set_tag(&full, &rec.id)?;
-            // A multi-platform tag's new name names the same index.
+            // A multi-platform tag's new name names the same index (put
+            // back: setting the tag may have dropped the row it was the
+            // last name of).
             if let Some(ix) = index {
-                w.set_tag_index(&full, &ix)?;
+                w.put_index(&ix)?;
+                w.set_tag_index(&full, &ix.digest)?;
             }
             rec.last_tag_time = Some(now_rfc3339());
             w.put_image(&rec)?;

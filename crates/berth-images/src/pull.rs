@@ -752,7 +752,6 @@ fn record_index(w: &berth_metadata::WriteTx, tag: &str, p: IndexPulled) -> Resul
             c.blobs.clear();
         }
     }
-    w.put_index(&rec)?;
     let host = Platform::host();
     let target = rec
         .children
@@ -765,7 +764,10 @@ fn record_index(w: &berth_metadata::WriteTx, tag: &str, p: IndexPulled) -> Resul
         })
         .find_map(|c| c.image)
         .unwrap_or(p.image);
+    // Setting the tag drops its old association (and an index row no
+    // other tag names): write the row after it.
     w.set_tag(tag, &target)?;
+    w.put_index(&rec)?;
     w.set_tag_index(tag, &p.digest)?;
     if let Some(mut img) = w.image(&target)? {
         img.last_tag_time = Some(crate::now_rfc3339());
