@@ -1182,3 +1182,47 @@ fn query_escape(v: &str) -> String {
         })
         .collect()
 }
+
+/// `berth load` of an OCI archive holding a named multi-platform index
+/// (what `skopeo copy --all … oci-archive:` writes) keeps the index: every
+/// platform loads, the tag names the host's, and a push sends the index
+/// with its digest.
+#[test]
+fn a_loaded_multi_platform_oci_archive_pushes_back_whole() {
+    require_root!();
+    use berth_e2e::fixtures::small;
+    let Some(reg) = Registry::start() else { return };
+    let d = Daemon::start_host_network();
+    let layout = d.path("multi-layout");
+    let host = berth_fixtures::host_architecture();
+    let (ix, manifests) = write_index_layout(
+        &layout,
+        &[(busybox(), host, None), (small(), "arm64", Some("v8"))],
+    );
+    let archive = d.path("multi.tar");
+    reg.skopeo([
+        "copy".to_string(),
+        "--all".into(),
+        format!("oci:{}:multi", layout.display()),
+        format!("oci-archive:{}:multi/loaded:2", archive.display()),
+    ])
+    .ok();
+    let out = d.berth(["load", "-i", berth_e2e::arg(&archive)]);
+    assert_eq!(out.ok().trim(), "Loaded image: multi/loaded:2", "{out}");
+    assert_eq!(d.inspect("multi/loaded:2")["Id"], id_of(busybox()));
+    assert!(d.image_ids().contains(&id_of(small())));
+    let dst = reg.name("loaded/multi:2");
+    d.berth(["tag", "multi/loaded:2", &dst]).ok();
+    let out = d.berth(["push", &dst]);
+    assert!(out.ok().contains(&format!("2: digest: {ix}")), "{out}");
+    assert_eq!(sha256(&reg.raw_manifest("loaded/multi:2")), ix);
+    for m in &manifests {
+        assert_eq!(&sha256(&reg.raw_manifest(&format!("loaded/multi@{m}"))), m);
+    }
+    // loading it again changes nothing
+    let again = d.berth(["load", "-i", berth_e2e::arg(&archive)]);
+    assert_eq!(again.ok().trim(), "Loaded image: multi/loaded:2", "{again}");
+    d.assert_no_garbage();
+    d.berth(["rmi", "multi/loaded:2", &dst]).ok();
+    d.assert_empty();
+}

@@ -452,11 +452,11 @@ impl ImageService {
                             media_type: &top_type,
                             size: top_size,
                             list: &ix.list,
-                            child: &ix.child,
-                            image: id,
-                            blobs,
+                            here: vec![(ix.child.digest, id, blobs)],
+                            fallback: id,
                         },
                     )
+                    .map(|_| ())
                 })
                 .map(|_| ()),
         })
@@ -691,22 +691,29 @@ struct PulledIndex {
     child_bytes: Bytes,
 }
 
-/// What [`record_index`] records.
-struct IndexPulled<'a> {
-    digest: Digest,
-    media_type: &'a str,
-    size: u64,
-    list: &'a [berth_distribution::Descriptor],
-    child: &'a berth_distribution::Descriptor,
-    image: Digest,
-    blobs: Vec<Digest>,
+/// What [`record_index`] records: an index (its bytes already in the
+/// content store) and the children of it now here.
+pub(crate) struct IndexPulled<'a> {
+    pub digest: Digest,
+    pub media_type: &'a str,
+    pub size: u64,
+    pub list: &'a [berth_distribution::Descriptor],
+    /// (child manifest digest, image ID, blobs the manifest names).
+    pub here: Vec<(Digest, Digest, Vec<Digest>)>,
+    /// The image the tag names when the host's platform is not here.
+    pub fallback: Digest,
 }
 
-/// In the pull's transaction: the tag names the index, which now has this
-/// child; the tag points at the host platform's image when it is here (as
-/// the containerd image store resolves a multi-platform tag), else at the
-/// image just pulled.
-fn record_index(w: &berth_metadata::WriteTx, tag: &str, p: IndexPulled) -> Result<()> {
+/// In the pull's (or load's) transaction: the tag names the index, which
+/// now has these children; the tag points at the host platform's image when
+/// it is here (as the containerd image store resolves a multi-platform
+/// tag), else at `fallback`. Returns the image the tag names and the one
+/// it named before.
+pub(crate) fn record_index(
+    w: &berth_metadata::WriteTx,
+    tag: &str,
+    p: IndexPulled,
+) -> Result<(Digest, Option<Digest>)> {
     let mut rec = match w.index(&p.digest)? {
         Some(r) => r,
         None => IndexRecord {
@@ -735,13 +742,11 @@ fn record_index(w: &berth_metadata::WriteTx, tag: &str, p: IndexPulled) -> Resul
                 .collect(),
         },
     };
-    for c in rec
-        .children
-        .iter_mut()
-        .filter(|c| c.digest == p.child.digest)
-    {
-        c.image = Some(p.image);
-        c.blobs = p.blobs.clone();
+    for (child, image, blobs) in &p.here {
+        for c in rec.children.iter_mut().filter(|c| c.digest == *child) {
+            c.image = Some(*image);
+            c.blobs = blobs.clone();
+        }
     }
     // Children whose image went meanwhile are no longer here.
     for c in rec.children.iter_mut() {
@@ -763,17 +768,17 @@ fn record_index(w: &berth_metadata::WriteTx, tag: &str, p: IndexPulled) -> Resul
                 .is_some_and(|pl| pl.matches(&host))
         })
         .find_map(|c| c.image)
-        .unwrap_or(p.image);
+        .unwrap_or(p.fallback);
     // Setting the tag drops its old association (and an index row no
     // other tag names): write the row after it.
-    w.set_tag(tag, &target)?;
+    let before = w.set_tag(tag, &target)?;
     w.put_index(&rec)?;
     w.set_tag_index(tag, &p.digest)?;
     if let Some(mut img) = w.image(&target)? {
         img.last_tag_time = Some(crate::now_rfc3339());
         w.put_image(&img)?;
     }
-    Ok(())
+    Ok((target, before))
 }
 
 /// `docker.io/library/busybox` → `busybox`.
