@@ -379,8 +379,9 @@ impl ImageService {
             serde_json::from_slice(index).map_err(|e| bad(format!("index.json: {e}")))?;
         let mut plans = Vec::new();
         let mut indexes = Vec::new();
-        let mut queue: Vec<(Descriptor, Option<String>, Option<(usize, Digest)>)> =
-            ix.manifests.into_iter().map(|d| (d, None, None)).collect();
+        // (descriptor, name inherited from an index, (named index, child digest))
+        type Queued = (Descriptor, Option<String>, Option<(usize, Digest)>);
+        let mut queue: Vec<Queued> = ix.manifests.into_iter().map(|d| (d, None, None)).collect();
         while let Some((desc, inherited, child_of)) = queue.pop() {
             let name = desc
                 .annotations
