@@ -122,7 +122,9 @@ impl Platform {
         })
     }
 
-    fn matches(&self, want: &Platform) -> bool {
+    /// Whether an image of this platform serves `want` (containerd's matcher:
+    /// os and architecture equal, the variant equal when asked for).
+    pub fn matches(&self, want: &Platform) -> bool {
         if self.os != want.os || self.architecture != want.architecture {
             return false;
         }

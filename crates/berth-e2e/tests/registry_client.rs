@@ -508,6 +508,21 @@ fn bearer_token_flow_with_a_token_server() {
 /// busybox for the host's platform and a small image for linux/arm64/v8.
 fn write_multi_platform_layout(dir: &std::path::Path) -> (String, String) {
     use berth_e2e::fixtures::small;
+    let host = berth_fixtures::host_architecture();
+    let (ix, _) = write_index_layout(
+        dir,
+        &[(busybox(), host, None), (small(), "arm64", Some("v8"))],
+    );
+    (ix, id_of(small()))
+}
+
+/// An OCI layout directory whose `index.json` names (`multi`) an OCI index
+/// of `entries` (image, architecture, variant), all linux. Returns the
+/// index's digest and each entry's manifest digest.
+fn write_index_layout(
+    dir: &std::path::Path,
+    entries: &[(&berth_fixtures::BuiltImage, &str, Option<&str>)],
+) -> (String, Vec<String>) {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
     let put = |b: &[u8]| -> String {
@@ -515,9 +530,9 @@ fn write_multi_platform_layout(dir: &std::path::Path) -> (String, String) {
         std::fs::write(blobs.join(&d[7..]), b).unwrap();
         d
     };
-    let host = berth_fixtures::host_architecture();
-    let mut entries = Vec::new();
-    for (img, arch, variant) in [(busybox(), host, None), (small(), "arm64", Some("v8"))] {
+    let mut descs = Vec::new();
+    let mut digests = Vec::new();
+    for (img, arch, variant) in entries {
         for (_, bytes, _) in &img.blobs {
             put(bytes);
         }
@@ -526,15 +541,16 @@ fn write_multi_platform_layout(dir: &std::path::Path) -> (String, String) {
         if let Some(v) = variant {
             platform["variant"] = serde_json::json!(v);
         }
-        entries.push(serde_json::json!({
+        descs.push(serde_json::json!({
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "digest": md, "size": img.manifest_json.len(), "platform": platform,
         }));
+        digests.push(md);
     }
     let index = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": entries,
+        "manifests": descs,
     }))
     .unwrap();
     let ix = put(&index);
@@ -552,7 +568,32 @@ fn write_multi_platform_layout(dir: &std::path::Path) -> (String, String) {
         .unwrap(),
     )
     .unwrap();
-    (ix, id_of(small()))
+    (ix, digests)
+}
+
+/// skopeo copies the layout's index (`--all`) to `repo_tag` of `reg`.
+#[track_caller]
+fn skopeo_push_layout(reg: &Registry, layout: &std::path::Path, repo_tag: &str) {
+    reg.skopeo([
+        "copy".to_string(),
+        "--all".into(),
+        "--dest-tls-verify=false".into(),
+        format!("oci:{}:multi", layout.display()),
+        format!("docker://{}/{repo_tag}", reg.addr),
+    ])
+    .ok();
+}
+
+/// Whether the registry serves `repo_ref` (`repo:tag` or `repo@digest`).
+fn registry_has(reg: &Registry, repo_ref: &str) -> bool {
+    reg.skopeo([
+        "inspect".to_string(),
+        "--raw".into(),
+        "--tls-verify=false".into(),
+        format!("docker://{}/{repo_ref}", reg.addr),
+    ])
+    .status
+    .success()
 }
 
 #[test]
@@ -584,7 +625,11 @@ fn a_multi_platform_index_resolves_to_the_host_or_the_asked_platform() {
             .contains(&format!("Status: Downloaded newer image for {name}")),
         "{out}"
     );
-    assert_eq!(d.inspect(&name)["Id"], arm_id);
+    // As with the containerd image store: the tag names the index, whose
+    // host platform is here, so it still resolves to the host's image; the
+    // arm64 image is stored with it.
+    assert_eq!(d.inspect(&name)["Id"], id_of(busybox()));
+    assert!(d.image_ids().contains(&arm_id), "{:?}", d.image_ids());
     let none = d.berth(["pull", "--platform", "linux/s390x", &name]);
     assert!(
         none.fails()
@@ -919,4 +964,268 @@ fn concurrent_pulls_of_one_layer_download_it_once() {
     }
     assert_eq!(d.inspect(&reg.name("ml:2"))["Id"], id_of(multilayer()));
     d.assert_no_garbage();
+}
+
+/// The issue's round trip: skopeo pushes a multi-platform index, berth
+/// pulls both platforms of it and pushes it to other repositories (whole,
+/// with the same index digest, and one platform with `--platform`), skopeo
+/// reads and copies what berth pushed, and the host's platform runs.
+#[test]
+fn a_multi_platform_index_round_trips_between_skopeo_and_berth() {
+    require_root!();
+    use berth_e2e::fixtures::small;
+    let Some(reg) = Registry::start() else { return };
+    let d = Daemon::start_host_network();
+    let layout = d.path("multi-layout");
+    let host = berth_fixtures::host_architecture();
+    let (ix, manifests) = write_index_layout(
+        &layout,
+        &[(busybox(), host, None), (small(), "arm64", Some("v8"))],
+    );
+    skopeo_push_layout(&reg, &layout, "src/multi:1");
+    let src = reg.name("src/multi:1");
+    let out = d.berth(["pull", &src]);
+    assert!(out.ok().contains(&format!("Digest: {ix}")), "{out}");
+    // the other platform of the same tag
+    let out = d.berth(["pull", "--platform", "linux/arm64", &src]);
+    assert!(
+        out.ok()
+            .contains(&format!("Status: Downloaded newer image for {src}")),
+        "{out}"
+    );
+    let again = d.berth(["pull", "--platform", "linux/arm64", &src]);
+    assert!(
+        again
+            .ok()
+            .contains(&format!("Status: Image is up to date for {src}")),
+        "{again}"
+    );
+    // one tag, one row; it names the host's image
+    assert_eq!(d.inspect(&src)["Id"], id_of(busybox()));
+    let rows = d.berth(["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]);
+    assert_eq!(
+        rows.ok().trim(),
+        format!("{} {}", reg.name("src/multi:1"), short(&id_of(busybox()))),
+        "{rows}"
+    );
+    assert!(d.image_ids().contains(&id_of(small())));
+    // the arm64 image is part of the tag, not dangling
+    d.berth(["image", "prune", "-f"]).ok();
+    assert!(d.image_ids().contains(&id_of(small())));
+
+    // berth pushes the index to another repository: same digests
+    let dst = reg.name("dst/multi:2");
+    d.berth(["tag", &src, &dst]).ok();
+    let out = d.berth(["push", &dst]);
+    let text = out.ok();
+    let index_bytes = reg.raw_manifest("dst/multi:2");
+    assert_eq!(sha256(&index_bytes), ix);
+    assert!(
+        text.contains(&format!("2: digest: {ix} size: {}", index_bytes.len())),
+        "{out}"
+    );
+    for m in &manifests {
+        assert_eq!(&sha256(&reg.raw_manifest(&format!("dst/multi@{m}"))), m);
+    }
+    // skopeo reads and copies all of it
+    let copy = d.path("copy-layout");
+    reg.skopeo([
+        "copy".to_string(),
+        "--all".into(),
+        "--src-tls-verify=false".into(),
+        format!("docker://{dst}"),
+        format!("oci:{}:copy", copy.display()),
+    ])
+    .ok();
+    let copied: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(copy.join("index.json")).unwrap()).unwrap();
+    assert_eq!(copied["manifests"][0]["digest"], ix, "{copied}");
+
+    // the docker CLI pushes it too (blobs mounted from the other repository)
+    let third = reg.name("third/multi:3");
+    d.berth(["tag", &src, &third]).ok();
+    let out = d.docker(["push", &third]);
+    let text = out.ok();
+    assert!(text.contains("Mounted from"), "{out}");
+    assert!(text.contains(&format!("3: digest: {ix}")), "{out}");
+    assert_eq!(sha256(&reg.raw_manifest("third/multi:3")), ix);
+
+    // --platform pushes that platform's manifest alone, as pulled
+    let one = reg.name("one/multi:arm");
+    d.berth(["tag", &src, &one]).ok();
+    let out = d.berth(["push", "--platform", "linux/arm64", &one]);
+    assert!(
+        out.ok()
+            .contains(&format!("arm: digest: {} size:", manifests[1])),
+        "{out}"
+    );
+    assert_eq!(sha256(&reg.raw_manifest("one/multi:arm")), manifests[1]);
+    // …through the API as the docker CLI sends it (JSON OCI platform)
+    let host_platform = format!(r#"{{"os":"linux","architecture":"{host}"}}"#);
+    let r = d
+        .request(
+            "POST",
+            &format!(
+                "/v1.46/images/{}/push?tag=arm&platform={}",
+                reg.name("one/multi"),
+                query_escape(&host_platform)
+            ),
+            None,
+        )
+        .unwrap();
+    assert!(r.text().contains(&manifests[0]), "{}", r.text());
+    assert_eq!(sha256(&reg.raw_manifest("one/multi:arm")), manifests[0]);
+    let none = d.berth(["push", "--platform", "linux/s390x", &one]);
+    assert!(
+        none.fails().contains(&format!(
+            "image with reference {one} was found but does not provide the specified platform (linux/s390x)"
+        )),
+        "{none}"
+    );
+
+    // the host's platform runs
+    let run = d.berth(["run", "--rm", &dst, "echo", "multi-ran"]);
+    assert_eq!(run.ok().trim(), "multi-ran");
+    // (`--rm` removes the container's directory just after it exits)
+    berth_e2e::wait_for(Duration::from_secs(10), || {
+        d.store().tmp.is_empty().then_some(())
+    });
+    d.assert_no_garbage();
+    // removing every tag removes both platforms and all their blobs
+    for t in [&src, &dst, &third, &one] {
+        d.berth(["rmi", t]).ok();
+    }
+    d.assert_empty();
+}
+
+/// An index some of whose platforms are not here: berth does what the
+/// containerd image store does — the one platform that is here is pushed
+/// instead of the index (with docker's note), several without the host's
+/// are refused — and never pushes an index whose children are not all
+/// there.
+#[test]
+fn pushing_a_multi_platform_image_with_platforms_missing() {
+    require_root!();
+    use berth_e2e::fixtures::small;
+    let Some(reg) = Registry::start() else { return };
+    let d = Daemon::start_host_network();
+    let layout = d.path("multi-layout");
+    let host = berth_fixtures::host_architecture();
+    let (ix, manifests) = write_index_layout(
+        &layout,
+        &[
+            (busybox(), host, None),
+            (small(), "arm64", Some("v8")),
+            (multilayer(), "s390x", None),
+        ],
+    );
+    skopeo_push_layout(&reg, &layout, "src/multi:1");
+    let src = reg.name("src/multi:1");
+    d.berth(["pull", "--platform", "linux/arm64", &src]).ok();
+    // only arm64 is here: the tag names it
+    assert_eq!(d.inspect(&src)["Id"], id_of(small()));
+
+    // one platform here: its manifest is pushed instead of the index
+    let dst = reg.name("dst/multi:1");
+    d.berth(["tag", &src, &dst]).ok();
+    let out = d.berth(["push", &dst]);
+    let text = out.ok();
+    assert!(
+        text.contains(
+            "Not all multiplatform-content is present and only the available single-platform image was pushed"
+        ) && text.contains(&format!("{ix} -> {}", manifests[1])),
+        "{out}"
+    );
+    assert_eq!(sha256(&reg.raw_manifest("dst/multi:1")), manifests[1]);
+    assert!(!registry_has(&reg, &format!("dst/multi@{ix}")));
+
+    // two platforms here, neither the host's: refused, nothing pushed
+    d.berth(["pull", "--platform", "linux/s390x", &src]).ok();
+    let two = reg.name("two/multi:1");
+    d.berth(["tag", &src, &two]).ok();
+    let out = d.berth(["push", &two]);
+    assert!(
+        out.fails()
+            .contains("multiple matching manifests found but no specific platform requested"),
+        "{out}"
+    );
+    let out = d.docker(["push", &two]);
+    assert!(
+        out.fails()
+            .contains("multiple matching manifests found but no specific platform requested"),
+        "{out}"
+    );
+    assert!(!registry_has(&reg, "two/multi:1"));
+    assert!(!registry_has(&reg, &format!("two/multi@{ix}")));
+    // …until a platform is chosen
+    let out = d.berth(["push", "--platform", "linux/s390x", &two]);
+    assert!(
+        out.ok()
+            .contains(&format!("1: digest: {} size:", manifests[2])),
+        "{out}"
+    );
+    assert!(!registry_has(&reg, &format!("two/multi@{ix}")));
+    // a pull of the host's platform completes the index: now it goes whole
+    d.berth(["pull", &src]).ok();
+    assert_eq!(d.inspect(&src)["Id"], id_of(busybox()));
+    let out = d.berth(["push", &two]);
+    assert!(out.ok().contains(&format!("1: digest: {ix}")), "{out}");
+    assert_eq!(sha256(&reg.raw_manifest("two/multi:1")), ix);
+    d.assert_no_garbage();
+}
+
+/// Percent-encodes a query parameter value.
+fn query_escape(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `berth load` of an OCI archive holding a named multi-platform index
+/// (what `skopeo copy --all … oci-archive:` writes) keeps the index: every
+/// platform loads, the tag names the host's, and a push sends the index
+/// with its digest.
+#[test]
+fn a_loaded_multi_platform_oci_archive_pushes_back_whole() {
+    require_root!();
+    use berth_e2e::fixtures::small;
+    let Some(reg) = Registry::start() else { return };
+    let d = Daemon::start_host_network();
+    let layout = d.path("multi-layout");
+    let host = berth_fixtures::host_architecture();
+    let (ix, manifests) = write_index_layout(
+        &layout,
+        &[(busybox(), host, None), (small(), "arm64", Some("v8"))],
+    );
+    let archive = d.path("multi.tar");
+    reg.skopeo([
+        "copy".to_string(),
+        "--all".into(),
+        format!("oci:{}:multi", layout.display()),
+        format!("oci-archive:{}:multi/loaded:2", archive.display()),
+    ])
+    .ok();
+    let out = d.berth(["load", "-i", berth_e2e::arg(&archive)]);
+    assert_eq!(out.ok().trim(), "Loaded image: multi/loaded:2", "{out}");
+    assert_eq!(d.inspect("multi/loaded:2")["Id"], id_of(busybox()));
+    assert!(d.image_ids().contains(&id_of(small())));
+    let dst = reg.name("loaded/multi:2");
+    d.berth(["tag", "multi/loaded:2", &dst]).ok();
+    let out = d.berth(["push", &dst]);
+    assert!(out.ok().contains(&format!("2: digest: {ix}")), "{out}");
+    assert_eq!(sha256(&reg.raw_manifest("loaded/multi:2")), ix);
+    for m in &manifests {
+        assert_eq!(&sha256(&reg.raw_manifest(&format!("loaded/multi@{m}"))), m);
+    }
+    // loading it again changes nothing
+    let again = d.berth(["load", "-i", berth_e2e::arg(&archive)]);
+    assert_eq!(again.ok().trim(), "Loaded image: multi/loaded:2", "{again}");
+    d.assert_no_garbage();
+    d.berth(["rmi", "multi/loaded:2", &dst]).ok();
+    d.assert_empty();
 }

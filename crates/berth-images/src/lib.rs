@@ -37,7 +37,7 @@ pub use layers::LayerStore;
 pub use leases::{Lease, LeaseHandle, Leases};
 pub use load::{LoadProgress, LoadedImage, host_arch};
 pub use pull::{InFlight, Progress, ProgressFn, PullOptions, PullResult};
-pub use push::{PushOptions, PushResult};
+pub use push::{PushNote, PushOptions, PushResult};
 
 /// Largest JSON document (config, manifest, index) berth reads.
 pub const MAX_JSON: u64 = 4 << 20;
@@ -59,6 +59,9 @@ pub struct ImageSummary {
     pub repo_tags: Vec<String>,
     /// Size of layers this image shares with other images (disk usage only).
     pub shared_size: u64,
+    /// An untagged image that is a platform of a tagged multi-platform
+    /// image (not dangling; listings show it only with `all`).
+    pub index_child: bool,
 }
 
 /// Everything inspect shows.
@@ -171,14 +174,20 @@ impl ImageService {
                 )));
             }
         };
-        let (images, tags, before, since) = self.meta.read(|r| {
+        let (images, tags, before, since, held) = self.meta.read(|r| {
             let bound = |k: &str| -> Result<Option<i64>> {
                 match filters.get(k).and_then(|v| v.first()) {
                     Some(n) => Ok(Some(resolve_with(r, n)?.0.created)),
                     None => Ok(None),
                 }
             };
-            Ok((r.images()?, r.tags()?, bound("before")?, bound("since")?))
+            Ok((
+                r.images()?,
+                r.tags()?,
+                bound("before")?,
+                bound("since")?,
+                held_by_indexes(r)?,
+            ))
         })?;
         let until = match filters.get("until").and_then(|v| v.first()) {
             Some(u) => Some(parse_until(u)?),
@@ -188,8 +197,9 @@ impl ImageService {
         let mut out = Vec::new();
         for rec in images {
             let repo_tags = by_image.remove(&rec.id).unwrap_or_default();
+            let index_child = repo_tags.is_empty() && held.contains(&rec.id);
             if let Some(d) = dangling
-                && d != repo_tags.is_empty()
+                && d != (repo_tags.is_empty() && !index_child)
             {
                 continue;
             }
@@ -221,6 +231,7 @@ impl ImageService {
                 record: rec,
                 repo_tags,
                 shared_size: 0,
+                index_child,
             });
         }
         out.sort_by(|a, b| {
@@ -253,6 +264,7 @@ impl ImageService {
                 record: rec,
                 repo_tags,
                 shared_size: 0,
+                index_child: false,
             },
             config,
             layer_dirs,
@@ -347,8 +359,22 @@ impl ImageService {
         let rf = rf.with_default_tag();
         let full = rf.to_string();
         self.meta.write(|w| {
-            let (mut rec, _) = resolve_with(w, source)?;
+            let (mut rec, by_tag) = resolve_with(w, source)?;
+            let index = match &by_tag {
+                Some(t) => match w.tag_index(t)? {
+                    Some(d) => w.index(&d)?,
+                    None => None,
+                },
+                None => None,
+            };
             w.set_tag(&full, &rec.id)?;
+            // A multi-platform tag's new name names the same index (put
+            // back: setting the tag may have dropped the row it was the
+            // last name of).
+            if let Some(ix) = index {
+                w.put_index(&ix)?;
+                w.set_tag_index(&full, &ix.digest)?;
+            }
             rec.last_tag_time = Some(now_rfc3339());
             w.put_image(&rec)?;
             Ok((rec.id, full.clone()))
@@ -361,6 +387,16 @@ impl ImageService {
             let (rec, by_tag) = resolve_with(w, name)?;
             let all: Vec<String> =
                 w.tags()?.into_iter().filter(|(_, id)| *id == rec.id).map(|(t, _)| t).collect();
+            // The platforms of the multi-platform tags this may untag: they
+            // go with the last tag that names their index.
+            let mut children: Vec<Digest> = Vec::new();
+            for t in &all {
+                if let Some(d) = w.tag_index(t)?
+                    && let Some(ix) = w.index(&d)?
+                {
+                    children.extend(ix.images().filter(|i| *i != rec.id));
+                }
+            }
             let mut items = Vec::new();
             let users: Vec<(String, bool)> = w
                 .containers()?
@@ -407,6 +443,7 @@ impl ImageService {
                     0
                 }
             };
+            remove_orphan_children(w, &children, &mut items)?;
             // An image a container uses stays, untagged, until the container goes.
             if remaining > 0 || !users.is_empty() {
                 return Ok((items, None));
@@ -416,6 +453,10 @@ impl ImageService {
             Ok((items, Some(rec)))
         })?;
         let mut items = items;
+        let any_deleted = items.iter().any(|i| matches!(i, DeleteItem::Deleted(_)));
+        if deleted_image.is_none() && any_deleted {
+            self.gc()?;
+        }
         if let Some(rec) = deleted_image {
             let report = self.gc()?;
             let diffs: Vec<DiffId> = rec.layers.iter().map(|l| l.diff_id).collect();
@@ -452,12 +493,13 @@ impl ImageService {
             let by_image = Self::tags_by_image(w.tags()?);
             let all_tags = w.tags()?;
             let in_use: HashSet<Digest> = w.containers()?.into_iter().map(|c| c.image_id).collect();
+            let held = held_by_indexes(w)?;
             let mut deleted = Vec::new();
             for rec in w.images()? {
                 if in_use.contains(&rec.id) {
                     continue;
                 }
-                let tagged = by_image.contains_key(&rec.id);
+                let tagged = by_image.contains_key(&rec.id) || held.contains(&rec.id);
                 if tagged && !all {
                     continue;
                 }
@@ -525,6 +567,7 @@ impl ImageService {
                 record: rec,
                 repo_tags,
                 shared_size: shared,
+                index_child: false,
             });
         }
         out.images
@@ -686,6 +729,37 @@ fn resolve_with(w: &impl MetaRead, name: &str) -> Result<(ImageRecord, Option<St
         }
         Err(e) => Err(e),
     }
+}
+
+/// Images that are platforms of an index some tag names.
+fn held_by_indexes(r: &impl MetaRead) -> Result<HashSet<Digest>> {
+    Ok(r.indexes()?.iter().flat_map(|ix| ix.images()).collect())
+}
+
+/// After tags went: delete the platforms of a multi-platform image that no
+/// tag, index or container names any more.
+fn remove_orphan_children(
+    w: &berth_metadata::WriteTx,
+    children: &[Digest],
+    items: &mut Vec<DeleteItem>,
+) -> Result<()> {
+    if children.is_empty() {
+        return Ok(());
+    }
+    let tagged: HashSet<Digest> = w.tags()?.into_iter().map(|(_, id)| id).collect();
+    let used: HashSet<Digest> = w.containers()?.into_iter().map(|c| c.image_id).collect();
+    let held = held_by_indexes(w)?;
+    let mut done = HashSet::new();
+    for id in children {
+        if tagged.contains(id) || used.contains(id) || held.contains(id) || !done.insert(*id) {
+            continue;
+        }
+        if w.image(id)?.is_some() {
+            w.delete_image(id)?;
+            items.push(DeleteItem::Deleted(id.to_string()));
+        }
+    }
+    Ok(())
 }
 
 /// `label=key` or `label=key=value`.

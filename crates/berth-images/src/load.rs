@@ -1,6 +1,7 @@
 //! `docker load`: docker-save archives (both the Docker ≥25 layout, which is
 //! an OCI layout plus `manifest.json`, and the older `<id>/layer.tar` form)
-//! and plain OCI image layout archives.
+//! and plain OCI image layout archives, where a named multi-platform index
+//! is kept as a pull keeps one (every platform the archive holds).
 //!
 //! One pass over the archive: every file that looks like a layer is written
 //! to the content store and extracted into staging in the same read, other
@@ -90,6 +91,19 @@ struct Plan {
     layers: Vec<String>,
     /// Full references to tag.
     tags: Vec<String>,
+    /// A platform of a named multi-platform index: (index in the load's
+    /// list of them, this child's manifest digest, the blobs it names).
+    child_of: Option<(usize, Digest, Vec<Digest>)>,
+}
+
+/// A named multi-platform index of an OCI archive, kept as it is.
+struct IndexPlan {
+    /// Full reference.
+    tag: String,
+    digest: Digest,
+    media_type: String,
+    body: Vec<u8>,
+    list: Vec<berth_distribution::Descriptor>,
 }
 
 fn bad(msg: impl std::fmt::Display) -> Error {
@@ -239,6 +253,7 @@ impl ImageService {
                 self.ingest_blob(io::Cursor::new(head).chain(entry), &path, expected, lease)?;
             blobs.insert(path, blob);
         }
+        let mut indexes: Vec<IndexPlan> = Vec::new();
         let mut plans = if let Some(m) = small.get("manifest.json") {
             let ms: Vec<SaveManifest> =
                 serde_json::from_slice(m).map_err(|e| bad(format!("manifest.json: {e}")))?;
@@ -252,11 +267,15 @@ impl ImageService {
                             .iter()
                             .map(|t| Ok(Reference::parse(t)?.with_default_tag().to_string()))
                             .collect::<Result<_>>()?,
+                        child_of: None,
                     })
                 })
                 .collect::<Result<Vec<_>>>()?
         } else if let Some(ix) = small.get("index.json") {
-            self.oci_plans(ix, &small)?
+            let has = |p: &str| small.contains_key(p) || blobs.contains_key(p);
+            let (plans, ixs) = self.oci_plans(ix, &small, &has)?;
+            indexes = ixs;
+            plans
         } else {
             return Err(bad("no manifest.json or index.json found"));
         };
@@ -270,8 +289,53 @@ impl ImageService {
             }
         }
         let mut loaded = Vec::new();
+        let mut here: Vec<Vec<(Digest, Digest, Vec<Digest>)>> = vec![vec![]; indexes.len()];
         for plan in plans {
-            loaded.push(self.commit_plan(plan, &small, &mut blobs, lease, progress)?);
+            let child_of = plan.child_of.clone();
+            let img = self.commit_plan(plan, &small, &mut blobs, lease, progress)?;
+            match child_of {
+                Some((g, child, bl)) => here[g].push((child, img.id, bl)),
+                None => loaded.push(img),
+            }
+        }
+        // Each named index: its bytes and its children's manifests, as
+        // they are (a push sends them unchanged), and its tag.
+        for (ix, here) in indexes.into_iter().zip(here) {
+            let Some(fallback) = here.first().map(|h| h.1) else {
+                continue;
+            };
+            self.content
+                .put(&ix.body, Some(&ix.digest), |d| lease.hold_blob(d))?;
+            for (child, _, _) in &here {
+                let body = small
+                    .get(&blob_path(child))
+                    .ok_or_else(|| bad(format!("missing blob {child}")))?;
+                self.content
+                    .put(body, Some(child), |d| lease.hold_blob(d))?;
+            }
+            let (id, before) = self.meta.write(|w| {
+                crate::pull::record_index(
+                    w,
+                    &ix.tag,
+                    crate::pull::IndexPulled {
+                        digest: ix.digest,
+                        media_type: &ix.media_type,
+                        size: ix.body.len() as u64,
+                        list: &ix.list,
+                        here,
+                        fallback,
+                    },
+                )
+            })?;
+            loaded.push(LoadedImage {
+                id,
+                tags: vec![familiar(&ix.tag)],
+                replaced: before
+                    .filter(|b| *b != id)
+                    .map(|b| (familiar(&ix.tag), b))
+                    .into_iter()
+                    .collect(),
+            });
         }
         Ok(loaded)
     }
@@ -301,13 +365,24 @@ impl ImageService {
         })
     }
 
-    fn oci_plans(&self, index: &[u8], small: &HashMap<String, Vec<u8>>) -> Result<Vec<Plan>> {
+    /// The images of an OCI layout's `index.json`. A nested index takes
+    /// its host platform's image; one that is named (a tag) is kept whole:
+    /// every platform whose blobs the archive holds is loaded, and the tag
+    /// names the index (see [`IndexPlan`]).
+    fn oci_plans(
+        &self,
+        index: &[u8],
+        small: &HashMap<String, Vec<u8>>,
+        has: &dyn Fn(&str) -> bool,
+    ) -> Result<(Vec<Plan>, Vec<IndexPlan>)> {
         let ix: Index =
             serde_json::from_slice(index).map_err(|e| bad(format!("index.json: {e}")))?;
         let mut plans = Vec::new();
-        let mut queue: Vec<(Descriptor, Option<String>)> =
-            ix.manifests.into_iter().map(|d| (d, None)).collect();
-        while let Some((desc, inherited)) = queue.pop() {
+        let mut indexes = Vec::new();
+        // (descriptor, name inherited from an index, (named index, child digest))
+        type Queued = (Descriptor, Option<String>, Option<(usize, Digest)>);
+        let mut queue: Vec<Queued> = ix.manifests.into_iter().map(|d| (d, None, None)).collect();
+        while let Some((desc, inherited, child_of)) = queue.pop() {
             let name = desc
                 .annotations
                 .get("io.containerd.image.name")
@@ -327,13 +402,62 @@ impl ImageService {
             if is_index {
                 let sub: Index = serde_json::from_slice(body)
                     .map_err(|e| bad(format!("index {}: {e}", desc.digest)))?;
-                let pick = sub.manifests.into_iter().find(|m| {
+                let complete = |m: &Descriptor| -> bool {
+                    let Some(b) = small.get(&blob_path(&m.digest)) else {
+                        return false;
+                    };
+                    serde_json::from_slice::<Manifest>(b).is_ok_and(|man| {
+                        has(&blob_path(&man.config.digest))
+                            && man.layers.iter().all(|l| has(&blob_path(&l.digest)))
+                    })
+                };
+                let is_host = |m: &Descriptor| {
                     m.platform
                         .as_ref()
                         .is_some_and(|p| p.os == "linux" && p.architecture == host_arch())
-                });
+                };
+                if let Some(n) = name.as_ref().filter(|_| child_of.is_none()) {
+                    let list = match berth_distribution::parse_manifest(&desc.media_type, body)
+                        .map_err(|e| bad(format!("index {}: {}", desc.digest, e.message)))?
+                    {
+                        berth_distribution::ManifestKind::Index(l) => l,
+                        berth_distribution::ManifestKind::Image(_) => {
+                            return Err(bad(format!("index {} is a manifest", desc.digest)));
+                        }
+                    };
+                    let kept: Vec<Descriptor> = sub
+                        .manifests
+                        .into_iter()
+                        .filter(|m| {
+                            !m.media_type.contains("index")
+                                && !m.media_type.contains("manifest.list")
+                                && m.platform.as_ref().is_some_and(|p| p.os != "unknown")
+                                && complete(m)
+                        })
+                        .collect();
+                    if kept.is_empty() {
+                        return Err(bad(format!(
+                            "index {} has no image whose blobs are in the archive",
+                            desc.digest
+                        )));
+                    }
+                    let g = indexes.len();
+                    indexes.push(IndexPlan {
+                        tag: Reference::parse(n)?.with_default_tag().to_string(),
+                        digest: desc.digest,
+                        media_type: desc.media_type.clone(),
+                        body: body.clone(),
+                        list,
+                    });
+                    for m in kept {
+                        let d = m.digest;
+                        queue.push((m, None, Some((g, d))));
+                    }
+                    continue;
+                }
+                let pick = sub.manifests.into_iter().find(is_host);
                 match pick {
-                    Some(m) => queue.push((m, name)),
+                    Some(m) => queue.push((m, name, None)),
                     None => {
                         return Err(bad(format!(
                             "index {} has no linux/{} image",
@@ -349,18 +473,24 @@ impl ImageService {
             if !m.media_type.is_empty() && !m.media_type.contains("manifest") {
                 return Err(bad(format!("unsupported media type {}", m.media_type)));
             }
-            let tags = match name {
-                Some(n) => vec![Reference::parse(&n)?.with_default_tag().to_string()],
-                None => vec![],
+            let tags = match (&name, child_of) {
+                (Some(n), None) => vec![Reference::parse(n)?.with_default_tag().to_string()],
+                _ => vec![],
             };
             plans.push(Plan {
                 config: blob_path(&m.config.digest),
                 layers: m.layers.iter().map(|l| blob_path(&l.digest)).collect(),
                 tags,
+                child_of: child_of.map(|(g, d)| {
+                    let blobs = std::iter::once(m.config.digest)
+                        .chain(m.layers.iter().map(|l| l.digest))
+                        .collect();
+                    (g, d, blobs)
+                }),
             });
         }
         plans.reverse();
-        Ok(plans)
+        Ok((plans, indexes))
     }
 
     fn commit_plan(
@@ -464,6 +594,32 @@ impl ImageService {
         repo_digest: Option<&str>,
         parent: Option<Digest>,
     ) -> Result<LoadedImage> {
+        self.record_image_with(
+            id,
+            config,
+            layers,
+            records,
+            tags,
+            repo_digest,
+            parent,
+            |_| Ok(()),
+        )
+    }
+
+    /// [`ImageService::record_image`], running `then` in the same
+    /// transaction after the image and its tags are written.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn record_image_with(
+        &self,
+        id: Digest,
+        config: &ImageConfig,
+        layers: Vec<LayerBlob>,
+        records: Vec<LayerRecord>,
+        tags: &[String],
+        repo_digest: Option<&str>,
+        parent: Option<Digest>,
+        then: impl FnOnce(&berth_metadata::WriteTx) -> Result<()>,
+    ) -> Result<LoadedImage> {
         let now = now_rfc3339();
         self.meta.write(|w| {
             let mut size = 0;
@@ -511,6 +667,7 @@ impl ImageService {
                     replaced.push((familiar(t), old));
                 }
             }
+            then(w)?;
             Ok(LoadedImage {
                 id,
                 tags: tags.iter().map(|t| familiar(t)).collect(),

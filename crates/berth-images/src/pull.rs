@@ -27,7 +27,7 @@ use std::time::Duration;
 use berth_distribution::{
     AuthConfig, Client, ManifestKind, Platform, Repository, media, parse_manifest, select_platform,
 };
-use berth_metadata::{LayerBlob, LayerRecord, MetaRead};
+use berth_metadata::{IndexChild, IndexRecord, LayerBlob, LayerRecord, MetaRead};
 use berth_types::{ChainId, DiffId, Digest, Error, ErrorKind, Reference, Result};
 use bytes::Bytes;
 
@@ -178,18 +178,30 @@ impl ImageService {
             (None, None) => "latest".to_string(),
         };
         let top = repo.get_manifest(&target).await?;
+        // For an index: the index and the child manifest pulled, kept as
+        // they are so that a push sends the same bytes.
+        let mut index: Option<PulledIndex> = None;
         let manifest = match parse_manifest(&top.media_type, &top.bytes)? {
             ManifestKind::Image(m) => *m,
             ManifestKind::Index(list) => {
-                let d = select_platform(&list, &want_platform).ok_or_else(|| {
-                    Error::not_found(format!(
-                        "no matching manifest for {} in the manifest list entries",
-                        want_platform.display()
-                    ))
-                })?;
+                let d = select_platform(&list, &want_platform)
+                    .ok_or_else(|| {
+                        Error::not_found(format!(
+                            "no matching manifest for {} in the manifest list entries",
+                            want_platform.display()
+                        ))
+                    })?
+                    .clone();
                 let m = repo.get_manifest(&d.digest.to_string()).await?;
                 match parse_manifest(&m.media_type, &m.bytes)? {
-                    ManifestKind::Image(m) => *m,
+                    ManifestKind::Image(man) => {
+                        index = Some(PulledIndex {
+                            list,
+                            child: d,
+                            child_bytes: m.bytes,
+                        });
+                        *man
+                    }
                     ManifestKind::Index(_) => {
                         return Err(Error::invalid(format!(
                             "manifest list entry {} is itself a manifest list",
@@ -213,11 +225,26 @@ impl ImageService {
             _ => format!("{}:{target}", reference.name),
         };
         let repo_digest = format!("{}@{}", familiar_name(&reference.name), top.digest);
-        // Already here, under this reference?
-        let here = self.meta.read(|r| Ok((r.image(&id)?, r.tag(&full_ref)?)))?;
-        if let (Some(_), Some(tagged)) = &here
-            && *tagged == id
-        {
+        // Already here, under this reference? (For an index: this child of
+        // this index, whichever image the tag names.)
+        let up_to_date = self.meta.read(|r| {
+            if r.image(&id)?.is_none() {
+                return Ok(false);
+            }
+            let tag_index = r.tag_index(&full_ref)?;
+            Ok(match &index {
+                None => tag_index.is_none() && r.tag(&full_ref)? == Some(id),
+                Some(ix) => {
+                    tag_index == Some(top.digest)
+                        && r.index(&top.digest)?.is_some_and(|rec| {
+                            rec.children
+                                .iter()
+                                .any(|c| c.digest == ix.child.digest && c.image == Some(id))
+                        })
+                }
+            })
+        })?;
+        if up_to_date {
             self.meta.write(|w| {
                 if let Some(mut rec) = w.image(&id)? {
                     crate::load::add_repo_digest(&mut rec.repo_digests, &repo_digest);
@@ -249,6 +276,14 @@ impl ImageService {
         }
         self.content
             .put(&config_bytes, Some(&id), |d| lease.hold_blob(d))?;
+        if let Some(ix) = &index {
+            self.content
+                .put(&top.bytes, Some(&top.digest), |d| lease.hold_blob(d))?;
+            self.content
+                .put(&ix.child_bytes, Some(&ix.child.digest), |d| {
+                    lease.hold_blob(d)
+                })?;
+        }
         let diffs = config.rootfs.diff_ids.clone();
         let chains = ChainId::chain(&diffs);
 
@@ -393,12 +428,37 @@ impl ImageService {
                 size: 0,
             })
             .collect();
-        let tags = [full_ref.clone()];
         let svc = self.clone();
         let rd = repo_digest.clone();
         let cfg = config.clone();
-        tokio::task::spawn_blocking(move || {
-            svc.record_image(id, &cfg, layers, records, &tags, Some(&rd), None)
+        let tag = full_ref.clone();
+        let top_digest = top.digest;
+        let top_type = top.media_type.clone();
+        let top_size = top.bytes.len() as u64;
+        let blobs: Vec<Digest> = std::iter::once(manifest.config.digest)
+            .chain(manifest.layers.iter().map(|l| l.digest))
+            .collect();
+        tokio::task::spawn_blocking(move || match index {
+            None => svc
+                .record_image(id, &cfg, layers, records, &[tag], Some(&rd), None)
+                .map(|_| ()),
+            Some(ix) => svc
+                .record_image_with(id, &cfg, layers, records, &[], Some(&rd), None, |w| {
+                    record_index(
+                        w,
+                        &tag,
+                        IndexPulled {
+                            digest: top_digest,
+                            media_type: &top_type,
+                            size: top_size,
+                            list: &ix.list,
+                            here: vec![(ix.child.digest, id, blobs)],
+                            fallback: id,
+                        },
+                    )
+                    .map(|_| ())
+                })
+                .map(|_| ()),
         })
         .await
         .map_err(|e| Error::internal(format!("commit task failed: {e}")))??;
@@ -622,6 +682,103 @@ impl ImageService {
         say(progress, Some(&short), "Download complete", None);
         Ok((tar, false))
     }
+}
+
+/// An index a pull resolved, the entry it took and that entry's manifest.
+struct PulledIndex {
+    list: Vec<berth_distribution::Descriptor>,
+    child: berth_distribution::Descriptor,
+    child_bytes: Bytes,
+}
+
+/// What [`record_index`] records: an index (its bytes already in the
+/// content store) and the children of it now here.
+pub(crate) struct IndexPulled<'a> {
+    pub digest: Digest,
+    pub media_type: &'a str,
+    pub size: u64,
+    pub list: &'a [berth_distribution::Descriptor],
+    /// (child manifest digest, image ID, blobs the manifest names).
+    pub here: Vec<(Digest, Digest, Vec<Digest>)>,
+    /// The image the tag names when the host's platform is not here.
+    pub fallback: Digest,
+}
+
+/// In the pull's (or load's) transaction: the tag names the index, which
+/// now has these children; the tag points at the host platform's image when
+/// it is here (as the containerd image store resolves a multi-platform
+/// tag), else at `fallback`. Returns the image the tag names and the one
+/// it named before.
+pub(crate) fn record_index(
+    w: &berth_metadata::WriteTx,
+    tag: &str,
+    p: IndexPulled,
+) -> Result<(Digest, Option<Digest>)> {
+    let mut rec = match w.index(&p.digest)? {
+        Some(r) => r,
+        None => IndexRecord {
+            v: 1,
+            digest: p.digest,
+            media_type: if p.media_type.is_empty() {
+                media::OCI_INDEX.to_string()
+            } else {
+                p.media_type.to_string()
+            },
+            size: p.size,
+            children: p
+                .list
+                .iter()
+                .map(|d| IndexChild {
+                    digest: d.digest,
+                    media_type: d.media_type.clone(),
+                    size: d.size,
+                    platform: d
+                        .platform
+                        .as_ref()
+                        .and_then(|p| serde_json::to_value(p).ok()),
+                    image: None,
+                    blobs: vec![],
+                })
+                .collect(),
+        },
+    };
+    for (child, image, blobs) in &p.here {
+        for c in rec.children.iter_mut().filter(|c| c.digest == *child) {
+            c.image = Some(*image);
+            c.blobs = blobs.clone();
+        }
+    }
+    // Children whose image went meanwhile are no longer here.
+    for c in rec.children.iter_mut() {
+        if let Some(i) = c.image
+            && w.image(&i)?.is_none()
+        {
+            c.image = None;
+            c.blobs.clear();
+        }
+    }
+    let host = Platform::host();
+    let target = rec
+        .children
+        .iter()
+        .filter(|c| {
+            c.platform
+                .as_ref()
+                .and_then(|v| serde_json::from_value::<Platform>(v.clone()).ok())
+                .is_some_and(|pl| pl.matches(&host))
+        })
+        .find_map(|c| c.image)
+        .unwrap_or(p.fallback);
+    // Setting the tag drops its old association (and an index row no
+    // other tag names): write the row after it.
+    let before = w.set_tag(tag, &target)?;
+    w.put_index(&rec)?;
+    w.set_tag_index(tag, &p.digest)?;
+    if let Some(mut img) = w.image(&target)? {
+        img.last_tag_time = Some(crate::now_rfc3339());
+        w.put_image(&img)?;
+    }
+    Ok((target, before))
 }
 
 /// `docker.io/library/busybox` → `busybox`.

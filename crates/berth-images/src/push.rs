@@ -15,8 +15,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use berth_distribution::{AuthConfig, Client, PushSource, Repository, UploadOutcome, media};
-use berth_metadata::{ImageRecord, LayerBlob, MetaRead};
+use berth_distribution::{
+    AuthConfig, Client, Descriptor, ManifestKind, Platform, PushSource, Repository, UploadOutcome,
+    media, parse_manifest,
+};
+use berth_metadata::{ImageRecord, IndexChild, IndexRecord, LayerBlob, MetaRead};
 use berth_snapshots::{Compression, decompress, detect_compression};
 use berth_types::{Digest, Error, Reference, Result};
 use bytes::Bytes;
@@ -25,11 +28,29 @@ use serde_json::json;
 use crate::pull::{ProgressFn, layer_media_type};
 use crate::{ImageService, LeaseHandle, MAX_JSON, familiar};
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct PushOptions {
     pub auth: Option<AuthConfig>,
     /// The tag to push; every tag of the repository when `None`.
     pub tag: Option<String>,
+    /// Push only this platform's manifest of a multi-platform image (or
+    /// check that a single image is of it), as `docker push --platform`.
+    pub platform: Option<Platform>,
+    /// Where Docker's push notes go (berthd sends them as `aux` messages).
+    pub notes: Option<Arc<dyn Fn(PushNote) + Send + Sync>>,
+}
+
+/// Docker's `auxprogress` notes of a push.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PushNote {
+    /// Not every platform of the index is here: the one that is was
+    /// pushed instead of the index.
+    ManifestPushedInsteadOfIndex {
+        original: Box<Descriptor>,
+        selected: Box<Descriptor>,
+    },
+    /// The push failed because content the index names is not here.
+    ContentMissing { desc: Box<Descriptor> },
 }
 
 #[derive(Clone, Debug)]
@@ -103,10 +124,36 @@ impl ImageService {
         let lease = self.leases.create(Duration::from_secs(3600));
         let mut results = Vec::new();
         for (tg, rec) in targets {
-            let r = self
-                .clone()
-                .push_one(registry, &repo, &tg, rec, &progress, lease.handle())
-                .await?;
+            let full = format!("{}:{tg}", rf.name);
+            let index = self.meta.read(|r| match r.tag_index(&full)? {
+                Some(d) => r.index(&d),
+                None => Ok(None),
+            })?;
+            let r = match index {
+                Some(ix) => {
+                    self.clone()
+                        .push_index(&repo, &full, &tg, ix, opts, &progress, lease.handle())
+                        .await?
+                }
+                None => {
+                    if let Some(want) = &opts.platform {
+                        let cfg =
+                            crate::ImageConfig::parse(&self.content.read(&rec.id, MAX_JSON)?)?;
+                        let have = Platform {
+                            architecture: cfg.architecture.clone(),
+                            os: cfg.os.clone(),
+                            variant: cfg.variant.clone().filter(|v| !v.is_empty()),
+                            os_version: None,
+                        };
+                        if !have.matches(want) {
+                            return Err(platform_not_found(&full, want));
+                        }
+                    }
+                    self.clone()
+                        .push_one(registry, &repo, &tg, rec, &progress, lease.handle())
+                        .await?
+                }
+            };
             say(
                 &progress,
                 None,
@@ -253,6 +300,343 @@ impl ImageService {
         })
     }
 
+    /// Push the tag `full`, pulled as the index `ix`: the whole index with
+    /// every child manifest as pulled (the registry gets the same digests)
+    /// when every child is here; otherwise, as the containerd image store
+    /// does, the one platform's manifest that can stand for it, or an error
+    /// naming what is missing. Never an index whose children are not all
+    /// pushed first.
+    #[allow(clippy::too_many_arguments)]
+    async fn push_index(
+        self: Arc<Self>,
+        repo: &Repository,
+        full: &str,
+        tag: &str,
+        ix: IndexRecord,
+        opts: &PushOptions,
+        progress: &ProgressFn,
+        hold: LeaseHandle,
+    ) -> Result<PushResult> {
+        // Hold what the push reads before checking it is here.
+        hold.hold_blob(&ix.digest);
+        for c in &ix.children {
+            hold.hold_blob(&c.digest);
+            c.blobs.iter().for_each(|b| hold.hold_blob(b));
+        }
+        let index_desc = Descriptor {
+            media_type: ix.media_type.clone(),
+            digest: ix.digest,
+            size: ix.size,
+            urls: vec![],
+            annotations: None,
+            platform: None,
+        };
+        let here = |c: &IndexChild| {
+            c.image.is_some()
+                && self.content.exists(&c.digest)
+                && !c.blobs.is_empty()
+                && c.blobs.iter().all(|b| self.content.exists(b))
+        };
+        let platform_of = |c: &IndexChild| -> Option<Platform> {
+            serde_json::from_value(c.platform.clone()?).ok()
+        };
+        let present: Vec<&IndexChild> = ix
+            .children
+            .iter()
+            .filter(|c| here(c) && platform_of(c).is_some_and(|p| p.os != "unknown"))
+            .collect();
+        let all_here = ix.children.iter().all(here) && self.content.exists(&ix.digest);
+        let selected: Option<&IndexChild> = match &opts.platform {
+            Some(want) => {
+                let m: Vec<&IndexChild> = present
+                    .iter()
+                    .copied()
+                    .filter(|c| platform_of(c).is_some_and(|p| p.matches(want)))
+                    .collect();
+                match m.as_slice() {
+                    [] => return Err(platform_not_found(full, want)),
+                    [one] => Some(*one),
+                    _ => {
+                        return Err(Error::conflict(format!(
+                            "multiple manifests found for platform {}",
+                            want.display()
+                        )));
+                    }
+                }
+            }
+            None if all_here => None,
+            None => match present.as_slice() {
+                [] => {
+                    if let Some(n) = &opts.notes {
+                        n(PushNote::ContentMissing {
+                            desc: Box::new(index_desc.clone()),
+                        });
+                    }
+                    let missing = ix
+                        .children
+                        .iter()
+                        .find(|c| !here(c))
+                        .map(|c| c.digest)
+                        .unwrap_or(ix.digest);
+                    return Err(Error::not_found(format!(
+                        "missing content: content digest {missing}: not found\n\
+                         Note: You're trying to push a manifest list/index which references multiple platform specific manifests, but not all of them are available locally or available to the remote repository.\n\
+                         Make sure you have all the referenced content and try again."
+                    )));
+                }
+                [one] => Some(*one),
+                many => {
+                    let host = Platform::host();
+                    match many
+                        .iter()
+                        .find(|c| platform_of(c).is_some_and(|p| p.matches(&host)))
+                    {
+                        Some(c) => Some(*c),
+                        None => {
+                            return Err(Error::conflict(
+                                "multiple matching manifests found but no specific platform requested",
+                            ));
+                        }
+                    }
+                }
+            },
+        };
+        let children: Vec<&IndexChild> = match selected {
+            Some(c) => vec![c],
+            None => ix.children.iter().collect(),
+        };
+        // Mount sources: repositories of this registry the images came from.
+        let mut mounts: Vec<String> = Vec::new();
+        for c in &children {
+            if let Some(img) = self.meta.read(|r| r.image(&c.image.expect("here")))? {
+                for rd in img.repo_digests {
+                    if let Some(r) = rd.split('@').next().and_then(|n| Reference::parse(n).ok())
+                        && r.domain() == repo.domain()
+                        && r.path() != repo.path()
+                        && !mounts.contains(&r.path().to_string())
+                    {
+                        mounts.push(r.path().to_string());
+                    }
+                }
+            }
+        }
+        for c in &children {
+            self.clone()
+                .push_manifest_as_is(repo, c, &mounts, progress, &hold)
+                .await?;
+        }
+        let (reference_digest, size) = match selected {
+            None => {
+                let body = self.content.read(&ix.digest, MAX_JSON)?;
+                let size = body.len();
+                let d = repo
+                    .put_manifest(tag, &ix.media_type, Bytes::from(body))
+                    .await?;
+                if d != ix.digest {
+                    return Err(Error::internal(format!(
+                        "pushed index {d}, expected {}",
+                        ix.digest
+                    )));
+                }
+                (d, size)
+            }
+            Some(c) => {
+                let body = self.content.read(&c.digest, MAX_JSON)?;
+                let size = body.len();
+                let d = repo
+                    .put_manifest(tag, &c.media_type, Bytes::from(body))
+                    .await?;
+                if opts.platform.is_none()
+                    && let Some(n) = &opts.notes
+                {
+                    n(PushNote::ManifestPushedInsteadOfIndex {
+                        original: Box::new(index_desc.clone()),
+                        selected: Box::new(Descriptor {
+                            media_type: c.media_type.clone(),
+                            digest: c.digest,
+                            size: c.size,
+                            urls: vec![],
+                            annotations: None,
+                            platform: platform_of(c),
+                        }),
+                    });
+                }
+                (d, size)
+            }
+        };
+        // Each pushed image is now known in this repository too.
+        let rd = format!(
+            "{}@{reference_digest}",
+            familiar(&format!("{}/{}", repo.domain(), repo.path()))
+        );
+        let ids: Vec<Digest> = children.iter().filter_map(|c| c.image).collect();
+        let svc = self.clone();
+        tokio::task::spawn_blocking(move || {
+            svc.meta.write(|w| {
+                for id in &ids {
+                    if let Some(mut r) = w.image(id)? {
+                        crate::load::add_repo_digest(&mut r.repo_digests, &rd);
+                        w.put_image(&r)?;
+                    }
+                }
+                Ok(())
+            })
+        })
+        .await
+        .map_err(|e| Error::internal(format!("push task failed: {e}")))??;
+        drop(hold);
+        Ok(PushResult {
+            tag: tag.to_string(),
+            digest: reference_digest,
+            size,
+        })
+    }
+
+    /// Push one child manifest of an index by its digest, exactly as it
+    /// was pulled, after its config and layers.
+    async fn push_manifest_as_is(
+        self: Arc<Self>,
+        repo: &Repository,
+        c: &IndexChild,
+        mounts: &[String],
+        progress: &ProgressFn,
+        hold: &LeaseHandle,
+    ) -> Result<()> {
+        let body = self.content.read(&c.digest, MAX_JSON)?;
+        let m = match parse_manifest(&c.media_type, &body)? {
+            ManifestKind::Image(m) => *m,
+            ManifestKind::Index(_) => {
+                return Err(Error::invalid(format!(
+                    "manifest list entry {} is itself a manifest list",
+                    c.digest
+                )));
+            }
+        };
+        let layers: Vec<(String, Digest, u64)> = m
+            .layers
+            .iter()
+            .map(|l| (l.digest.short(), l.digest, l.size))
+            .collect();
+        for (id, _, _) in layers.iter().rev() {
+            say(progress, Some(id), "Preparing", None);
+        }
+        let limit = repo.client().config().max_concurrent_uploads.max(1);
+        for (id, _, _) in layers.iter().rev().skip(limit) {
+            say(progress, Some(id), "Waiting", None);
+        }
+        let sem = Arc::new(tokio::sync::Semaphore::new(limit));
+        let mut set = tokio::task::JoinSet::new();
+        for (id, digest, size) in layers.into_iter().rev() {
+            let svc = self.clone();
+            let repo = repo.clone();
+            let sem = sem.clone();
+            let progress = progress.clone();
+            let mounts = mounts.to_vec();
+            let hold = hold.clone();
+            set.spawn(async move {
+                let _p = sem.acquire_owned().await.expect("semaphore open");
+                svc.push_blob(&repo, &digest, size, &id, &mounts, &progress, &hold)
+                    .await
+            });
+        }
+        let mut first_err = None;
+        while let Some(r) = set.join_next().await {
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    if first_err.is_none() {
+                        first_err = Some(e);
+                        set.abort_all();
+                    }
+                }
+                Err(e) if e.is_cancelled() => {}
+                Err(e) => {
+                    first_err.get_or_insert(Error::internal(format!("push task failed: {e}")));
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        let config = self.content.read(&m.config.digest, MAX_JSON)?;
+        if repo.blob_exists(&m.config.digest).await?.is_none() {
+            let loc = repo.start_upload().await?;
+            repo.upload(
+                loc,
+                PushSource::Bytes(Bytes::from(config)),
+                Some(m.config.digest),
+                Arc::new(|_| {}),
+            )
+            .await?;
+        }
+        let d = repo
+            .put_manifest(&c.digest.to_string(), &c.media_type, Bytes::from(body))
+            .await?;
+        if d != c.digest {
+            return Err(Error::internal(format!(
+                "pushed manifest {d}, expected {}",
+                c.digest
+            )));
+        }
+        Ok(())
+    }
+
+    /// Push a stored blob by its digest: skipped when the registry has it,
+    /// mounted from another repository of it when one has it, otherwise
+    /// uploaded as a stream.
+    #[allow(clippy::too_many_arguments)]
+    async fn push_blob(
+        &self,
+        repo: &Repository,
+        digest: &Digest,
+        total: u64,
+        id: &str,
+        mounts: &[String],
+        progress: &ProgressFn,
+        hold: &LeaseHandle,
+    ) -> Result<()> {
+        hold.hold_blob(digest);
+        if repo.blob_exists(digest).await?.is_some() {
+            say(progress, Some(id), "Layer already exists", None);
+            return Ok(());
+        }
+        let mut location = None;
+        // Each refused mount opens an upload session: try a few sources
+        // and upload into the last session.
+        for from in mounts.iter().take(3) {
+            match repo.mount_blob(digest, from).await? {
+                UploadOutcome::Mounted => {
+                    say(progress, Some(id), &format!("Mounted from {from}"), None);
+                    return Ok(());
+                }
+                UploadOutcome::Started(loc) => location = Some(loc),
+            }
+        }
+        let location = match location {
+            Some(l) => l,
+            None => repo.start_upload().await?,
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let file = self.content.open_blob(digest)?;
+        let reader = tokio::task::spawn_blocking(move || send_file(file, tx));
+        let p = progress.clone();
+        let pid = id.to_string();
+        let last = AtomicU64::new(0);
+        let cb: Arc<dyn Fn(u64) + Send + Sync> = Arc::new(move |n| {
+            if n == total || n - last.load(Ordering::Relaxed) >= 1 << 20 {
+                last.store(n, Ordering::Relaxed);
+                say(&p, Some(&pid), "Pushing", Some((n, total)));
+            }
+        });
+        let up = repo
+            .upload(location, PushSource::Stream(rx), Some(*digest), cb)
+            .await;
+        let _ = reader.await;
+        up?;
+        say(progress, Some(id), "Pushed", None);
+        Ok(())
+    }
+
     /// A compressed blob of this diff ID that the content store has.
     fn compressed_blob_for(&self, l: &LayerBlob) -> Result<Option<LayerBlob>> {
         if is_compressed(&l.media_type) && self.content.exists(&l.digest) {
@@ -297,46 +681,8 @@ impl ImageService {
         hold: &LeaseHandle,
     ) -> Result<LayerBlob> {
         if let Some(c) = self.compressed_blob_for(l)? {
-            hold.hold_blob(&c.digest);
-            if repo.blob_exists(&c.digest).await?.is_some() {
-                say(progress, Some(id), "Layer already exists", None);
-                return Ok(c);
-            }
-            let mut location = None;
-            // Each refused mount opens an upload session: try a few sources
-            // and upload into the last session.
-            for from in mounts.iter().take(3) {
-                match repo.mount_blob(&c.digest, from).await? {
-                    UploadOutcome::Mounted => {
-                        say(progress, Some(id), &format!("Mounted from {from}"), None);
-                        return Ok(c);
-                    }
-                    UploadOutcome::Started(loc) => location = Some(loc),
-                }
-            }
-            let location = match location {
-                Some(l) => l,
-                None => repo.start_upload().await?,
-            };
-            let total = c.size;
-            let (tx, rx) = tokio::sync::mpsc::channel(8);
-            let file = self.content.open_blob(&c.digest)?;
-            let reader = tokio::task::spawn_blocking(move || send_file(file, tx));
-            let p = progress.clone();
-            let pid = id.to_string();
-            let last = AtomicU64::new(0);
-            let cb: Arc<dyn Fn(u64) + Send + Sync> = Arc::new(move |n| {
-                if n == total || n - last.load(Ordering::Relaxed) >= 1 << 20 {
-                    last.store(n, Ordering::Relaxed);
-                    say(&p, Some(&pid), "Pushing", Some((n, total)));
-                }
-            });
-            let up = repo
-                .upload(location, PushSource::Stream(rx), Some(c.digest), cb)
-                .await;
-            let _ = reader.await;
-            up?;
-            say(progress, Some(id), "Pushed", None);
+            self.push_blob(repo, &c.digest, c.size, id, mounts, progress, hold)
+                .await?;
             return Ok(c);
         }
         // Stored uncompressed: compress it on the way (gzip, or zstd when
@@ -417,6 +763,15 @@ impl ImageService {
             tar_size: l.tar_size,
         })
     }
+}
+
+/// dockerd's error for a platform an image does not have.
+fn platform_not_found(full: &str, want: &Platform) -> Error {
+    Error::not_found(format!(
+        "image with reference {} was found but does not provide the specified platform ({})",
+        familiar(full),
+        want.display()
+    ))
 }
 
 fn registry_zstd(repo: &Repository) -> bool {

@@ -20,7 +20,17 @@
 //!   network_names <network name>  -> <network id>
 //!   leases   <network id>/<ipv4>  -> <container id>   (IPAM: one row per address in use)
 //!   build_cache <key>             -> BuildCacheRow (see build_cache.rs)
+//!   indexes  <index digest hex>   -> IndexRecord (a multi-platform index a tag names)
+//!   tag_indexes <full reference>  -> <index digest hex>   (the tag was pulled as that index)
 //! ```
+//!
+//! A tag that was pulled from a multi-platform index keeps it: the index's
+//! bytes and each child manifest pulled stay in the content store (so a
+//! push sends them unchanged and the registry sees the same digests), and
+//! the index row lists which children are here (their image IDs). The tag
+//! itself still names one image (the host's platform when it is here).
+//! Setting or removing a tag drops its index association; an index row
+//! goes with its last tag.
 #![forbid(unsafe_code)]
 
 mod build_cache;
@@ -44,6 +54,8 @@ const NAMES: TableDefinition<&str, &str> = TableDefinition::new("names");
 const NETWORKS: TableDefinition<&str, &[u8]> = TableDefinition::new("networks");
 const NETWORK_NAMES: TableDefinition<&str, &str> = TableDefinition::new("network_names");
 const LEASES: TableDefinition<&str, &str> = TableDefinition::new("leases");
+const INDEXES: TableDefinition<&str, &[u8]> = TableDefinition::new("indexes");
+const TAG_INDEXES: TableDefinition<&str, &str> = TableDefinition::new("tag_indexes");
 
 /// One layer blob of an image, as its manifest lists it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -111,6 +123,44 @@ pub struct NetworkRow {
     pub record: serde_json::Value,
 }
 
+/// A multi-platform index (OCI index or Docker manifest list) a tag was
+/// pulled from. Its bytes are the content-store blob `digest`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct IndexRecord {
+    pub v: u32,
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    /// Every entry of the index, in its order.
+    pub children: Vec<IndexChild>,
+}
+
+/// One entry of an index, and whether berth has it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct IndexChild {
+    /// The child manifest's digest (its bytes are a content-store blob when
+    /// `image` is set).
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    /// The entry's platform as the index spells it (JSON), if any.
+    #[serde(default)]
+    pub platform: Option<serde_json::Value>,
+    /// The image pulled for this entry (its config digest), when here.
+    #[serde(default)]
+    pub image: Option<Digest>,
+    /// The blobs the child manifest names (config, then layers), when here.
+    #[serde(default)]
+    pub blobs: Vec<Digest>,
+}
+
+impl IndexRecord {
+    /// Image IDs of the children that are here.
+    pub fn images(&self) -> impl Iterator<Item = Digest> + '_ {
+        self.children.iter().filter_map(|c| c.image)
+    }
+}
+
 /// What garbage collection must keep.
 #[derive(Debug, Default)]
 pub struct Roots {
@@ -149,6 +199,8 @@ impl MetaStore {
             tx.open_table(NETWORK_NAMES).map_err(db_err)?;
             tx.open_table(LEASES).map_err(db_err)?;
             tx.open_table(build_cache::BUILD_CACHE).map_err(db_err)?;
+            tx.open_table(INDEXES).map_err(db_err)?;
+            tx.open_table(TAG_INDEXES).map_err(db_err)?;
         }
         tx.commit().map_err(db_err)?;
         Ok(MetaStore { db })
@@ -192,6 +244,13 @@ impl MetaStore {
                 let diffs: Vec<DiffId> = img.layers.iter().map(|l| l.diff_id).collect();
                 roots.layers.extend(ChainId::chain(&diffs));
             }
+            for ix in r.indexes()? {
+                roots.blobs.insert(ix.digest);
+                for c in ix.children.iter().filter(|c| c.image.is_some()) {
+                    roots.blobs.insert(c.digest);
+                    roots.blobs.extend(c.blobs.iter().copied());
+                }
+            }
             Ok(roots)
         })
     }
@@ -224,6 +283,12 @@ pub trait MetaRead {
     /// The addresses leased in a network: (address, container id), sorted
     /// by key (not numerically).
     fn leases(&self, network: &str) -> Result<Vec<(String, String)>>;
+    fn index(&self, digest: &Digest) -> Result<Option<IndexRecord>>;
+    fn indexes(&self) -> Result<Vec<IndexRecord>>;
+    /// The index a tag was pulled as, if any.
+    fn tag_index(&self, reference: &str) -> Result<Option<Digest>>;
+    /// Every (reference, index digest) pair.
+    fn tag_indexes(&self) -> Result<Vec<(String, Digest)>>;
 }
 
 macro_rules! read_methods {
@@ -347,6 +412,43 @@ macro_rules! read_methods {
             Ok(out)
         }
 
+        fn index(&self, digest: &Digest) -> Result<Option<IndexRecord>> {
+            let t = self.tx.open_table(INDEXES).map_err(db_err)?;
+            let key = digest.hex();
+            t.get(key.as_str())
+                .map_err(db_err)?
+                .map(|v| decode("index", &key, v.value()))
+                .transpose()
+        }
+
+        fn indexes(&self) -> Result<Vec<IndexRecord>> {
+            let t = self.tx.open_table(INDEXES).map_err(db_err)?;
+            let mut out = Vec::new();
+            for row in t.iter().map_err(db_err)? {
+                let (k, v) = row.map_err(db_err)?;
+                out.push(decode("index", k.value(), v.value())?);
+            }
+            Ok(out)
+        }
+
+        fn tag_index(&self, reference: &str) -> Result<Option<Digest>> {
+            let t = self.tx.open_table(TAG_INDEXES).map_err(db_err)?;
+            t.get(reference)
+                .map_err(db_err)?
+                .map(|v| Digest::from_hex(v.value()))
+                .transpose()
+        }
+
+        fn tag_indexes(&self) -> Result<Vec<(String, Digest)>> {
+            let t = self.tx.open_table(TAG_INDEXES).map_err(db_err)?;
+            let mut out = Vec::new();
+            for row in t.iter().map_err(db_err)? {
+                let (k, v) = row.map_err(db_err)?;
+                out.push((k.value().to_string(), Digest::from_hex(v.value())?));
+            }
+            Ok(out)
+        }
+
         fn layers(&self) -> Result<Vec<LayerRecord>> {
             let t = self.tx.open_table(LAYERS).map_err(db_err)?;
             let mut out = Vec::new();
@@ -379,22 +481,99 @@ impl WriteTx {
         Ok(())
     }
 
+    /// Remove an image; an index that had it as a child no longer has it.
     pub fn delete_image(&self, id: &Digest) -> Result<()> {
-        let mut t = self.tx.open_table(IMAGES).map_err(db_err)?;
-        t.remove(id.hex().as_str()).map_err(db_err)?;
+        {
+            let mut t = self.tx.open_table(IMAGES).map_err(db_err)?;
+            t.remove(id.hex().as_str()).map_err(db_err)?;
+        }
+        for mut ix in self.indexes()? {
+            let mut changed = false;
+            for c in ix.children.iter_mut().filter(|c| c.image == Some(*id)) {
+                c.image = None;
+                c.blobs.clear();
+                changed = true;
+            }
+            if changed {
+                self.put_index(&ix)?;
+            }
+        }
         Ok(())
     }
 
     /// Point `reference` at `id`; returns the image it pointed at before.
+    /// The tag loses any index it was pulled as (see [`WriteTx::set_tag_index`]).
     pub fn set_tag(&self, reference: &str, id: &Digest) -> Result<Option<Digest>> {
+        self.drop_tag_index(reference)?;
         let mut t = self.tx.open_table(TAGS).map_err(db_err)?;
         let prev = t.insert(reference, id.hex().as_str()).map_err(db_err)?;
         prev.map(|v| Digest::from_hex(v.value())).transpose()
     }
 
     pub fn remove_tag(&self, reference: &str) -> Result<bool> {
+        self.drop_tag_index(reference)?;
         let mut t = self.tx.open_table(TAGS).map_err(db_err)?;
         Ok(t.remove(reference).map_err(db_err)?.is_some())
+    }
+
+    /// Record that the tag `reference` (already set) names the index
+    /// `digest`, whose row must exist.
+    pub fn set_tag_index(&self, reference: &str, digest: &Digest) -> Result<()> {
+        if self.index(digest)?.is_none() {
+            return Err(Error::internal(format!(
+                "tag {reference}: index {digest} has no record"
+            )));
+        }
+        if self.tag(reference)?.is_none() {
+            return Err(Error::internal(format!(
+                "index {digest}: tag {reference} is not set"
+            )));
+        }
+        let old = {
+            let mut t = self.tx.open_table(TAG_INDEXES).map_err(db_err)?;
+            t.insert(reference, digest.hex().as_str())
+                .map_err(db_err)?
+                .map(|v| Digest::from_hex(v.value()))
+                .transpose()?
+        };
+        if let Some(old) = old
+            && old != *digest
+        {
+            self.drop_unreferenced_index(&old)?;
+        }
+        Ok(())
+    }
+
+    pub fn put_index(&self, ix: &IndexRecord) -> Result<()> {
+        let mut t = self.tx.open_table(INDEXES).map_err(db_err)?;
+        t.insert(ix.digest.hex().as_str(), encode(ix).as_slice())
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Forget which index `reference` was pulled as; the index row goes
+    /// when no tag names it any more. Returns the index it named.
+    fn drop_tag_index(&self, reference: &str) -> Result<Option<Digest>> {
+        let old = {
+            let mut t = self.tx.open_table(TAG_INDEXES).map_err(db_err)?;
+            t.remove(reference)
+                .map_err(db_err)?
+                .map(|v| Digest::from_hex(v.value()))
+                .transpose()?
+        };
+        if let Some(d) = &old {
+            self.drop_unreferenced_index(d)?;
+        }
+        Ok(old)
+    }
+
+    fn drop_unreferenced_index(&self, digest: &Digest) -> Result<()> {
+        if self.tag_indexes()?.iter().any(|(_, d)| d == digest) {
+            return Ok(());
+        }
+        let mut t = self.tx.open_table(INDEXES).map_err(db_err)?;
+        t.remove(digest.hex().as_str()).map_err(db_err)?;
+        Ok(())
     }
 
     pub fn put_layer(&self, l: &LayerRecord) -> Result<()> {
@@ -603,6 +782,58 @@ mod tests {
         assert!(m.read(|r| r.leases("n1")).unwrap().is_empty());
         assert_eq!(m.read(|r| r.leases("n10")).unwrap().len(), 1);
         assert!(m.read(|r| r.network_name("front")).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_tag_keeps_its_index_until_it_is_set_or_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = MetaStore::open(&dir.path().join("meta.redb")).unwrap();
+        let (a, b) = (img(1), img(2));
+        let child = |i: &ImageRecord, n: u8| IndexChild {
+            digest: Digest::of(&[n, 9]),
+            media_type: "m".into(),
+            size: 1,
+            platform: None,
+            image: Some(i.id),
+            blobs: vec![i.id, i.layers[0].digest],
+        };
+        let ix = IndexRecord {
+            v: 1,
+            digest: Digest::of(b"index"),
+            media_type: "i".into(),
+            size: 5,
+            children: vec![child(&a, 1), child(&b, 2)],
+        };
+        let (t1, t2) = ("r/x:1", "r/x:2");
+        m.write(|w| {
+            w.put_image(&a)?;
+            w.put_image(&b)?;
+            w.put_index(&ix)?;
+            // an index row needs a tag set first
+            assert!(w.set_tag_index(t1, &ix.digest).is_err());
+            w.set_tag(t1, &a.id)?;
+            w.set_tag_index(t1, &ix.digest)?;
+            w.set_tag(t2, &a.id)?;
+            w.set_tag_index(t2, &ix.digest)
+        })
+        .unwrap();
+        let roots = m.roots().unwrap();
+        for d in [ix.digest, ix.children[0].digest, ix.children[1].digest] {
+            assert!(roots.blobs.contains(&d), "{d}");
+        }
+        // deleting a child image clears it from the index
+        m.write(|w| w.delete_image(&b.id)).unwrap();
+        let got = m.read(|r| r.index(&ix.digest)).unwrap().unwrap();
+        assert_eq!(got.images().collect::<Vec<_>>(), vec![a.id]);
+        assert!(got.children[1].blobs.is_empty());
+        // re-pointing one tag drops its association; the row stays for the other
+        m.write(|w| w.set_tag(t1, &a.id).map(|_| ())).unwrap();
+        assert_eq!(m.read(|r| r.tag_index(t1)).unwrap(), None);
+        assert_eq!(m.read(|r| r.tag_index(t2)).unwrap(), Some(ix.digest));
+        // removing the last tag removes the row
+        m.write(|w| w.remove_tag(t2).map(|_| ())).unwrap();
+        assert!(m.read(|r| r.index(&ix.digest)).unwrap().is_none());
+        assert!(!m.roots().unwrap().blobs.contains(&ix.digest));
     }
 
     #[test]

@@ -38,6 +38,11 @@ pub struct PushArgs {
     /// Push all tags of an image to the repository
     #[arg(short = 'a', long = "all-tags")]
     all_tags: bool,
+    /// Push a platform-specific manifest as a single-platform image to the registry.
+    /// Image index won't be pushed, meaning that other manifests, including attestations won't be preserved.
+    /// 'os[/arch[/variant]]': Explicit platform (eg. linux/amd64)
+    #[arg(long, verbatim_doc_comment)]
+    platform: Option<String>,
     /// Suppress verbose output
     #[arg(short, long)]
     quiet: bool,
@@ -60,7 +65,11 @@ async fn display(
         let m = m?;
         if let Some(e) = m.get("error").and_then(|e| e.as_str()) {
             out.flush()?;
-            bail!("{e}");
+            return Err(PushFailed {
+                message: e.to_string(),
+                aux,
+            }
+            .into());
         }
         if let Some(a) = m.get("aux") {
             aux.push(a.clone());
@@ -259,19 +268,107 @@ pub async fn push(c: &Client, a: PushArgs) -> Result<()> {
         }
     }
     let tag = rf.tag.clone().unwrap_or_default();
-    let path = format!("/images/{}/push?tag={}", rf.familiar_name(), enc(&tag));
+    let mut path = format!("/images/{}/push?tag={}", rf.familiar_name(), enc(&tag));
+    if let Some(p) = a.platform.as_deref().filter(|p| !p.is_empty()) {
+        path.push_str(&format!("&platform={}", enc(&oci_platform(p)?)));
+        print_note(&[
+            "Using --platform pushes only the specified platform manifest of a multi-platform image index.",
+            "Other components, like attestations, will not be included.",
+            "To push the complete multi-platform image, remove the --platform flag.",
+        ]);
+    }
     let auth = registry::header_for(rf.domain())?;
     let resp = c
         .request_with_headers(Method::POST, &path, empty(), &[("X-Registry-Auth", &auth)])
         .await?;
     let stdout = std::io::stdout();
     let tty = stdout.is_terminal();
-    if a.quiet {
-        display(resp, &mut std::io::sink(), false).await?;
-        println!("{rf}");
+    let res = if a.quiet {
+        display(resp, &mut std::io::sink(), false).await
     } else {
         let mut out = stdout.lock();
-        display(resp, &mut out, tty).await?;
+        display(resp, &mut out, tty).await
+    };
+    // docker's notes for the push's aux messages, after the output.
+    let aux = match &res {
+        Ok(aux) => aux.clone(),
+        Err(e) => e
+            .downcast_ref::<PushFailed>()
+            .map(|f| f.aux.clone())
+            .unwrap_or_default(),
+    };
+    for m in &aux {
+        if m["manifestPushedInsteadOfIndex"] == true {
+            print_note(&[
+                "Not all multiplatform-content is present and only the available single-platform image was pushed",
+                &format!(
+                    "{} -> {}",
+                    m["originalIndex"]["digest"].as_str().unwrap_or(""),
+                    m["selectedManifest"]["digest"].as_str().unwrap_or("")
+                ),
+            ]);
+        }
+        if m["contentMissing"] == true {
+            print_note(&[
+                "You're trying to push a manifest list/index which references multiple platform specific manifests, but not all of them are available locally",
+                "or available to the remote repository.",
+                "",
+                "Make sure you have all the referenced content and try again.",
+                "",
+                "You can also push only a single platform specific manifest directly by specifying the platform you want to push with the --platform flag.",
+            ]);
+        }
+    }
+    res?;
+    if a.quiet {
+        println!("{rf}");
     }
     Ok(())
+}
+
+/// An error message of a push stream, with the `aux` messages before it.
+#[derive(Debug)]
+struct PushFailed {
+    message: String,
+    aux: Vec<Value>,
+}
+
+impl std::fmt::Display for PushFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for PushFailed {}
+
+/// docker's note: ` Info -> ` and the lines under it.
+fn print_note(lines: &[&str]) {
+    let header = " Info -> ";
+    let mut out = String::new();
+    for (i, l) in lines.iter().enumerate() {
+        if i > 0 && !l.is_empty() {
+            out.push_str(&" ".repeat(header.len()));
+        } else if i == 0 {
+            out.push_str(header);
+        }
+        out.push_str(l);
+        out.push('\n');
+    }
+    println!("{out}");
+}
+
+/// `os[/arch[/variant]]` as the JSON OCI platform the API takes.
+fn oci_platform(p: &str) -> Result<String> {
+    let parts: Vec<&str> = p.split('/').collect();
+    if parts.len() > 3 || parts.iter().any(|x| x.is_empty()) {
+        bail!("\"{p}\": unknown operating system or architecture: invalid argument");
+    }
+    let mut v = serde_json::json!({"os": parts[0].to_ascii_lowercase()});
+    if let Some(a) = parts.get(1) {
+        v["architecture"] = serde_json::json!(a.to_ascii_lowercase());
+    }
+    if let Some(x) = parts.get(2) {
+        v["variant"] = serde_json::json!(x.to_ascii_lowercase());
+    }
+    Ok(v.to_string())
 }

@@ -85,7 +85,11 @@ async fn list(
         // only show with `all`.
         let parents: std::collections::HashSet<_> =
             list.iter().filter_map(|s| s.record.parent).collect();
-        list.retain(|s| !s.repo_tags.is_empty() || !parents.contains(&s.record.id));
+        // The platforms of a multi-platform tag besides the one it names
+        // are part of that tag's image (`docker images` shows one row).
+        list.retain(|s| {
+            (!s.repo_tags.is_empty() || !parents.contains(&s.record.id)) && !s.index_child
+        });
     }
     Ok(axum::Json(list.iter().map(summary_json).collect()))
 }

@@ -15,7 +15,7 @@ use berth_api::{JsonMessage, ProgressDetail};
 use berth_images::distribution::{
     AuthConfig, ManifestKind, Platform, media, parse_manifest, registry_host, select_platform,
 };
-use berth_images::{Progress, ProgressFn, PullOptions, PushOptions};
+use berth_images::{Progress, ProgressFn, PullOptions, PushNote, PushOptions};
 use berth_types::{Error, Reference};
 use serde_json::json;
 
@@ -220,16 +220,32 @@ pub async fn pull(st: AppState, q: Query, headers: HeaderMap) -> ApiResult<Respo
     .await
 }
 
-/// `POST /images/{name}/push?tag=…`.
+/// `POST /images/{name}/push?tag=…&platform=…`.
 pub async fn push(st: AppState, name: String, q: Query, headers: HeaderMap) -> ApiResult<Response> {
     let auth = registry_auth(&headers)?;
     let tag = q.get("tag").map(str::to_string).filter(|t| !t.is_empty());
     Reference::parse(&name)?;
-    let opts = PushOptions { auth, tag };
+    let platform = match q.get("platform").filter(|p| !p.is_empty()) {
+        Some(p) => Some(push_platform(p)?),
+        None => None,
+    };
     let images = st.images.clone();
     let registry = st.registry.clone();
     let events = st.events.clone();
     progress_stream(move |progress, raw| async move {
+        let aux = raw.clone();
+        let notes: Arc<dyn Fn(PushNote) + Send + Sync> = Arc::new(move |n| {
+            aux(JsonMessage {
+                aux: Some(push_note(&n)),
+                ..Default::default()
+            })
+        });
+        let opts = PushOptions {
+            auth,
+            tag,
+            platform,
+            notes: Some(notes),
+        };
         let results = images
             .push(&registry, &name, &opts, progress.clone())
             .await?;
@@ -247,6 +263,46 @@ pub async fn push(st: AppState, name: String, q: Query, headers: HeaderMap) -> A
         Ok(())
     })
     .await
+}
+
+/// The `platform` of a push (API 1.46): a JSON-encoded OCI platform, as
+/// the docker CLI sends it (`os/arch[/variant]` is taken too).
+fn push_platform(p: &str) -> ApiResult<Platform> {
+    let text = if p.trim_start().starts_with('{') {
+        let v: Platform = serde_json::from_str(p)
+            .map_err(|e| Error::invalid(format!("invalid platform: {e}")))?;
+        let mut s = v.os.clone();
+        if !v.architecture.is_empty() {
+            s.push('/');
+            s.push_str(&v.architecture);
+        }
+        if let Some(var) = v
+            .variant
+            .filter(|x| !x.is_empty() && !v.architecture.is_empty())
+        {
+            s.push('/');
+            s.push_str(&var);
+        }
+        s
+    } else {
+        p.to_string()
+    };
+    Ok(Platform::parse(&text)?)
+}
+
+/// Docker's `auxprogress` JSON for a push note.
+fn push_note(n: &PushNote) -> serde_json::Value {
+    match n {
+        PushNote::ManifestPushedInsteadOfIndex { original, selected } => json!({
+            "manifestPushedInsteadOfIndex": true,
+            "originalIndex": original,
+            "selectedManifest": selected,
+        }),
+        PushNote::ContentMissing { desc } => json!({
+            "contentMissing": true,
+            "desc": desc,
+        }),
+    }
 }
 
 /// `POST /auth`: check credentials against the registry.
