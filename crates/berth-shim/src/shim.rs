@@ -185,7 +185,11 @@ fn setup(args: &Args, ready: &mut Ready) -> Result<Shim, Fail> {
     .map_err(io125("write shim.pid".into()))?;
 
     let config = args.bundle.join("config.json");
-    let mut spec = Spec::load(&config)
+    // Read whole and parsed from memory: `Spec::load` parses from the file
+    // a byte at a time.
+    let mut spec: Spec = std::fs::read(&config)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
         .map_err(|e| Fail::new(format!("load {}: {e}", config.display()), 125))?;
     if let Some(p) = spec.process_mut() {
         p.set_terminal(Some(args.tty));
