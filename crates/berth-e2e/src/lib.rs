@@ -25,6 +25,7 @@
 pub mod daemon;
 pub mod dockerd;
 pub mod fixtures;
+pub mod forks;
 pub mod http;
 pub mod netns;
 pub mod registry;
@@ -38,6 +39,7 @@ use std::path::{Path, PathBuf};
 
 pub use daemon::Daemon;
 pub use dockerd::Dockerd;
+pub use forks::Forks;
 pub use http::Response;
 pub use netns::Netns;
 pub use registry::Registry;

@@ -10,9 +10,9 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use berth_e2e::{Daemon, Netns, require_root};
+use berth_e2e::{Daemon, Forks, Netns, require_root};
 use serde_json::Value;
 
 fn daemon() -> Daemon {
@@ -865,6 +865,96 @@ fn outbound_access_survives_a_forward_policy_of_drop() {
         !chain.contains("berth"),
         "berth's accepts were left behind: {chain}"
     );
+}
+
+/// Whether berth's published-port rule for `port` is in its table.
+fn has_port_rule(d: &Daemon, port: u16) -> bool {
+    d.netns
+        .command("nft")
+        .args(["list", "chain", "inet", "berth", "ports"])
+        .output()
+        .is_ok_and(|r| String::from_utf8_lossy(&r.stdout).contains(&format!("dport {port}")))
+}
+
+#[test]
+fn an_idle_daemon_spawns_nothing_and_repairs_its_firewall_at_once() {
+    require_root!();
+    let d = daemon();
+    d.docker([
+        "run", "-d", "--name", "idle1", "-p", "8086:80", "busybox", "sleep", "300",
+    ])
+    .ok();
+    assert!(has_port_rule(&d, 8086));
+    let mut forks = Forks::watch(d.pid());
+    // Idle: no nft, no iptables, nothing at all.
+    std::thread::sleep(Duration::from_secs(1));
+    forks.take();
+    std::thread::sleep(Duration::from_secs(5));
+    let idle = forks.take();
+    assert!(idle.is_empty(), "an idle berthd started {idle:?}");
+
+    // Changes made from outside (in the daemon's namespace) are put right
+    // within a second by one round of the check: one `nft list`, the
+    // rebuild (`nft -f`) if the table was touched, `iptables` to read and
+    // fix the FORWARD chain. berth's own repair does not set off another
+    // round (which would run another `nft list`).
+    let repaired = |what: &str, ok: &dyn Fn() -> bool, nft_runs: usize, forks: &mut Forks| {
+        let t = Instant::now();
+        let done = berth_e2e::wait_for(Duration::from_secs(1), || ok().then_some(()));
+        assert!(done.is_some(), "{what}: not repaired within 1 s");
+        let took = t.elapsed();
+        std::thread::sleep(Duration::from_millis(800));
+        let ran = forks.take();
+        eprintln!("{what}: repaired in {took:?}, berthd ran {ran:?}");
+        assert!(!ran.is_empty(), "{what}: berthd ran nothing");
+        assert!(
+            ran.iter()
+                .all(|(_, c)| ["nft", "iptables", "?"].contains(&c.as_str())),
+            "{what}: berthd ran {ran:?}"
+        );
+        assert!(
+            ran.iter().filter(|(_, c)| c != "iptables").count() <= nft_runs,
+            "{what}: more than one round of checks: {ran:?}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+        let after = forks.take();
+        assert!(after.is_empty(), "{what}: berthd kept running {after:?}");
+    };
+    let nft = |args: &[&str]| {
+        let st = d.netns.command("nft").args(args).status().unwrap();
+        assert!(st.success(), "nft {args:?}");
+    };
+    nft(&["flush", "table", "inet", "berth"]);
+    assert!(!has_port_rule(&d, 8086));
+    repaired(
+        "nft flush table",
+        &|| has_port_rule(&d, 8086),
+        2,
+        &mut forks,
+    );
+
+    nft(&["flush", "ruleset"]);
+    repaired(
+        "nft flush ruleset",
+        &|| has_port_rule(&d, 8086),
+        2,
+        &mut forks,
+    );
+
+    let st = d
+        .netns
+        .command("iptables")
+        .args(["-P", "FORWARD", "DROP"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    repaired(
+        "FORWARD policy DROP",
+        &|| forward_chain(&d).contains("-i berth0 -m comment --comment berth -j ACCEPT"),
+        1,
+        &mut forks,
+    );
+    d.docker(["rm", "-f", "idle1"]).ok();
 }
 
 #[test]

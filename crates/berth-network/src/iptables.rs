@@ -7,18 +7,26 @@
 //! again when the bridge goes or the daemon stops. Nothing else in that
 //! chain is read for meaning, reordered or changed.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use berth_types::{Error, Result};
 
 const COMMENT: &str = "berth";
 
 fn iptables(args: &[&str]) -> Result<String> {
-    let out = Command::new("iptables")
-        .arg("-w")
-        .args(args)
-        .output()
-        .map_err(|e| Error::internal(format!("iptables: {e}")))?;
+    let child = crate::fwwatch::spawn_own(
+        Command::new("iptables")
+            .arg("-w")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .map_err(|e| Error::internal(format!("iptables: {e}")))?;
+    let pid = child.id();
+    let out = child.wait_with_output();
+    crate::fwwatch::reaped(pid);
+    let out = out.map_err(|e| Error::internal(format!("iptables: {e}")))?;
     if !out.status.success() {
         return Err(Error::internal(format!(
             "iptables {}: {}",

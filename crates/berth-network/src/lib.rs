@@ -20,6 +20,7 @@
 
 pub mod dns;
 pub mod etc;
+pub mod fwwatch;
 pub mod ipam;
 pub mod iptables;
 pub mod netlink;
@@ -42,9 +43,6 @@ use nft::{BridgeNet, PortMap, Proto};
 
 /// Networks that exist on every daemon and cannot be removed.
 pub const PREDEFINED: &[&str] = &["bridge", "host", "none"];
-
-/// How often the firewall watchdog looks at berth's table.
-const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3);
 
 pub struct Config {
     /// The exec root (`/run/berth`); namespaces go in `netns/` under it.
@@ -1910,40 +1908,47 @@ impl NetworkService {
     }
 
     /// Notice a table flushed or deleted by someone else (a firewall
-    /// reload) and put it back. Runs until the daemon's runtime ends.
+    /// reload) or a FORWARD policy dockerd set to DROP, and put berth's
+    /// rules back. Driven by the kernel's nftables change events (see
+    /// [`fwwatch`]); runs until the daemon's runtime ends.
     pub fn watch_firewall(self: &Arc<Self>) {
+        if !self.cfg.firewall {
+            return;
+        }
         let me = Arc::downgrade(self);
-        self.rt.spawn(async move {
-            loop {
-                tokio::time::sleep(WATCH_INTERVAL).await;
-                let Some(svc) = me.upgrade() else { return };
-                let r = tokio::task::spawn_blocking(move || {
-                    let want = *svc.fw.lock().unwrap();
-                    let Some(want) = want else { return Ok(()) };
-                    if nft::live_rule_count() != Some(want) {
-                        tracing::warn!(
-                            "berth's nftables table was changed from outside; restoring it"
-                        );
-                        svc.refresh_firewall()?;
-                    } else {
-                        // dockerd may have come up (FORWARD policy DROP), or
-                        // a firewall reload may have taken berth's accepts.
-                        let (nets, _) = svc.firewall_state()?;
-                        let bridges: Vec<String> = nets.into_iter().map(|n| n.bridge).collect();
-                        if iptables::sync(&bridges)? {
-                            tracing::info!(
-                                "FORWARD chain accepts for berth's bridges brought up to date"
-                            );
-                        }
-                    }
-                    Ok::<(), Error>(())
-                })
-                .await;
+        self.rt.spawn(fwwatch::run(move || {
+            let me = me.clone();
+            async move {
+                let Some(svc) = me.upgrade() else {
+                    return false;
+                };
+                let r = tokio::task::spawn_blocking(move || svc.check_firewall()).await;
                 if let Ok(Err(e)) = r {
                     tracing::warn!(error = %e, "cannot restore berth's nftables table");
                 }
+                true
             }
-        });
+        }));
+    }
+
+    /// Rebuild berth's table if it is not what berth last put there, and
+    /// bring the FORWARD accepts in line.
+    fn check_firewall(&self) -> Result<()> {
+        let want = *self.fw.lock().unwrap();
+        let Some(want) = want else { return Ok(()) };
+        if nft::live_rule_count() != Some(want) {
+            tracing::warn!("berth's nftables table was changed from outside; restoring it");
+            self.refresh_firewall()?;
+        } else {
+            // dockerd may have come up (FORWARD policy DROP), or a firewall
+            // reload may have taken berth's accepts.
+            let (nets, _) = self.firewall_state()?;
+            let bridges: Vec<String> = nets.into_iter().map(|n| n.bridge).collect();
+            if iptables::sync(&bridges)? {
+                tracing::info!("FORWARD chain accepts for berth's bridges brought up to date");
+            }
+        }
+        Ok(())
     }
 
     /// At daemon stop: with no container running, the bridges and berth's

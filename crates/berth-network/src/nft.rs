@@ -214,25 +214,27 @@ pub fn rule_count(nets: &[BridgeNet], ports: &[PortMap]) -> usize {
 }
 
 fn nft(args: &[&str], stdin: Option<&[u8]>) -> Result<String> {
-    let mut child = Command::new("nft")
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::internal(format!("cannot run nft (install nftables): {e}")))?;
-    if let Some(input) = stdin {
-        let mut w = child.stdin.take().expect("piped");
-        w.write_all(input)
-            .map_err(|e| Error::internal(format!("write to nft: {e}")))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| Error::internal(format!("nft: {e}")))?;
+    let mut child = crate::fwwatch::spawn_own(
+        Command::new("nft")
+            .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .map_err(|e| Error::internal(format!("cannot run nft (install nftables): {e}")))?;
+    let pid = child.id();
+    let written = match (stdin, child.stdin.take()) {
+        (Some(input), Some(mut w)) => w.write_all(input),
+        _ => Ok(()),
+    };
+    let out = child.wait_with_output();
+    crate::fwwatch::reaped(pid);
+    written.map_err(|e| Error::internal(format!("write to nft: {e}")))?;
+    let out = out.map_err(|e| Error::internal(format!("nft: {e}")))?;
     if !out.status.success() {
         return Err(Error::internal(format!(
             "nft {}: {}",
