@@ -936,6 +936,81 @@ fn cgroup_namespace_hides_the_host_cgroup_paths() {
     assert!(parts.next().unwrap().contains("ro"), "{out}");
 }
 
+/// Check that every line of /proc/<pid>/cgroup (every hierarchy, v1 and
+/// v2) ends in `path`.
+fn assert_in_cgroup_everywhere(pid: i32, path: &str) {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert_eq!(
+        text.lines().count(),
+        own.lines().count(),
+        "pid {pid}: not every hierarchy of\n{own}\nis listed:\n{text}"
+    );
+    for l in text.lines() {
+        assert!(
+            l.ends_with(&format!(":{path}")),
+            "pid {pid}: {l} is not in {path}:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn started_and_exec_processes_are_in_the_container_cgroup_everywhere() {
+    require_root!();
+    // The harness runs this test on a thread of its own, so the runtime
+    // cannot clone straight into the v2 cgroup: the parent writes its
+    // cgroup.procs while the child joins each v1 hierarchy itself (the
+    // single-threaded shim's path is tested in berth-shim).
+    let threads = std::fs::read_dir("/proc/self/task").unwrap().count();
+    assert!(threads > 1, "expected a multi-threaded test harness");
+    let rootfs = Rootfs::new();
+    let id = unique("cgjoin");
+    let mut v = base_spec(&id, rootfs.path(), &["sleep", "30"]);
+    v["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "cgroup"}));
+    let spec = to_spec(v);
+    let started = berth_runtime::start(&id, &spec, capture().1).expect("start");
+    let c = Running::new(started, &spec);
+    let caps = spec.process().as_ref().unwrap().capabilities().clone();
+    let mut p = berth_runtime::Process::default();
+    p.set_args(Some(vec!["sleep".into(), "30".into()]));
+    p.set_capabilities(caps.clone());
+    let ec = Running::exec(berth_runtime::exec(&id, &spec, c.pid, &p, capture().1).expect("exec"));
+    let path = format!("/berth-rt-test-{id}");
+    assert_in_cgroup_everywhere(c.pid, &path);
+    assert_in_cgroup_everywhere(ec.pid, &path);
+
+    // Inside, through the container's cgroup namespace, both are at its
+    // root: the namespace was made (or joined) only once they were in.
+    let mut p = berth_runtime::Process::default();
+    p.set_args(Some(vec![
+        "cat".into(),
+        "/proc/self/cgroup".into(),
+        "/proc/1/cgroup".into(),
+    ]));
+    p.set_capabilities(caps);
+    let (mut out, stdio) = capture();
+    let mut cat = Running::exec(berth_runtime::exec(&id, &spec, c.pid, &p, stdio).expect("exec"));
+    let mut s = String::new();
+    out.read_to_string(&mut s).unwrap();
+    assert_eq!(cat.wait(), 0, "{s}");
+    assert!(!s.is_empty());
+    assert!(s.lines().all(|l| l.ends_with(":/")), "{s}");
+
+    drop(ec);
+    drop(c);
+    let hierarchies = std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten();
+    for h in hierarchies
+        .map(|h| h.path())
+        .chain([PathBuf::from("/sys/fs/cgroup")])
+    {
+        let d = h.join(path.trim_start_matches('/'));
+        assert!(!d.exists(), "cgroup {} left behind", d.display());
+    }
+}
+
 /// An overlay mount on the host, unmounted on drop.
 struct Overlay {
     merged: PathBuf,
