@@ -307,7 +307,7 @@ fn fork_child(
     let switch = PidNsSwitch::enter(pid_ns)?;
     let into = join.v2.as_ref().filter(|_| sys::single_threaded());
     let (forked, in_v2) = match into {
-        Some(fd) => match sys::fork_into_cgroup(fd.as_fd()).map_err(|e| os_err("clone3", e))? {
+        Some(fd) => match sys::fork_into_cgroup(fd.as_fd()) {
             Some(f) => (f, true),
             None => (sys::fork().map_err(|e| os_err("fork", e))?, false),
         },
