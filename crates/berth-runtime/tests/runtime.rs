@@ -1011,6 +1011,67 @@ fn started_and_exec_processes_are_in_the_container_cgroup_everywhere() {
     }
 }
 
+/// Sets the calling thread's scheduling policy (a new process inherits
+/// it) and puts SCHED_OTHER back on drop.
+struct Policy;
+
+impl Policy {
+    fn set(policy: i32, prio: i32) -> std::io::Result<Policy> {
+        let p = libc::sched_param {
+            sched_priority: prio,
+        };
+        // SAFETY: p is a valid sched_param; pid 0 is the calling thread.
+        if unsafe { libc::sched_setscheduler(0, policy, &p) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Policy)
+    }
+}
+
+impl Drop for Policy {
+    fn drop(&mut self) {
+        let p = libc::sched_param { sched_priority: 0 };
+        // SAFETY: as in set.
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &p) };
+    }
+}
+
+#[test]
+fn a_failed_cgroup_join_is_reported_and_leaves_nothing() {
+    require_root!();
+    // A real-time task may not join a v1 cpu cgroup that has no real-time
+    // runtime (a new one's is 0): the container process's own write to
+    // `tasks` fails. Only where the kernel schedules real-time groups.
+    let Some(cpu) = cgroup_v1("cpu").filter(|c| c.join("cpu.rt_runtime_us").exists()) else {
+        eprintln!("skipping: no v1 cpu hierarchy with real-time group scheduling");
+        return;
+    };
+    let rootfs = Rootfs::new();
+    let id = unique("rtjoin");
+    let spec = to_spec(base_spec(&id, rootfs.path(), &["true"]));
+    let r = {
+        let _rt = Policy::set(libc::SCHED_FIFO, 1).unwrap();
+        berth_runtime::start(&id, &spec, capture().1)
+    };
+    let e = match r {
+        Ok(started) => {
+            drop(Running::new(started, &spec));
+            panic!("a real-time process joined {}", cpu.display());
+        }
+        Err(e) => e,
+    };
+    let tasks = cpu.join(format!("berth-rt-test-{id}/tasks"));
+    assert_eq!(
+        e.message,
+        format!("write \"0\" to {}: invalid argument", tasks.display())
+    );
+    let hierarchies = std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten();
+    for h in hierarchies.map(|h| h.path()) {
+        let d = h.join(format!("berth-rt-test-{id}"));
+        assert!(!d.exists(), "cgroup {} left behind", d.display());
+    }
+}
+
 /// An overlay mount on the host, unmounted on drop.
 struct Overlay {
     merged: PathBuf,
