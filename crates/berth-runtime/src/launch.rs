@@ -1,7 +1,8 @@
 //! `start` and `exec`: plan in the parent, fork, finish in the child.
 //!
 //! Process model. The container process is a direct child of the caller
-//! (so the shim can waitpid it), made with glibc's `fork()`:
+//! (so the shim can waitpid it), made with glibc's `fork()`, or a raw
+//! `clone3` into its v2 cgroup when the caller is single-threaded (below):
 //!
 //! - a new PID namespace only applies to children, so before forking the
 //!   caller's *pid_for_children* is switched: `unshare(CLONE_NEWPID)` for a
@@ -14,7 +15,7 @@
 //!   handlers, so the child may allocate even if the caller has threads.
 //! - the child unshares the other namespaces itself (mount, UTS, IPC,
 //!   network), joins the ones given by path with setns, and unshares the
-//!   cgroup namespace only after the parent has moved it into its cgroup
+//!   cgroup namespace only once it is in its cgroup in every hierarchy
 //!   (so the namespace's root is the container's cgroup).
 //! - moving another process into a cgroup (a write to `cgroup.procs`)
 //!   blocks for a whole RCU grace period, 7–15 ms here (the kernel's
