@@ -1050,7 +1050,14 @@ fn a_failed_cgroup_join_is_reported_and_leaves_nothing() {
     let id = unique("rtjoin");
     let spec = to_spec(base_spec(&id, rootfs.path(), &["true"]));
     let r = {
-        let _rt = Policy::set(libc::SCHED_FIFO, 1).unwrap();
+        let _rt = match Policy::set(libc::SCHED_FIFO, 1) {
+            Ok(p) => p,
+            Err(e) => {
+                // Our own cgroup may grant no real-time runtime either.
+                eprintln!("skipping: cannot become a real-time task: {e}");
+                return;
+            }
+        };
         berth_runtime::start(&id, &spec, capture().1)
     };
     let e = match r {
