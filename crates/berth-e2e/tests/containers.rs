@@ -497,6 +497,74 @@ fn memory_limit_oom_kill_is_reported() {
 }
 
 #[test]
+fn exec_processes_are_held_to_the_containers_limits_and_listed() {
+    require_root!();
+    let d = daemon();
+    let id = d
+        .docker([
+            "run",
+            "-d",
+            "--name",
+            "lim",
+            "-m",
+            "32m",
+            "--pids-limit",
+            "6",
+            "busybox",
+            "sleep",
+            "1000",
+        ])
+        .ok()
+        .trim()
+        .to_string();
+    // A detached exec: `top` lists it, and from the host it is in the
+    // container's cgroup in every hierarchy (v1 and v2 alike).
+    d.docker(["exec", "-d", "lim", "sleep", "999"]).ok();
+    let top = wait_for(Duration::from_secs(5), || {
+        let t = d.docker(["top", "lim"]);
+        t.stdout.contains("sleep 999").then(|| t.stdout.clone())
+    })
+    .expect("top lists the exec'd process");
+    let pid = top
+        .lines()
+        .find(|l| l.contains("sleep 999"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or_else(|| panic!("no PID column: {top}"));
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert_eq!(cg.lines().count(), own.lines().count(), "{cg}");
+    for l in cg.lines() {
+        assert!(l.ends_with(&format!("/berth/{id}")), "{l} in\n{cg}");
+    }
+    // An exec'd process over the memory limit is OOM-killed, not the init.
+    let out = d.docker(["exec", "lim", "tail", "/dev/zero"]);
+    assert_eq!(out.code(), 137, "{out}");
+    assert_eq!(
+        d.docker(["inspect", "-f", "{{.State.Running}}", "lim"])
+            .ok()
+            .trim(),
+        "true"
+    );
+    // Its forks count against the pids limit (two sleeps and the shell
+    // already hold three of six).
+    let out = d.docker([
+        "exec",
+        "lim",
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5 6; do sleep 60 & done; echo done",
+    ]);
+    assert!(out.stderr.contains("can't fork"), "{out}");
+    d.docker(["rm", "-f", "lim"]).ok();
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let hierarchies = std::fs::read_dir(root).unwrap().flatten().map(|e| e.path());
+    for h in hierarchies.chain([root.to_path_buf()]) {
+        let dir = h.join("berth").join(&id);
+        assert!(!dir.exists(), "cgroup {} left behind", dir.display());
+    }
+}
+
+#[test]
 fn log_driver_and_rotation_from_daemon_json_and_flags() {
     require_root!();
     let d = Daemon::with_config(

@@ -158,12 +158,12 @@ impl Drop for Env {
                 let _ = self.runc(&["delete", "--force", &id]);
             }
         }
-        for h in ["memory", "pids", "cpu,cpuacct", "freezer", "unified", ""] {
-            let _ = std::fs::remove_dir(
-                Path::new("/sys/fs/cgroup")
-                    .join(h)
-                    .join(self.cgroup.trim_start_matches('/')),
-            );
+        // The parent cgroup the runtime made on the way, in every
+        // hierarchy the host has (whatever their names) and on pure v2.
+        let root = Path::new("/sys/fs/cgroup");
+        let hierarchies = std::fs::read_dir(root).into_iter().flatten().flatten();
+        for h in hierarchies.map(|e| e.path()).chain([root.to_path_buf()]) {
+            let _ = std::fs::remove_dir(h.join(self.cgroup.trim_start_matches('/')));
         }
     }
 }

@@ -60,7 +60,7 @@ pub(crate) struct Cgroup {
 /// [`Cgroup::self_join`]).
 pub(crate) struct SelfJoin {
     /// Each v1 hierarchy's `tasks` file.
-    tasks: Vec<PathBuf>,
+    pub tasks: Vec<PathBuf>,
     /// The v2 directory, for `CLONE_INTO_CGROUP`.
     pub v2: Option<OwnedFd>,
 }

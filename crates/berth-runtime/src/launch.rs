@@ -1,7 +1,8 @@
 //! `start` and `exec`: plan in the parent, fork, finish in the child.
 //!
 //! Process model. The container process is a direct child of the caller
-//! (so the shim can waitpid it), made with glibc's `fork()`:
+//! (so the shim can waitpid it), made with glibc's `fork()`, or a raw
+//! `clone3` into its v2 cgroup when the caller is single-threaded (below):
 //!
 //! - a new PID namespace only applies to children, so before forking the
 //!   caller's *pid_for_children* is switched: `unshare(CLONE_NEWPID)` for a
@@ -14,7 +15,7 @@
 //!   handlers, so the child may allocate even if the caller has threads.
 //! - the child unshares the other namespaces itself (mount, UTS, IPC,
 //!   network), joins the ones given by path with setns, and unshares the
-//!   cgroup namespace only after the parent has moved it into its cgroup
+//!   cgroup namespace only once it is in its cgroup in every hierarchy
 //!   (so the namespace's root is the container's cgroup).
 //! - moving another process into a cgroup (a write to `cgroup.procs`)
 //!   blocks for a whole RCU grace period, 7–15 ms here (the kernel's
@@ -307,7 +308,7 @@ fn fork_child(
     let switch = PidNsSwitch::enter(pid_ns)?;
     let into = join.v2.as_ref().filter(|_| sys::single_threaded());
     let (forked, in_v2) = match into {
-        Some(fd) => match sys::fork_into_cgroup(fd.as_fd()).map_err(|e| os_err("clone3", e))? {
+        Some(fd) => match sys::fork_into_cgroup(fd.as_fd()) {
             Some(f) => (f, true),
             None => (sys::fork().map_err(|e| os_err("fork", e))?, false),
         },
@@ -371,16 +372,14 @@ fn parent_side(
         }
     };
     let joined = if overlap {
-        sync.go().and_then(|()| {
-            // The child may have failed meanwhile (and be gone, so that
-            // joining the cgroup fails too): its own error says why.
-            join_v2()
-                .and_then(|()| sync.go())
-                .map_err(|e| sync.child_error().unwrap_or(e))
-        })
+        sync.go().and_then(|()| join_v2()).and_then(|()| sync.go())
     } else {
         join_v2().and_then(|()| sync.go())
     };
+    // The child may have failed meanwhile, even before reading the first GO
+    // (its own v1 join comes first), and be gone, so that joining the cgroup
+    // or writing a GO fails too (ESRCH, EPIPE): its own error says why.
+    let joined = joined.map_err(|e| sync.child_error().unwrap_or(e));
     let r = joined.and_then(|()| {
         if gated {
             sync.wait_ready()
@@ -636,4 +635,58 @@ pub(crate) fn exec(
         false,
         false,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A child whose own join of a v1 hierarchy fails (say its cgroup
+    /// vanished) reports why before it ever reads a GO: the caller gets
+    /// that message, not the broken sync socket's, on either protocol
+    /// (`start`'s two GOs, `exec`'s one), whether the child is already gone
+    /// when the parent first writes (waited for here, not reaped) or not.
+    #[test]
+    fn a_failed_cgroup_join_in_the_child_reaches_the_caller() {
+        let dir = tempfile::tempdir().unwrap();
+        let tasks = dir.path().join("gone/tasks");
+        let cgroup = Cgroup {
+            dirs: Vec::new(),
+            unified: false,
+        };
+        for overlap in [true, false] {
+            for gone in [true, false] {
+                for _ in 0..10 {
+                    let join = SelfJoin {
+                        tasks: vec![tasks.clone()],
+                        v2: None,
+                    };
+                    let (sp, sc) = sync::pair().unwrap();
+                    let mut sp = Some(sp);
+                    let forked = fork_child(&PidNs::Host, &mut sp, sc, &join, |_| {
+                        // Not reached: the join fails first.
+                        sys::exit_now(3)
+                    })
+                    .unwrap();
+                    if gone {
+                        let pid = rustix::process::Pid::from_raw(forked.0).unwrap();
+                        rustix::process::waitid(
+                            rustix::process::WaitId::Pid(pid),
+                            rustix::process::WaitIdOptions::EXITED
+                                | rustix::process::WaitIdOptions::NOWAIT,
+                        )
+                        .unwrap();
+                    }
+                    let e = parent_side(forked, &cgroup, sp.take().unwrap(), false, overlap)
+                        .unwrap_err();
+                    let want = format!("write \"0\" to {}: ", tasks.display());
+                    assert!(
+                        e.message.starts_with(&want) && e.message.contains("no such file"),
+                        "overlap {overlap}, gone {gone}: {}",
+                        e.message
+                    );
+                }
+            }
+        }
+    }
 }

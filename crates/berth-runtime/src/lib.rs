@@ -17,10 +17,11 @@
 //! Process model: `start` and `exec` plan everything in the caller (spec
 //! errors come back before any fork), switch the calling thread's
 //! pid_for_children to the container's PID namespace (new or joined),
-//! `fork()`, and switch it back. The child — a direct child of the caller,
-//! PID 1 of a new namespace for `start` — waits on a close-on-exec
-//! socketpair until the parent has moved it into the container's cgroups,
-//! then builds the container and execs. An execve that succeeds closes the
+//! fork, and switch it back. The child — a direct child of the caller,
+//! PID 1 of a new namespace for `start` — joins the container's v1 cgroups
+//! itself (it is cloned into the v2 one when the caller is single-threaded,
+//! else the parent moves it there), waits on a close-on-exec socketpair
+//! until it is in all of them, then builds the container and execs. An execve that succeeds closes the
 //! socket with nothing written; any failure before it is sent back as one
 //! error record. See `launch.rs` and `sync.rs`.
 //!

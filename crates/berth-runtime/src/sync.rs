@@ -2,10 +2,12 @@
 //!
 //! ```text
 //! parent                                   child
-//!   fork ─────────────────────────────────▶ waits for GO (EOF: parent died → exit)
+//!   fork (clone3 into the v2 cgroup) ─────▶ joins its v1 cgroups (writes 0 to tasks),
+//!                                          waits for GO (EOF: parent died → exit)
 //!   start: writes GO ─────────────────────▶ namespaces, mounts (not cgroup-bound)
-//!   joins cgroups, writes GO  ───────────▶ cgroup namespace, cgroup2 mount, ..., execve
-//!   (exec: joins cgroups, then one GO)
+//!   joins v2 cgroup unless cloned there,
+//!   writes GO  ──────────────────────────▶ cgroup namespace, cgroup2 mount, ..., execve
+//!   (exec: joins v2 unless cloned there, then one GO)
 //!   reads to EOF ◀──────────────────────── execve succeeded: the close-on-exec end
 //!                                          closes with nothing written
 //!                ◀──────────────────────── or: one error record, then _exit(1)

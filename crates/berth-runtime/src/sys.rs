@@ -141,12 +141,23 @@ pub(crate) fn single_threaded() -> bool {
 
 /// A fork straight into a cgroup v2 directory: `clone3` with
 /// `CLONE_INTO_CGROUP`, so the child never passes through the caller's
-/// cgroup and nobody writes `cgroup.procs`. `Ok(None)` when the kernel
-/// cannot (no clone3, or the cgroup refuses: the caller falls back to
-/// [`fork`]). Only for a single-threaded caller: a raw clone3 skips glibc's
-/// at-fork handlers, which only matter when other threads may hold glibc's
-/// locks.
-pub(crate) fn fork_into_cgroup(cgroup: BorrowedFd<'_>) -> io::Result<Option<Forked>> {
+/// cgroup and nobody writes `cgroup.procs`.
+///
+/// `None` when the kernel will not, whatever the reason: no clone3, or a
+/// cgroup that refuses a new process (gone, threaded, not a leaf, no
+/// permission, or its `pids.max` reached: a fork is charged there, a
+/// migration is not). The caller then falls back to [`fork`] and a
+/// `cgroup.procs` write, as before clone3, which reports its own error if
+/// that fails too (and lets an exec into a container at its pids limit
+/// succeed, as with runc).
+///
+/// Only for a single-threaded caller: a raw clone3 skips glibc's fork
+/// bookkeeping, which matters only when other threads may hold glibc's
+/// locks. The child also keeps the caller's cached TID in glibc's thread
+/// descriptor; what it runs (rustix's raw syscalls, std's file calls,
+/// malloc) never reads it (glibc 2.25+ caches no PID, raise() asks the
+/// kernel), and it ends in execve or _exit.
+pub(crate) fn fork_into_cgroup(cgroup: BorrowedFd<'_>) -> Option<Forked> {
     let args = CloneArgs {
         flags: CLONE_INTO_CGROUP,
         exit_signal: libc::SIGCHLD as u64,
@@ -165,17 +176,9 @@ pub(crate) fn fork_into_cgroup(cgroup: BorrowedFd<'_>) -> io::Result<Option<Fork
         )
     };
     match pid {
-        -1 => {
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(
-                    libc::ENOSYS | libc::EINVAL | libc::E2BIG | libc::EOPNOTSUPP | libc::EBUSY,
-                ) => Ok(None),
-                _ => Err(e),
-            }
-        }
-        0 => Ok(Some(Forked::Child)),
-        pid => Ok(Some(Forked::Parent(pid as i32))),
+        -1 => None,
+        0 => Some(Forked::Child),
+        pid => Some(Forked::Parent(pid as i32)),
     }
 }
 
@@ -338,5 +341,26 @@ mod tests {
         assert_eq!(errmsg(&e), "permission denied");
         let e = io::Error::from_raw_os_error(libc::ENOEXEC);
         assert_eq!(errmsg(&e), "exec format error");
+    }
+
+    /// A directory that is no cgroup v2 (here a plain one) is declined,
+    /// with no process made, so the caller falls back to a plain fork.
+    #[test]
+    fn fork_into_a_non_cgroup_is_declined() {
+        let d = tempfile::tempdir().unwrap();
+        let fd = rustix::fs::open(
+            d.path(),
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap();
+        match fork_into_cgroup(std::os::fd::AsFd::as_fd(&fd)) {
+            None => {}
+            Some(Forked::Child) => exit_now(0),
+            Some(Forked::Parent(pid)) => {
+                waitpid(pid);
+                panic!("clone3 into {} made process {pid}", d.path().display());
+            }
+        }
     }
 }

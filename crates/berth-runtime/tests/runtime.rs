@@ -936,6 +936,149 @@ fn cgroup_namespace_hides_the_host_cgroup_paths() {
     assert!(parts.next().unwrap().contains("ro"), "{out}");
 }
 
+/// Check that every line of /proc/<pid>/cgroup (every hierarchy, v1 and
+/// v2) ends in `path`.
+fn assert_in_cgroup_everywhere(pid: i32, path: &str) {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert_eq!(
+        text.lines().count(),
+        own.lines().count(),
+        "pid {pid}: not every hierarchy of\n{own}\nis listed:\n{text}"
+    );
+    for l in text.lines() {
+        assert!(
+            l.ends_with(&format!(":{path}")),
+            "pid {pid}: {l} is not in {path}:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn started_and_exec_processes_are_in_the_container_cgroup_everywhere() {
+    require_root!();
+    // The harness runs this test on a thread of its own, so the runtime
+    // cannot clone straight into the v2 cgroup: the parent writes its
+    // cgroup.procs while the child joins each v1 hierarchy itself (the
+    // single-threaded shim's path is tested in berth-shim).
+    let threads = std::fs::read_dir("/proc/self/task").unwrap().count();
+    assert!(threads > 1, "expected a multi-threaded test harness");
+    let rootfs = Rootfs::new();
+    let id = unique("cgjoin");
+    let mut v = base_spec(&id, rootfs.path(), &["sleep", "30"]);
+    v["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "cgroup"}));
+    let spec = to_spec(v);
+    let started = berth_runtime::start(&id, &spec, capture().1).expect("start");
+    let c = Running::new(started, &spec);
+    let caps = spec.process().as_ref().unwrap().capabilities().clone();
+    let mut p = berth_runtime::Process::default();
+    p.set_args(Some(vec!["sleep".into(), "30".into()]));
+    p.set_capabilities(caps.clone());
+    let ec = Running::exec(berth_runtime::exec(&id, &spec, c.pid, &p, capture().1).expect("exec"));
+    let path = format!("/berth-rt-test-{id}");
+    assert_in_cgroup_everywhere(c.pid, &path);
+    assert_in_cgroup_everywhere(ec.pid, &path);
+
+    // Inside, through the container's cgroup namespace, both are at its
+    // root: the namespace was made (or joined) only once they were in.
+    let mut p = berth_runtime::Process::default();
+    p.set_args(Some(vec![
+        "cat".into(),
+        "/proc/self/cgroup".into(),
+        "/proc/1/cgroup".into(),
+    ]));
+    p.set_capabilities(caps);
+    let (mut out, stdio) = capture();
+    let mut cat = Running::exec(berth_runtime::exec(&id, &spec, c.pid, &p, stdio).expect("exec"));
+    let mut s = String::new();
+    out.read_to_string(&mut s).unwrap();
+    assert_eq!(cat.wait(), 0, "{s}");
+    assert!(!s.is_empty());
+    assert!(s.lines().all(|l| l.ends_with(":/")), "{s}");
+
+    drop(ec);
+    drop(c);
+    let hierarchies = std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten();
+    for h in hierarchies
+        .map(|h| h.path())
+        .chain([PathBuf::from("/sys/fs/cgroup")])
+    {
+        let d = h.join(path.trim_start_matches('/'));
+        assert!(!d.exists(), "cgroup {} left behind", d.display());
+    }
+}
+
+/// Sets the calling thread's scheduling policy (a new process inherits
+/// it) and puts SCHED_OTHER back on drop.
+struct Policy;
+
+impl Policy {
+    fn set(policy: i32, prio: i32) -> std::io::Result<Policy> {
+        let p = libc::sched_param {
+            sched_priority: prio,
+        };
+        // SAFETY: p is a valid sched_param; pid 0 is the calling thread.
+        if unsafe { libc::sched_setscheduler(0, policy, &p) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Policy)
+    }
+}
+
+impl Drop for Policy {
+    fn drop(&mut self) {
+        let p = libc::sched_param { sched_priority: 0 };
+        // SAFETY: as in set.
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &p) };
+    }
+}
+
+#[test]
+fn a_failed_cgroup_join_is_reported_and_leaves_nothing() {
+    require_root!();
+    // A real-time task may not join a v1 cpu cgroup that has no real-time
+    // runtime (a new one's is 0): the container process's own write to
+    // `tasks` fails. Only where the kernel schedules real-time groups.
+    let Some(cpu) = cgroup_v1("cpu").filter(|c| c.join("cpu.rt_runtime_us").exists()) else {
+        eprintln!("skipping: no v1 cpu hierarchy with real-time group scheduling");
+        return;
+    };
+    let rootfs = Rootfs::new();
+    let id = unique("rtjoin");
+    let spec = to_spec(base_spec(&id, rootfs.path(), &["true"]));
+    let r = {
+        let _rt = match Policy::set(libc::SCHED_FIFO, 1) {
+            Ok(p) => p,
+            Err(e) => {
+                // Our own cgroup may grant no real-time runtime either.
+                eprintln!("skipping: cannot become a real-time task: {e}");
+                return;
+            }
+        };
+        berth_runtime::start(&id, &spec, capture().1)
+    };
+    let e = match r {
+        Ok(started) => {
+            drop(Running::new(started, &spec));
+            panic!("a real-time process joined {}", cpu.display());
+        }
+        Err(e) => e,
+    };
+    let tasks = cpu.join(format!("berth-rt-test-{id}/tasks"));
+    assert_eq!(
+        e.message,
+        format!("write \"0\" to {}: invalid argument", tasks.display())
+    );
+    let hierarchies = std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten();
+    for h in hierarchies.map(|h| h.path()) {
+        let d = h.join(format!("berth-rt-test-{id}"));
+        assert!(!d.exists(), "cgroup {} left behind", d.display());
+    }
+}
+
 /// An overlay mount on the host, unmounted on drop.
 struct Overlay {
     merged: PathBuf,

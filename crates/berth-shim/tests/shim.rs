@@ -46,6 +46,8 @@ struct Opts {
     extra: Vec<String>,
     /// Socket path instead of `<bundle>/shim.sock`.
     socket: Option<PathBuf>,
+    /// A private cgroup namespace.
+    cgroupns: bool,
 }
 
 struct Container {
@@ -81,7 +83,7 @@ fn busybox_rootfs(root: &Path) {
     fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
 }
 
-fn write_config(bundle: &Path, args: &[&str], tty: bool, cgroup: &str) {
+fn write_config(bundle: &Path, args: &[&str], tty: bool, cgroup: &str, cgroupns: bool) {
     let mut spec = Spec::default();
     let root = spec.root_mut().as_mut().unwrap();
     root.set_path(bundle.join("rootfs"));
@@ -104,6 +106,7 @@ fn write_config(bundle: &Path, args: &[&str], tty: bool, cgroup: &str) {
         LinuxNamespaceType::Network,
     ]
     .into_iter()
+    .chain(cgroupns.then_some(LinuxNamespaceType::Cgroup))
     .map(|t| LinuxNamespaceBuilder::default().typ(t).build().unwrap())
     .collect();
     linux.set_namespaces(Some(ns));
@@ -123,7 +126,7 @@ impl Container {
         busybox_rootfs(&bundle.join("rootfs"));
         let id = format!("shimtest-{}", unique());
         let cgroup = format!("/berth-test/{id}");
-        write_config(&bundle, args, opts.tty, &cgroup);
+        write_config(&bundle, args, opts.tty, &cgroup, opts.cgroupns);
         let socket = opts
             .socket
             .clone()
@@ -691,6 +694,79 @@ fn exec_into_a_running_container() {
     assert_eq!(c.wait()["exit_code"], 137);
 }
 
+/// Whether every line of /proc/<pid>/cgroup (every hierarchy, v1 and v2)
+/// ends in `path`; the file's text otherwise.
+fn in_cgroup_everywhere(text: &str, path: &str) -> Result<(), String> {
+    let own = fs::read_to_string("/proc/self/cgroup").unwrap();
+    if text.lines().count() != own.lines().count() {
+        return Err(format!("not every hierarchy of\n{own}\nis listed:\n{text}"));
+    }
+    if text.lines().all(|l| l.ends_with(&format!(":{path}"))) {
+        Ok(())
+    } else {
+        Err(format!("not everywhere in {path}:\n{text}"))
+    }
+}
+
+#[test]
+fn init_and_exec_processes_are_in_the_container_cgroup_everywhere() {
+    require_root!();
+    // The shim is single-threaded, so the runtime clones these processes
+    // straight into the v2 cgroup (CLONE_INTO_CGROUP) and they join each
+    // v1 hierarchy themselves, before the cgroup namespace is made.
+    let c = Container::start(
+        &["sleep", "100"],
+        Opts {
+            cgroupns: true,
+            ..Default::default()
+        },
+    );
+    let p = json!({"args": ["sleep", "100"], "cwd": "/", "env": ["PATH=/bin"],
+                   "user": {"uid": 0, "gid": 0}});
+    let r = c.request(json!({"op": "exec", "exec_id": "s", "process": p, "detach": true}));
+    let exec_pid = r["pid"].as_i64().unwrap_or_else(|| panic!("{r}"));
+    for pid in [i64::from(c.init_pid()), exec_pid] {
+        let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        if let Err(e) = in_cgroup_everywhere(&text, &c.cgroup) {
+            panic!("pid {pid}: {e}");
+        }
+    }
+    // Every hierarchy's cgroup.procs lists both (what stats and top read).
+    let dirs = c.cgroup_dirs();
+    assert!(!dirs.is_empty());
+    for d in &dirs {
+        let procs = fs::read_to_string(d.join("cgroup.procs")).unwrap();
+        for pid in [i64::from(c.init_pid()), exec_pid] {
+            assert!(
+                procs.lines().any(|l| l == pid.to_string()),
+                "{pid} not in {}: {procs}",
+                d.display()
+            );
+        }
+    }
+    // Inside, through the container's cgroup namespace, both are at its
+    // root: the namespace was made (or joined) only once they were in.
+    let p = json!({"args": ["cat", "/proc/self/cgroup", "/proc/1/cgroup"], "cwd": "/",
+                   "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}});
+    let (s, r) = c.connect(json!({"op": "exec", "exec_id": "c", "process": p, "stdout": true}));
+    assert!(r["pid"].as_i64().is_some(), "{r}");
+    let (out, _) = mux::demux_all(&read_to_end(s));
+    let out = String::from_utf8_lossy(&out).to_string();
+    assert!(!out.is_empty());
+    assert!(out.lines().all(|l| l.ends_with(":/")), "{out}");
+    c.request(json!({"op": "kill", "signal": 9}));
+    assert_eq!(c.wait()["exit_code"], 137);
+    assert!(
+        c.wait_shim_gone(Duration::from_secs(5)),
+        "shim did not exit"
+    );
+    assert!(
+        c.cgroup_dirs().is_empty(),
+        "cgroup left: {:?}",
+        c.cgroup_dirs()
+    );
+}
+
 #[test]
 fn shim_outlives_the_process_that_started_it() {
     require_root!();
@@ -795,6 +871,7 @@ fn start_failure_is_reported_on_the_ready_fd() {
         &["/no/such/binary"],
         false,
         &format!("/berth-test/{id}"),
+        false,
     );
     let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
     let wraw = w.as_raw_fd();
