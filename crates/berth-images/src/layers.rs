@@ -27,6 +27,9 @@ pub struct LayerStore {
     tmp: PathBuf,
     /// Where layers were deleted lately; staging avoids those places.
     freed: Arc<RecentlyFreed>,
+    /// The filesystem is slow to reuse deleted inodes (ext4 without a
+    /// journal): staging directories are placed with care.
+    careful: bool,
 }
 
 /// A layer extracted into staging, not yet in place.
@@ -79,10 +82,12 @@ impl LayerStore {
         for d in [&root, &tmp] {
             berth_snapshots::spread_subdirectories(d);
         }
+        let careful = berth_snapshots::delays_inode_reuse(&tmp);
         Ok(LayerStore {
             root,
             tmp,
             freed: Arc::default(),
+            careful,
         })
     }
 
@@ -225,10 +230,11 @@ impl LayerStore {
     }
 
     /// A new, empty staging directory. The filesystem picks where it goes
-    /// (see [`berth_snapshots::spread_subdirectories`]); where layers were
-    /// just deleted, new inodes are slow to come by, so a directory that
-    /// lands there is made again (a few times at most).
+    /// (see [`berth_snapshots::spread_subdirectories`]). On one that is slow
+    /// to reuse deleted inodes, a directory that lands where this process
+    /// just deleted layers is made again elsewhere, a few times at most.
     fn staging_dir(&self) -> Result<PathBuf> {
+        const TRIES: u32 = 8;
         let mut tries = 0;
         loop {
             let dir = self
@@ -236,16 +242,17 @@ impl LayerStore {
                 .join(format!("unpack-{:016x}", rand::random::<u64>()));
             fs::create_dir(&dir)?;
             tries += 1;
-            match fs::symlink_metadata(&dir) {
-                Ok(m) if tries < 8 && self.freed.is_recent(m.ino()) => {
-                    tracing::debug!(
-                        tries,
-                        "staging directory where layers were just deleted: again"
-                    );
-                    let _ = fs::remove_dir(&dir);
-                }
-                _ => return Ok(dir),
+            if !self.careful || tries == TRIES {
+                return Ok(dir);
             }
+            if !fs::symlink_metadata(&dir).is_ok_and(|m| self.freed.is_recent(m.ino())) {
+                return Ok(dir);
+            }
+            tracing::debug!(
+                tries,
+                "staging directory where layers were just deleted: again"
+            );
+            let _ = fs::remove_dir(&dir);
         }
     }
 

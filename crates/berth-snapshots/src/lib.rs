@@ -61,4 +61,4 @@ pub use overlay::{
     in_private_mount_namespace, mount_overlay, mount_overlay_readonly, unmount, unmount_detach,
 };
 pub use size::dir_size;
-pub use spread::{RecentlyFreed, spread_subdirectories};
+pub use spread::{RecentlyFreed, delays_inode_reuse, spread_subdirectories};
