@@ -67,7 +67,9 @@ start_registry() {
 }
 start_registry
 skopeo --insecure-policy copy -q --dest-tls-verify=false "docker-archive:$IMG" "docker://$REG/bench/pull:1"
-compressed=$(skopeo inspect --tls-verify=false --raw "docker://$REG/bench/pull:1" | jq '[.layers[].size] | add')
+manifest=$(skopeo inspect --tls-verify=false --raw "docker://$REG/bench/pull:1")
+compressed=$(jq '[.layers[].size] | add' <<<"$manifest")
+nlayers=$(jq '.layers | length' <<<"$manifest")
 
 echo '{}' >"$work/daemon.json"
 wait_sock() { for _ in $(seq 200); do DOCKER_HOST=unix://$1 $DOCKER version >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "daemon on $1 did not start" >&2; return 1; }
@@ -136,7 +138,7 @@ ratio() { [ -n "${2:-}" ] && awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", b 
 mb=$(awk -v b="$compressed" 'BEGIN { printf "%.1f", b / 1e6 }')
 echo "| bench (median of $RUNS) | berthd | dockerd | dockerd ÷ berthd | skopeo copy to dir | berthd ÷ skopeo |"
 echo "|---|---|---|---|---|---|"
-echo "| cold pull, $mb MB compressed, $((LAYERS + 1)) layers | $(ms "${PULL[berth]}") | ${PULL[docker]:+$(ms "${PULL[docker]}")} | $(ratio "${PULL[berth]}" "${PULL[docker]:-}") | $(ms "$SKOPEO") | $(awk -v a="${PULL[berth]}" -v b="$SKOPEO" 'BEGIN { printf "%.2fx", a / b }') |"
+echo "| cold pull, $mb MB compressed, $nlayers layers | $(ms "${PULL[berth]}") | ${PULL[docker]:+$(ms "${PULL[docker]}")} | $(ratio "${PULL[berth]}" "${PULL[docker]:-}") | $(ms "$SKOPEO") | $(awk -v a="${PULL[berth]}" -v b="$SKOPEO" 'BEGIN { printf "%.2fx", a / b }') |"
 if [ -n "${PUSH[berth]:-}" ]; then
   echo "| push to an empty registry | $(ms "${PUSH[berth]}") | ${PUSH[docker]:+$(ms "${PUSH[docker]}")} | $(ratio "${PUSH[berth]}" "${PUSH[docker]:-}") | | |"
 fi
