@@ -4,9 +4,9 @@
 //! ```text
 //! manifest (index → platform manifest) ─▶ config (verified, stored)
 //!   └▶ per missing layer, `max_concurrent_downloads` at a time:
-//!        registry ──BlobStream (retry, Range resume)──▶ channel ──▶ stage_tee
-//!                                                    content ingest (sha256) ─┐
-//!                                                    decompress + extract ────┤
+//!        registry ──BlobStream (retry, Range resume)──▶ channel ──▶ stage_tee_chunks
+//!          thread 1: content ingest (write + sha256) ─────────────────────────┐
+//!          thread 2: decompress + sha256 (diff ID) ─▶ thread 3: extract ──────┤
 //!        verify blob digest (commit) and diff ID ─▶ layers/<chain>/ (leased) ─┘
 //!   └▶ one metadata transaction: image record, tag, repo digest
 //! ```
@@ -550,8 +550,9 @@ impl ImageService {
             let mut rx = rx;
             let chunks = std::iter::from_fn(|| rx.blocking_recv().map(Ok));
             let mut ingest = svc.content.ingest()?;
-            // HTTP chunks are small (tens to hundreds of KiB): queue more.
-            let staged = svc.layers.stage_tee_chunks(chunks, 64, &mut ingest)?;
+            // HTTP chunks are 8 to 400 KiB: a few MiB ahead at most, the
+            // download channel holds more.
+            let staged = svc.layers.stage_tee_chunks(chunks, 16, &mut ingest)?;
             let (got, _) = ingest
                 .commit_with(Some(&digest), |d| hold2.hold_blob(d))
                 .map_err(|e| {
