@@ -11,7 +11,8 @@
 # medians and ratios; raw hyperfine JSON in $OUT.
 # Env: BENCH_RUNS (5), BENCH_MB (120), BENCH_LAYERS (4), BENCH_DATA, BENCH_OUT,
 #      BENCH_IMAGE_TAR (a docker-archive tagged bench/pull:1 to use instead of
-#      the generated image, e.g. the Debian one bench/debian-image.sh makes).
+#      the generated image, e.g. the Debian one bench/debian-image.sh makes),
+#      BENCH_DOCKERD=0 (berthd and skopeo only), BENCH_PUSH=0 (no push runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${BENCH_RUNS:-5}
@@ -66,7 +67,9 @@ start_registry() {
 }
 start_registry
 skopeo --insecure-policy copy -q --dest-tls-verify=false "docker-archive:$IMG" "docker://$REG/bench/pull:1"
-compressed=$(skopeo inspect --tls-verify=false --raw "docker://$REG/bench/pull:1" | jq '[.layers[].size] | add')
+manifest=$(skopeo inspect --tls-verify=false --raw "docker://$REG/bench/pull:1")
+compressed=$(jq '[.layers[].size] | add' <<<"$manifest")
+nlayers=$(jq '.layers | length' <<<"$manifest")
 
 echo '{}' >"$work/daemon.json"
 wait_sock() { for _ in $(seq 200); do DOCKER_HOST=unix://$1 $DOCKER version >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "daemon on $1 did not start" >&2; return 1; }
@@ -75,7 +78,7 @@ wait_sock() { for _ in $(seq 200); do DOCKER_HOST=unix://$1 $DOCKER version >/de
 pids+=($!)
 wait_sock "$work/berth.sock"
 engines=("berth|$work/berth.sock")
-if command -v dockerd >/dev/null; then
+if [ "${BENCH_DOCKERD:-1}" != 0 ] && command -v dockerd >/dev/null; then
   dockerd --data-root "$work/docker" --exec-root "$work/docker-exec" -H "unix://$work/docker.sock" \
     --pidfile "$work/dockerd.pid" --bridge=none --iptables=false --ip-masq=false 2>"$work/dockerd.log" &
   pids+=($!)
@@ -103,7 +106,8 @@ done
 # push: the registry restarted on storage holding only bench/pull, so every
 # blob is uploaded; the daemons must not mount (dockerd mounts from repos it
 # pulled from: push to a registry without them)
-for e in "${engines[@]}"; do
+[ "${BENCH_PUSH:-1}" = 0 ] && engines_push=() || engines_push=("${engines[@]}")
+for e in "${engines_push[@]}"; do
   name=${e%%|*}; sock=${e#*|}
   cli="env DOCKER_HOST=unix://$sock DOCKER_CONFIG=$work/cfg-$name $DOCKER"
   cat >"$work/reset.sh" <<SH
@@ -134,5 +138,7 @@ ratio() { [ -n "${2:-}" ] && awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", b 
 mb=$(awk -v b="$compressed" 'BEGIN { printf "%.1f", b / 1e6 }')
 echo "| bench (median of $RUNS) | berthd | dockerd | dockerd ÷ berthd | skopeo copy to dir | berthd ÷ skopeo |"
 echo "|---|---|---|---|---|---|"
-echo "| cold pull, $mb MB compressed, $((LAYERS + 1)) layers | $(ms "${PULL[berth]}") | ${PULL[docker]:+$(ms "${PULL[docker]}")} | $(ratio "${PULL[berth]}" "${PULL[docker]:-}") | $(ms "$SKOPEO") | $(awk -v a="${PULL[berth]}" -v b="$SKOPEO" 'BEGIN { printf "%.2fx", a / b }') |"
-echo "| push to an empty registry | $(ms "${PUSH[berth]}") | ${PUSH[docker]:+$(ms "${PUSH[docker]}")} | $(ratio "${PUSH[berth]}" "${PUSH[docker]:-}") | | |"
+echo "| cold pull, $mb MB compressed, $nlayers layers | $(ms "${PULL[berth]}") | ${PULL[docker]:+$(ms "${PULL[docker]}")} | $(ratio "${PULL[berth]}" "${PULL[docker]:-}") | $(ms "$SKOPEO") | $(awk -v a="${PULL[berth]}" -v b="$SKOPEO" 'BEGIN { printf "%.2fx", a / b }') |"
+if [ -n "${PUSH[berth]:-}" ]; then
+  echo "| push to an empty registry | $(ms "${PUSH[berth]}") | ${PUSH[docker]:+$(ms "${PUSH[docker]}")} | $(ratio "${PUSH[berth]}" "${PUSH[docker]:-}") | | |"
+fi

@@ -26,9 +26,10 @@ use std::time::Duration;
 
 use berth_metadata::{LayerBlob, LayerRecord, MetaRead};
 use berth_types::{ChainId, DiffId, Digest, Error, Reference, Result};
+use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use crate::layers::{ChannelReader, Staged};
+use crate::layers::Staged;
 use crate::load::host_arch;
 use crate::{ImageService, Lease, MAX_JSON, now_rfc3339, resolve_with};
 
@@ -107,13 +108,13 @@ pub struct ImageCommit {
 
 /// A writer that sends what is written as chunks to the staging thread.
 struct ChannelWriter {
-    tx: SyncSender<Vec<u8>>,
+    tx: SyncSender<Bytes>,
 }
 
 impl Write for ChannelWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.tx
-            .send(buf.to_vec())
+            .send(Bytes::copy_from_slice(buf))
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "layer staging stopped"))?;
         Ok(buf.len())
     }
@@ -131,14 +132,16 @@ impl ImageService {
     {
         let lease = self.leases.create(Duration::from_secs(3600));
         let mut ingest = self.content.ingest()?;
-        let (tx, rx) = sync_channel::<Vec<u8>>(8);
+        let (tx, rx) = sync_channel::<Bytes>(8);
         let (written, staged) = std::thread::scope(|s| {
             let producer = s.spawn(move || -> Result<()> {
                 let mut w = BufWriter::with_capacity(1 << 20, ChannelWriter { tx });
                 write_tar(&mut w)?;
                 w.flush().map_err(Error::from)
             });
-            let staged = self.layers.stage_tee(ChannelReader::new(rx), &mut ingest);
+            let staged = self
+                .layers
+                .stage_tee_chunks(rx.into_iter().map(Ok), 8, &mut ingest);
             let written = producer
                 .join()
                 .unwrap_or_else(|_| Err(Error::internal("layer tar writer panicked")));

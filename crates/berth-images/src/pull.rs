@@ -4,9 +4,9 @@
 //! ```text
 //! manifest (index → platform manifest) ─▶ config (verified, stored)
 //!   └▶ per missing layer, `max_concurrent_downloads` at a time:
-//!        registry ──BlobStream (retry, Range resume)──▶ channel ──▶ stage_tee
-//!                                                    content ingest (sha256) ─┐
-//!                                                    decompress + extract ────┤
+//!        registry ──BlobStream (retry, Range resume)──▶ channel ──▶ stage_tee_chunks
+//!          thread 1: content ingest (write + sha256) ─────────────────────────┐
+//!          thread 2: decompress + sha256 (diff ID) ─▶ thread 3: extract ──────┤
 //!        verify blob digest (commit) and diff ID ─▶ layers/<chain>/ (leased) ─┘
 //!   └▶ one metadata transaction: image record, tag, repo digest
 //! ```
@@ -20,7 +20,7 @@
 //! that expires, so a retry does not download it again.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{self, Read};
+use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -90,27 +90,6 @@ impl InFlight {
         if m.get(d).is_some_and(|l| Arc::strong_count(l) == 1) {
             m.remove(d);
         }
-    }
-}
-
-/// A blocking reader over chunks sent from the download task.
-struct ChunkReader {
-    rx: tokio::sync::mpsc::Receiver<Bytes>,
-    cur: Bytes,
-}
-
-impl Read for ChunkReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.cur.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(b) => self.cur = b,
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.cur.len());
-        buf[..n].copy_from_slice(&self.cur[..n]);
-        self.cur = self.cur.slice(n..);
-        Ok(n)
     }
 }
 
@@ -482,12 +461,11 @@ impl ImageService {
         let content = self.content.clone();
         let hold2 = hold.clone();
         let writer = tokio::task::spawn_blocking(move || -> Result<()> {
-            let mut reader = ChunkReader {
-                rx,
-                cur: Bytes::new(),
-            };
+            let mut rx = rx;
             let mut ingest = content.ingest()?;
-            io::copy(&mut reader, &mut ingest)?;
+            while let Some(b) = rx.blocking_recv() {
+                ingest.write_all(&b)?;
+            }
             ingest.commit_with(Some(&digest), |d| hold2.hold_blob(d))?;
             Ok(())
         });
@@ -629,12 +607,12 @@ impl ImageService {
         let (want, chain, parent) = (job.want, job.chain, job.parent);
         let hold2 = hold.clone();
         let unpack = tokio::task::spawn_blocking(move || -> Result<u64> {
-            let reader = ChunkReader {
-                rx,
-                cur: Bytes::new(),
-            };
+            let mut rx = rx;
+            let chunks = std::iter::from_fn(|| rx.blocking_recv().map(Ok));
             let mut ingest = svc.content.ingest()?;
-            let staged = svc.layers.stage_tee(reader, &mut ingest)?;
+            // HTTP chunks are 8 to 400 KiB: a few MiB ahead at most, the
+            // download channel holds more.
+            let staged = svc.layers.stage_tee_chunks(chunks, 16, &mut ingest)?;
             let (got, _) = ingest
                 .commit_with(Some(&digest), |d| hold2.hold_blob(d))
                 .map_err(|e| {

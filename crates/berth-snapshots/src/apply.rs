@@ -9,7 +9,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
@@ -31,6 +31,7 @@ const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const WHITEOUT_META_PREFIX: &[u8] = b".wh..wh.";
 const WHITEOUT_OPAQUE: &[u8] = b".wh..wh..opq";
 const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+const DEFAULT_ACL_XATTR: &[u8] = b"system.posix_acl_default";
 /// Layer tars never carry overlayfs' own xattrs legitimately (whiteouts and
 /// opaque dirs come as `.wh.` files); honouring them would let a layer steer
 /// overlayfs (redirects, metacopy), so they are dropped.
@@ -64,6 +65,20 @@ pub struct ApplyStats {
 /// are taken relative to the layer root, as Docker does. On error the target
 /// is left partly written; the caller deletes it.
 pub fn apply_tar<R: Read>(tar: R, target: &Path, opts: &ApplyOptions) -> Result<ApplyStats> {
+    apply(BufReader::with_capacity(READ_BUF, tar), target, opts)
+}
+
+/// [`apply_tar`] for a reader that is already buffered (a stream of chunks
+/// from another thread): it is read as it is, without a second buffer.
+pub fn apply_tar_buffered<R: BufRead>(
+    tar: R,
+    target: &Path,
+    opts: &ApplyOptions,
+) -> Result<ApplyStats> {
+    apply(tar, target, opts)
+}
+
+fn apply<R: Read>(tar: R, target: &Path, opts: &ApplyOptions) -> Result<ApplyStats> {
     let root = rfs::open(
         target,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -73,8 +88,25 @@ pub fn apply_tar<R: Read>(tar: R, target: &Path, opts: &ApplyOptions) -> Result<
         Error::from(io::Error::from(e))
             .context(format_args!("opening layer target {}", target.display()))
     })?;
+    let root_gid = Gid::from_raw(
+        rfs::fstat(&root)
+            .map_err(|e| Error::from(io::Error::from(e)).context("stat layer target"))?
+            .st_gid,
+    );
+    // One the target inherited counts too.
+    let default_acl = !matches!(
+        rfs::fgetxattr(&root, "system.posix_acl_default", &mut [0u8; 0]),
+        Err(Errno::NODATA | Errno::NOTSUP)
+    );
     let mut ex = Extractor {
-        dirs: Dirs { root, cached: None },
+        dirs: Dirs {
+            root,
+            root_gid,
+            cached: None,
+        },
+        me: (rustix::process::geteuid(), rustix::process::getegid()),
+        umask: current_umask(),
+        default_acl,
         removed: false,
         buf: vec![0; COPY_BUF],
         dir_times: Vec::new(),
@@ -83,7 +115,7 @@ pub fn apply_tar<R: Read>(tar: R, target: &Path, opts: &ApplyOptions) -> Result<
         proc_path: Vec::new(),
     };
     let mut scratch = Scratch::default();
-    let mut archive = tar::Archive::new(BufReader::with_capacity(READ_BUF, tar));
+    let mut archive = tar::Archive::new(tar);
     for entry in archive.entries().map_err(tar_error)? {
         let mut entry = entry.map_err(tar_error)?;
         ex.apply_entry(&mut entry, &mut scratch)?;
@@ -109,47 +141,67 @@ pub fn apply_tar<R: Read>(tar: R, target: &Path, opts: &ApplyOptions) -> Result<
 /// list a directory's entries together, so one cached fd saves most lookups.
 struct Dirs {
     root: OwnedFd,
-    /// A cleaned, non-empty path and the directory it resolved to.
-    cached: Option<(Vec<u8>, OwnedFd)>,
+    root_gid: Gid,
+    /// A cleaned, non-empty path, the directory it resolved to and its group.
+    cached: Option<(Vec<u8>, OwnedFd, Gid)>,
 }
 
 impl Dirs {
     /// The directory `dir` (a cleaned path, empty for the root), resolved
-    /// inside the root; missing directories are created (0755, root-owned) as
-    /// Docker does.
-    fn parent(&mut self, dir: &[u8]) -> io::Result<BorrowedFd<'_>> {
+    /// inside the root, and its group; missing directories are created
+    /// (0755, root-owned) as Docker does.
+    fn parent(&mut self, dir: &[u8]) -> io::Result<(BorrowedFd<'_>, Gid)> {
         if dir.is_empty() {
-            return Ok(self.root.as_fd());
+            return Ok((self.root.as_fd(), self.root_gid));
         }
-        let hit = matches!(&self.cached, Some((p, _)) if p == dir);
+        let hit = matches!(&self.cached, Some((p, _, _)) if p == dir);
         if !hit {
             let fd = match open_dir_in_root(self.root.as_fd(), dir) {
                 Ok(fd) => fd,
                 Err(Errno::NOENT) => mkdir_all(self.root.as_fd(), dir)?,
                 Err(e) => return Err(e.into()),
             };
-            self.remember(dir, fd);
+            let gid = Gid::from_raw(rfs::fstat(&fd)?.st_gid);
+            self.remember(dir, fd, gid);
         }
         match &self.cached {
-            Some((_, fd)) => Ok(fd.as_fd()),
+            Some((_, fd, gid)) => Ok((fd.as_fd(), *gid)),
             None => Err(io::Error::other("parent directory cache is empty")),
         }
     }
 
-    fn remember(&mut self, dir: &[u8], fd: OwnedFd) {
+    fn remember(&mut self, dir: &[u8], fd: OwnedFd, gid: Gid) {
         match &mut self.cached {
-            Some((p, f)) => {
+            Some((p, f, g)) => {
                 p.clear();
                 p.extend_from_slice(dir);
                 *f = fd;
+                *g = gid;
             }
-            None => self.cached = Some((dir.to_vec(), fd)),
+            None => self.cached = Some((dir.to_vec(), fd, gid)),
         }
     }
 }
 
+/// The process umask, from `/proc/self/status` (reading it with umask(2)
+/// would change it for a moment under the other threads); `None` when it
+/// cannot be read.
+fn current_umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let v = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(v.trim(), 8).ok()
+}
+
 struct Extractor {
     dirs: Dirs,
+    /// Effective uid and gid: what a new inode is owned by, unless its
+    /// directory makes its group another.
+    me: (Uid, Gid),
+    /// What the kernel takes off a new file's mode (`None`: not known).
+    umask: Option<u32>,
+    /// A default ACL was set in the layer: it, not the umask, decides new
+    /// files' modes, so they are always chmod'ed.
+    default_acl: bool,
     /// Set when an entry removed something that was in its way; the cached
     /// parent may then have resolved through what is gone.
     removed: bool,
@@ -204,6 +256,9 @@ impl Extractor {
             }
         }
         let meta = read_meta(entry, &mut s.xattrs, &s.path)?;
+        if meta.xattrs.iter().any(|(n, _)| n == DEFAULT_ACL_XATTR) {
+            self.default_acl = true;
+        }
         let path = s.path.as_slice();
         let (parent, name) = split(path);
 
@@ -290,16 +345,28 @@ impl Extractor {
         path: &[u8],
         meta: &Meta<'_>,
     ) -> Result<()> {
-        let pfd = self
+        let (pfd, pgid) = self
             .dirs
             .parent(parent)
             .map_err(io_err(path, "resolving parent directory"))?;
+        // A new file is ours, with our group or its directory's: when that
+        // is what the layer says, chown has nothing to do. Its mode is the
+        // one asked for less the umask: when that takes nothing off, and
+        // there are no setuid, setgid or sticky bits (which chown would
+        // clear), the file is made with its mode and needs no chmod.
+        let owned = meta.uid == self.me.0 && meta.gid == self.me.1 && pgid == self.me.1;
+        let mode = meta.mode.as_raw_mode();
+        let final_mode = owned
+            && mode & 0o7000 == 0
+            && !self.default_acl
+            && self.umask.is_some_and(|u| mode & u == 0);
+        let create_mode = if final_mode { mode } else { 0o600 };
         let fd = replacing(&mut self.removed, pfd, name, || {
             rfs::openat(
                 pfd,
                 name,
                 OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o600),
+                Mode::from_raw_mode(create_mode),
             )
         })
         .map_err(errno(path, "creating file"))?;
@@ -326,8 +393,12 @@ impl Extractor {
         let fd = file.as_fd();
         // chown clears setuid/setgid and file capabilities, so: owner, then
         // mode, then xattrs.
-        rfs::fchown(fd, Some(meta.uid), Some(meta.gid)).map_err(errno(path, "chown"))?;
-        rfs::fchmod(fd, meta.mode).map_err(errno(path, "chmod"))?;
+        if !owned {
+            rfs::fchown(fd, Some(meta.uid), Some(meta.gid)).map_err(errno(path, "chown"))?;
+        }
+        if !final_mode {
+            rfs::fchmod(fd, meta.mode).map_err(errno(path, "chmod"))?;
+        }
         set_xattrs(XattrTarget::Fd(fd), meta.xattrs, path, &mut self.proc_path)?;
         rfs::futimens(fd, &meta.times).map_err(errno(path, "setting times"))?;
         self.stats.size += written;
@@ -343,7 +414,7 @@ impl Extractor {
                 .push((Vec::new(), meta.times.last_modification));
             return Ok(());
         }
-        let pfd = self
+        let (pfd, _) = self
             .dirs
             .parent(parent)
             .map_err(io_err(path, "resolving parent directory"))?;
@@ -380,7 +451,7 @@ impl Extractor {
         self.dir_times
             .push((path.to_vec(), meta.times.last_modification));
         // Its children most likely come next.
-        self.dirs.remember(path, fd);
+        self.dirs.remember(path, fd, meta.gid);
         Ok(())
     }
 
@@ -398,7 +469,7 @@ impl Extractor {
                 Lossy(path)
             )));
         }
-        let pfd = self
+        let (pfd, pgid) = self
             .dirs
             .parent(parent)
             .map_err(io_err(path, "resolving parent directory"))?;
@@ -408,14 +479,17 @@ impl Extractor {
             rfs::symlinkat(target, pfd, name)
         })
         .map_err(errno(path, "creating symlink"))?;
-        rfs::chownat(
-            pfd,
-            name,
-            Some(meta.uid),
-            Some(meta.gid),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(errno(path, "chown"))?;
+        // Already owned as the layer says (see `file`)?
+        if meta.uid != self.me.0 || meta.gid != self.me.1 || pgid != self.me.1 {
+            rfs::chownat(
+                pfd,
+                name,
+                Some(meta.uid),
+                Some(meta.gid),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(errno(path, "chown"))?;
+        }
         xattrs_and_times(pfd, name, meta, path, &mut self.proc_path)
     }
 
@@ -441,7 +515,7 @@ impl Extractor {
             return match self
                 .dirs
                 .parent(parent)
-                .map(|p| rfs::statat(p, name, AtFlags::SYMLINK_NOFOLLOW))
+                .map(|(p, _)| rfs::statat(p, name, AtFlags::SYMLINK_NOFOLLOW))
             {
                 Ok(Ok(_)) => Ok(()),
                 _ => Err(missing()),
@@ -456,7 +530,7 @@ impl Extractor {
             Errno::NOENT | Errno::NOTDIR | Errno::LOOP => missing(),
             e => errno(path, "opening hard link target")(e),
         })?;
-        let pfd = self
+        let (pfd, _) = self
             .dirs
             .parent(parent)
             .map_err(io_err(path, "resolving parent directory"))?;
@@ -483,7 +557,7 @@ impl Extractor {
         path: &[u8],
         meta: &Meta<'_>,
     ) -> Result<()> {
-        let pfd = self
+        let (pfd, _) = self
             .dirs
             .parent(parent)
             .map_err(io_err(path, "resolving parent directory"))?;
@@ -519,7 +593,7 @@ impl Extractor {
                 Lossy(path)
             )));
         }
-        let pfd = self
+        let (pfd, _) = self
             .dirs
             .parent(parent)
             .map_err(io_err(path, "resolving parent directory"))?;
@@ -540,7 +614,7 @@ impl Extractor {
 
     /// `dir/.wh..wh..opq`: `dir` hides everything below it in lower layers.
     fn opaque(&mut self, dir: &[u8], path: &[u8]) -> Result<()> {
-        let fd = self
+        let (fd, _) = self
             .dirs
             .parent(dir)
             .map_err(io_err(path, "opening directory"))?;
@@ -781,14 +855,19 @@ fn replacing<T>(
 
 fn remove_any(dir: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<()> {
     match rfs::unlinkat(dir, name, AtFlags::empty()) {
-        Err(Errno::ISDIR) => remove_dir_all(dir, name),
+        Err(Errno::ISDIR) => remove_dir_all(dir, name, &mut |_| {}),
         r => r,
     }
 }
 
 /// Removes the directory `name` in `dir` and everything in it, without
-/// following symlinks and without recursion (layers can be deep).
-fn remove_dir_all(dir: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<()> {
+/// following symlinks and without recursion (layers can be deep). `removed`
+/// sees the inode number of every entry below `name`.
+pub(crate) fn remove_dir_all(
+    dir: BorrowedFd<'_>,
+    name: &[u8],
+    removed: &mut dyn FnMut(u64),
+) -> rustix::io::Result<()> {
     let open = |at: BorrowedFd<'_>, n: &std::ffi::CStr| {
         let fd = rfs::openat(
             at,
@@ -808,6 +887,7 @@ fn remove_dir_all(dir: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<()> {
                 if n == c"." || n == c".." {
                     continue;
                 }
+                removed(ent.ino());
                 let (top, _, _) = &stack[stack.len() - 1];
                 let at = top.fd()?;
                 let is_dir = match ent.file_type() {
@@ -1200,6 +1280,90 @@ mod tests {
         assert_eq!(xattr(&p, "security.capability").as_deref(), Some(&cap[..]));
         assert_eq!(lmeta(&p).uid(), 1000);
         assert_eq!(fs::read(l.join(&long)).unwrap(), b"long");
+    }
+
+    /// Files made without chown or chmod (owner and mode already right at
+    /// creation) and those that need them end up the same: the umask, a
+    /// setgid directory of another group and a default ACL change nothing.
+    #[test]
+    fn modes_and_owners_are_exact_whatever_the_umask_and_directory() {
+        if !root_or_skip("modes_and_owners_are_exact_whatever_the_umask_and_directory") {
+            return;
+        }
+        // Each test is a process of its own under nextest.
+        rustix::process::umask(Mode::from_raw_mode(0o027));
+        let a = area();
+        let mut t = TarBuilder::new();
+        let file = |mode| E {
+            mode,
+            ..E::default()
+        };
+        for (name, mode) in [
+            ("plain", 0o644),
+            ("wide", 0o666),
+            ("all", 0o777),
+            ("none", 0o000),
+            ("sticky", 0o1755),
+        ] {
+            t.raw(name.as_bytes(), EntryType::Regular, b"data", &file(mode));
+        }
+        // A setgid directory of group 50: what is made in it is of group
+        // 50 until chown'ed.
+        let g = E {
+            mode: 0o2775,
+            gid: 50,
+            ..E::default()
+        };
+        t.raw(b"g/", EntryType::Directory, b"", &g);
+        t.raw(b"g/f", EntryType::Regular, b"f", &file(0o644));
+        t.raw(
+            b"g/own",
+            EntryType::Regular,
+            b"o",
+            &E {
+                gid: 50,
+                ..file(0o640)
+            },
+        );
+        let link = E {
+            link: b"f".to_vec(),
+            ..E::default()
+        };
+        t.raw(b"g/l", EntryType::Symlink, b"", &link);
+        // A default ACL (user::r-x group::r-x other::---): it, not the
+        // umask, masks new files' modes.
+        let mut acl = 2u32.to_le_bytes().to_vec();
+        for (tag, perm) in [(0x01u16, 5u16), (0x04, 5), (0x20, 0)] {
+            acl.extend(tag.to_le_bytes());
+            acl.extend(perm.to_le_bytes());
+            acl.extend(u32::MAX.to_le_bytes());
+        }
+        let d = E {
+            mode: 0o755,
+            pax: vec![("SCHILY.xattr.system.posix_acl_default".into(), acl)],
+            ..E::default()
+        };
+        t.raw(b"acl/", EntryType::Directory, b"", &d);
+        t.raw(b"acl/x", EntryType::Regular, b"x", &file(0o750));
+        let tar = t.finish();
+        apply(&a, &tar).unwrap();
+        let l = &a.layer;
+        let got = |p: &str| {
+            let m = lmeta(l.join(p));
+            (m.mode() & 0o7777, m.uid(), m.gid())
+        };
+        assert_eq!(got("plain"), (0o644, 0, 0));
+        assert_eq!(got("wide"), (0o666, 0, 0));
+        assert_eq!(got("all"), (0o777, 0, 0));
+        assert_eq!(got("none"), (0o000, 0, 0));
+        assert_eq!(fs::read(l.join("none")).unwrap(), b"data");
+        assert_eq!(got("sticky"), (0o1755, 0, 0));
+        assert_eq!(got("g"), (0o2775, 0, 50));
+        assert_eq!(got("g/f"), (0o644, 0, 0));
+        assert_eq!(got("g/own"), (0o640, 0, 50));
+        let m = lmeta(l.join("g/l"));
+        assert_eq!((m.uid(), m.gid()), (0, 0));
+        assert_eq!(got("acl/x"), (0o750, 0, 0));
     }
 
     #[test]

@@ -52,7 +52,7 @@ mod spread;
 #[cfg(test)]
 mod testutil;
 
-pub use apply::{ApplyOptions, ApplyStats, apply_tar};
+pub use apply::{ApplyOptions, ApplyStats, apply_tar, apply_tar_buffered};
 pub use berth_types::{Error, ErrorKind, Result};
 pub use compress::{Compression, decompress, detect_compression};
 pub use copy::{CopyStats, copy_tree};
@@ -61,4 +61,4 @@ pub use overlay::{
     in_private_mount_namespace, mount_overlay, mount_overlay_readonly, unmount, unmount_detach,
 };
 pub use size::dir_size;
-pub use spread::spread_subdirectories;
+pub use spread::{RecentlyFreed, delays_inode_reuse, spread_subdirectories};
