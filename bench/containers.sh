@@ -11,7 +11,7 @@ RUNS=${BENCH_RUNS:-20}
 DATA=${BENCH_DATA:-/var/tmp/berth-bench}
 mkdir -p "$DATA"
 cargo build --release --bins -q
-BIN=$PWD/target/release
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/release
 [ -f "$DATA/busybox.tar" ] || "$BIN/berth-fixtures" busybox -o "$DATA/busybox.tar"
 
 source bench/lib.sh

@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 HARNESS=${BENCH_HARNESS:-$(cd ../shared/bench && pwd)}
 SUITES=(${BENCH_SUITES:-idle run lifecycle exec logs conc})
 cargo build --release --bins -q
-BIN=$PWD/target/release
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/release
 
 source bench/lib.sh
 bench_work berth-ebench

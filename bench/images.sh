@@ -13,7 +13,7 @@ DATA=${BENCH_DATA:-/var/tmp/berth-bench}
 OUT=${BENCH_OUT:-bench/results}
 mkdir -p "$DATA" "$OUT"
 cargo build --release --bins -q
-BIN=$PWD/target/release
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/release
 [ -f "$DATA/big.tar" ] || "$BIN/berth-fixtures" big --mb 120 --layers 4 -o "$DATA/big.tar"
 [ -f "$DATA/many.tar" ] || "$BIN/berth-fixtures" many --count 200 -o "$DATA/many.tar"
 BIG_REF=$(tar -xOf "$DATA/big.tar" manifest.json | jq -r '.[0].RepoTags[0]')

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 HARNESS=${BENCH_HARNESS:-$(cd ../shared/bench && pwd)}
 cargo build --release --bins -q
-BIN=$PWD/target/release
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/release
 source bench/lib.sh
 bench_work berth-rtbench
 export BENCH_DATA=$work/data BENCH_OUT=${BENCH_OUT:-$PWD/bench/results/runtime}
