@@ -798,3 +798,30 @@ fn parse_until(s: &str) -> Result<i64> {
     };
     Ok(chrono::Utc::now().timestamp() - secs as i64)
 }
+
+/// Drain a set of tasks, handing each one's value to `each`: the first
+/// error aborts the others and is returned once all have ended (`what`
+/// names a task that panicked).
+pub(crate) async fn join_all<T: 'static>(
+    set: &mut tokio::task::JoinSet<Result<T>>,
+    what: &str,
+    mut each: impl FnMut(T),
+) -> Result<()> {
+    let mut first_err = None;
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok(Ok(v)) => each(v),
+            Ok(Err(e)) => {
+                if first_err.is_none() {
+                    first_err = Some(e);
+                    set.abort_all();
+                }
+            }
+            Err(e) if e.is_cancelled() => {}
+            Err(e) => {
+                first_err.get_or_insert(Error::internal(format!("{what} failed: {e}")));
+            }
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}

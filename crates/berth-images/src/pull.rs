@@ -357,26 +357,12 @@ impl ImageService {
                 })
             });
         }
-        let mut first_err: Option<Error> = None;
-        while let Some(r) = set.join_next().await {
-            match r {
-                Ok(Ok(d)) if d.index == usize::MAX => {}
-                Ok(Ok(d)) => done[d.index] = Some(d.blob),
-                Ok(Err(e)) => {
-                    if first_err.is_none() {
-                        first_err = Some(e);
-                        set.abort_all();
-                    }
-                }
-                Err(e) if e.is_cancelled() => {}
-                Err(e) => {
-                    first_err.get_or_insert(Error::internal(format!("layer task failed: {e}")));
-                }
+        crate::join_all(&mut set, "layer task", |d| {
+            if d.index != usize::MAX {
+                done[d.index] = Some(d.blob);
             }
-        }
-        if let Some(e) = first_err {
-            return Err(e);
-        }
+        })
+        .await?;
         // A blob listed twice: unpack it again from the stored copy.
         for (i, first) in dups {
             let blob = done[first].clone().expect("first copy pulled");

@@ -210,25 +210,7 @@ impl ImageService {
             });
         }
         let mut layers = rec.layers.clone();
-        let mut first_err = None;
-        while let Some(r) = set.join_next().await {
-            match r {
-                Ok(Ok((i, b))) => layers[i] = b,
-                Ok(Err(e)) => {
-                    if first_err.is_none() {
-                        first_err = Some(e);
-                        set.abort_all();
-                    }
-                }
-                Err(e) if e.is_cancelled() => {}
-                Err(e) => {
-                    first_err.get_or_insert(Error::internal(format!("push task failed: {e}")));
-                }
-            }
-        }
-        if let Some(e) = first_err {
-            return Err(e);
-        }
+        crate::join_all(&mut set, "push task", |(i, b)| layers[i] = b).await?;
         // The config.
         let config = self.content.read(&rec.id, MAX_JSON)?;
         if repo.blob_exists(&rec.id).await?.is_none() {
@@ -539,25 +521,7 @@ impl ImageService {
                     .await
             });
         }
-        let mut first_err = None;
-        while let Some(r) = set.join_next().await {
-            match r {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    if first_err.is_none() {
-                        first_err = Some(e);
-                        set.abort_all();
-                    }
-                }
-                Err(e) if e.is_cancelled() => {}
-                Err(e) => {
-                    first_err.get_or_insert(Error::internal(format!("push task failed: {e}")));
-                }
-            }
-        }
-        if let Some(e) = first_err {
-            return Err(e);
-        }
+        crate::join_all(&mut set, "push task", |()| {}).await?;
         let config = self.content.read(&m.config.digest, MAX_JSON)?;
         if repo.blob_exists(&m.config.digest).await?.is_none() {
             let loc = repo.start_upload().await?;
